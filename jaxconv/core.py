@@ -1,0 +1,244 @@
+"""The layer protocol: every jaxconv layer is a pair of pure functions.
+
+    init(key, input_shape) -> (output_shape, params, state)
+    apply(params, state, x, *, key=None, train=False) -> (y, new_state)
+
+- Shapes include the batch axis; -1 (or None) stands for "any batch size".
+  `init` works out the output shape from the input shape alone, so a whole net's
+  sizes are checked before any data flows.
+- ``params`` are what the optimiser trains; ``state`` is everything else a layer
+  carries between calls (BatchNorm's running statistics). Both are nested dicts
+  of arrays with readable keys; a layer without any returns ``{}``.
+- ``key`` is a `jax.random` key that combinators split so every child gets its
+  own; ``train`` switches Dropout, StochasticDepth and BatchNorm to training.
+- Activations are NHWC (N, H, W, C) and convolution kernels HWIO.
+
+`Layer` is a NamedTuple, so ``init, apply = net`` works as in ``stax``. Beside
+the two functions, jaxconv's own layers carry a small description (`info`): the
+kind of layer, its hyperparameters and, for combinators, its children. The
+summary, the receptive-field calculator and FC->CONV surgery read it; the
+protocol itself never needs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple, Protocol
+
+import jax
+
+Shape = tuple[int, ...]
+ShapeTree = Any  # a Shape, or a tuple of them for multi-input layers
+PyTree = Any
+Params = PyTree
+State = PyTree
+Array = jax.Array
+Key = jax.Array
+
+BATCH = -1  # the batch size in a shape, unknown until data arrives
+
+
+class InitFn(Protocol):
+    def __call__(self, key: Key | None, input_shape: ShapeTree) -> tuple[ShapeTree, Params, State]: ...
+
+
+class ApplyFn(Protocol):
+    def __call__(
+        self, params: Params, state: State, x: Any, *, key: Key | None = None, train: bool = False
+    ) -> tuple[Any, State]: ...
+
+
+class Layer(NamedTuple):
+    """A layer: ``init(key, input_shape)`` and ``apply(params, state, x, *, key, train)``."""
+
+    init: InitFn
+    apply: ApplyFn
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerInfo:
+    """What a layer is: its kind (``'Conv'``), hyperparameters and sub-layers."""
+
+    kind: str
+    spec: dict[str, Any]
+    children: tuple[tuple[str, Layer], ...] = ()
+    name: str | None = None
+
+
+def layer(
+    kind: str,
+    init: InitFn,
+    apply: ApplyFn,
+    children: Sequence[tuple[str, Layer]] = (),
+    **spec: Any,
+) -> Layer:
+    """Make a `Layer` that describes itself as ``kind`` with hyperparameters ``spec``."""
+    info = LayerInfo(kind, spec, tuple(children))
+
+    def described_init(key: Key | None, input_shape: ShapeTree) -> tuple[ShapeTree, Params, State]:
+        input_shape = normalize_shape(input_shape)
+        output_shape, params, state = init(key, input_shape)
+        _record(info, input_shape, output_shape, params, state)
+        return output_shape, params, state
+
+    described_init.info = info  # type: ignore[attr-defined]
+    return Layer(described_init, apply)
+
+
+def info(net: Layer) -> LayerInfo:
+    """The description of a layer; a hand-written ``Layer(init, apply)`` is kind ``'Layer'``."""
+    return getattr(net.init, "info", None) or LayerInfo("Layer", {})
+
+
+def named(name: str, net: Layer) -> Layer:
+    """The same layer under a chosen name: its key in the parent's params and state."""
+    if not name or not isinstance(name, str):
+        raise ValueError(f"named: the name must be a non-empty string, got {name!r}")
+
+    def init(key: Key | None, input_shape: ShapeTree) -> tuple[ShapeTree, Params, State]:
+        return net.init(key, input_shape)
+
+    init.info = dataclasses.replace(info(net), name=name)  # type: ignore[attr-defined]
+    return Layer(init, net.apply)
+
+
+def child_names(layers: Sequence[Layer]) -> tuple[str, ...]:
+    """Keys for a combinator's children: a chosen name, else ``'<kind>_<index>'``."""
+    names = tuple(info(child).name or f"{info(child).kind.lower()}_{i}" for i, child in enumerate(layers))
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"two layers are named {duplicates}; give each a distinct name")
+    return names
+
+
+# --- threading keys, params and state through children --------------------------------------
+
+
+def split_key(key: Key | None, num: int) -> list[Key | None]:
+    """One key per child; no key stays no key."""
+    return [None] * num if key is None else list(jax.random.split(key, num))
+
+
+def is_empty(tree: PyTree) -> bool:
+    return not jax.tree_util.tree_leaves(tree)
+
+
+def init_child(
+    name: str, child: Layer, key: Key | None, input_shape: ShapeTree
+) -> tuple[ShapeTree, Params, State]:
+    """Initialise a child under ``name``; an error gets a note saying where it happened."""
+    with _scope(name):
+        try:
+            return child.init(key, input_shape)
+        except ValueError as error:
+            error.add_note(f"in {name} ({info(child).kind}) with input shape {input_shape}")
+            raise
+
+
+def apply_child(
+    name: str,
+    child: Layer,
+    params: Params,
+    state: State,
+    x: Any,
+    key: Key | None,
+    train: bool,
+) -> tuple[Any, State]:
+    """Apply a child to its entry of ``params`` and ``state`` (absent entries are empty)."""
+    try:
+        return child.apply(params.get(name, {}), state.get(name, {}), x, key=key, train=train)
+    except ValueError as error:
+        error.add_note(f"in {name} ({info(child).kind})")
+        raise
+
+
+def put(tree: dict[str, PyTree], name: str, value: PyTree) -> None:
+    """Store a child's params or state, leaving out empty ones to keep trees readable."""
+    if not is_empty(value):
+        tree[name] = value
+
+
+# --- shapes ---------------------------------------------------------------------------------
+
+
+def normalize_shape(shape: ShapeTree) -> ShapeTree:
+    """A shape as a tuple of ints with -1 for unknown sizes; tuples of shapes recurse."""
+    if isinstance(shape, Sequence) and shape and not all(_is_dim(d) for d in shape):
+        if all(isinstance(s, Sequence) for s in shape):
+            return tuple(normalize_shape(s) for s in shape)
+        raise ValueError(f"input_shape={shape!r} is not a shape: use ints, with -1 for the batch")
+    if not isinstance(shape, Sequence):
+        raise ValueError(f"input_shape={shape!r} is not a shape: use a tuple such as (-1, 28, 28, 1)")
+    return tuple(BATCH if d is None else int(d) for d in shape)
+
+
+def _is_dim(d: object) -> bool:
+    return d is None or (isinstance(d, int) and not isinstance(d, bool))
+
+
+def concrete(shape: Shape, batch: int = 1) -> Shape:
+    """A shape with unknown sizes replaced by ``batch``, for `jax.eval_shape`."""
+    return tuple(batch if d == BATCH else d for d in shape)
+
+
+def with_batch(shape: Shape, like: Shape) -> Shape:
+    """``shape`` with its batch axis set back to that of ``like`` (possibly -1)."""
+    return (like[0], *shape[1:])
+
+
+def eval_output_shape(fn: Callable[[Array], Any], input_shape: Shape, dtype: Any) -> ShapeTree:
+    """The output shape of ``fn`` on an input of ``input_shape``, found without running it."""
+    out = jax.eval_shape(fn, jax.ShapeDtypeStruct(concrete(input_shape), dtype))
+    return jax.tree_util.tree_map(lambda s: with_batch(s.shape, input_shape), out)
+
+
+# --- recording what init sees, for the summary ------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """One layer's view during `init`: where it sits, what it is, what goes in and out."""
+
+    path: tuple[str, ...]
+    info: LayerInfo
+    input_shape: ShapeTree
+    output_shape: ShapeTree
+    params: Params
+    state: State
+
+
+_path: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("jaxconv_path", default=())
+_records: contextvars.ContextVar[list[Record] | None] = contextvars.ContextVar(
+    "jaxconv_records", default=None
+)
+
+
+@contextlib.contextmanager
+def _scope(name: str) -> Iterator[None]:
+    token = _path.set((*_path.get(), name))
+    try:
+        yield
+    finally:
+        _path.reset(token)
+
+
+def _record(info: LayerInfo, input_shape, output_shape, params, state) -> None:
+    records = _records.get()
+    if records is not None:
+        records.append(Record(_path.get(), info, input_shape, output_shape, params, state))
+
+
+def trace_init(
+    net: Layer, key: Key | None, input_shape: ShapeTree
+) -> tuple[tuple[ShapeTree, Params, State], list[Record]]:
+    """Run ``net.init`` and return its result with a `Record` per layer, children first."""
+    records: list[Record] = []
+    token = _records.set(records)
+    try:
+        result = net.init(key, input_shape)
+    finally:
+        _records.reset(token)
+    return result, records

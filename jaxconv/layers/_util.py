@@ -1,0 +1,123 @@
+"""Argument checks, layouts, sliding-window geometry and initialisers shared by the layers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+from jax import lax
+
+from jaxconv import sizing
+from jaxconv.core import Key, Shape
+from jaxconv.errors import MissingKeyError, ShapeError
+
+Initializer = Callable[..., jax.Array]
+SizeArg = int | Sequence[int]
+
+_SPATIAL_LETTERS = "DHW"
+
+
+def positive(layer: str, **values: int | float) -> None:
+    """Raise unless every named hyperparameter is > 0."""
+    for name, value in values.items():
+        items = value if isinstance(value, Sequence) else (value,)
+        if any(v <= 0 for v in items):
+            raise ValueError(f"{layer}: {name}={value!r} must be positive")
+
+
+def per_axis(value: SizeArg, rank: int, layer: str, name: str) -> tuple[int, ...]:
+    """An int (same on every spatial axis) or one int per axis, as a tuple of ``rank`` ints."""
+    values = (value,) * rank if isinstance(value, int) else tuple(value)
+    if len(values) != rank:
+        raise ShapeError(
+            f"{layer}: {name}={value!r} has {len(values)} entries but the input has {rank} "
+            f"spatial axes; give one int or {rank}"
+        )
+    positive(layer, **{name: values})
+    return values
+
+
+def spatial_rank(layer: str, input_shape: Shape, fixed: SizeArg | None = None) -> int:
+    """The number of spatial axes of an (N, *spatial, C) input, checked against ``fixed``."""
+    rank = len(input_shape) - 2
+    expected = None if fixed is None or isinstance(fixed, int) else len(tuple(fixed))
+    if rank < 1 or (expected is not None and rank != expected):
+        want = f"(N, {', '.join(_SPATIAL_LETTERS[-expected:])}, C)" if expected else "(N, ..., C)"
+        raise ShapeError(
+            f"{layer} expects a rank-{(expected or 1) + 2}{'' if expected else '+'} input {want}, "
+            f"got shape {tuple(input_shape)}; under vmap over single examples keep a batch axis "
+            "of 1 (x[:, None]) so every example is still (1, H, W, C)"
+        )
+    return rank
+
+
+def channel_last(rank: int) -> tuple[str, str, str]:
+    """XLA dimension numbers for NHWC activations and HWIO kernels (any spatial rank)."""
+    spatial = _SPATIAL_LETTERS[-rank:] if rank <= 3 else "".join(chr(ord("a") + i) for i in range(rank))
+    return f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"
+
+
+class Window(NamedTuple):
+    """A sliding window's geometry on one input: per-side padding and the output sizes."""
+
+    padding: tuple[tuple[int, int], ...]
+    out_spatial: tuple[int, ...]
+
+
+def slide(
+    layer: str,
+    spatial: Sequence[int],
+    window: Sequence[int],
+    stride: Sequence[int],
+    padding: sizing.PaddingLike,
+    dilation: Sequence[int],
+    strict: bool | None,
+) -> Window:
+    """Resolve ``padding`` and apply the sizing rule on every spatial axis."""
+    pads = sizing.padding_pairs(padding, spatial, window, stride, dilation)
+    out = tuple(
+        sizing.output_size(w, f, s, p[0] if p[0] == p[1] else p, d, strict=strict, layer=layer)
+        for w, f, s, p, d in zip(spatial, window, stride, pads, dilation, strict=True)
+    )
+    return Window(pads, out)
+
+
+def initializer(
+    init: str | Initializer, in_axis: int | Sequence[int] = -2, out_axis: int = -1, **kwargs: Any
+) -> Initializer:
+    """A `jax.nn.initializers` function from a name (``'he_normal'``, ``'glorot_uniform'``, ...).
+
+    ``'he'``, ``'glorot'`` and ``'lecun'`` mean their normal variants. Fan-in and
+    fan-out are read from ``in_axis`` and ``out_axis``; the other axes are the
+    receptive field.
+    """
+    if callable(init):
+        return init
+    name = {"he": "he_normal", "glorot": "glorot_normal", "lecun": "lecun_normal"}.get(init, init)
+    choices = [f"{a}_{b}" for a in ("he", "glorot", "lecun") for b in ("normal", "uniform")]
+    if name not in choices:
+        raise ValueError(f"unknown initialiser {init!r}; choose one of {choices} or a function")
+    return getattr(jax.nn.initializers, name)(in_axis=in_axis, out_axis=out_axis, **kwargs)
+
+
+def require_key(layer: str, key: Key | None) -> Key:
+    """The key a random layer needs in training mode, or an error that shows the call."""
+    if key is None:
+        raise MissingKeyError(
+            f"{layer} is random in training mode and needs a key: call "
+            "net.apply(params, state, x, key=jax.random.key(seed), train=True), "
+            "or train=False for evaluation"
+        )
+    return key
+
+
+def init_key(layer: str, key: Key | None) -> Key:
+    if key is None:
+        raise MissingKeyError(f"{layer} has parameters; init needs a key: net.init(jax.random.key(0), shape)")
+    return key
+
+
+def reduce_window(x, init_value, op, window, stride, padding) -> jax.Array:
+    """`lax.reduce_window` over the spatial axes of an (N, *spatial, C) array."""
+    return lax.reduce_window(x, init_value, op, (1, *window, 1), (1, *stride, 1), ((0, 0), *padding, (0, 0)))

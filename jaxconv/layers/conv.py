@@ -1,0 +1,321 @@
+"""Convolutions: shared filters (`Conv`), their transpose, and unshared filters.
+
+A CONV layer slides K filters of size F over the input volume with stride S,
+zero-padding P and dilation D; each output is a dot product of one filter with
+one window plus a bias (the notes' ``V[x, y, k] = sum(X[window] * W_k) + b_k``).
+Activations are (N, *spatial, C) and kernels (*F, C_in / groups, K), so one
+`Conv` serves 1-D, 2-D and 3-D inputs; other layouts are one
+``dimension_numbers`` away.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxconv import sizing
+from jaxconv.core import BATCH, Layer, Shape, layer
+from jaxconv.errors import ShapeError
+from jaxconv.layers._util import (
+    Initializer,
+    SizeArg,
+    channel_last,
+    init_key,
+    initializer,
+    per_axis,
+    positive,
+    slide,
+    spatial_rank,
+)
+
+zeros = jax.nn.initializers.zeros
+
+
+def Conv(
+    features: int,
+    kernel_size: SizeArg,
+    stride: SizeArg = 1,
+    padding: sizing.PaddingLike = 0,
+    dilation: SizeArg = 1,
+    groups: int = 1,
+    use_bias: bool = True,
+    kernel_init: str | Initializer = "he_normal",
+    bias_init: Initializer = zeros,
+    dimension_numbers: tuple[str, str, str] | None = None,
+    strict: bool | None = None,
+    precision: Any = None,
+) -> Layer:
+    """A convolution with ``features`` filters (K) of size ``kernel_size`` (F).
+
+    Args:
+      stride: S, per axis or one int.
+      padding: P as an int, one int per axis, one ``(lo, hi)`` pair per axis,
+        ``'SAME'`` (output ``ceil(W / S)``) or ``'VALID'`` (P = 0).
+      dilation: D; the filter then spans ``D*(F - 1) + 1`` inputs.
+      groups: split input and output channels into this many independent
+        convolutions (``groups == C_in`` is a depthwise convolution).
+      kernel_init: ``'he_normal'`` (default), ``'glorot_uniform'``, ``'lecun_normal'``...
+        or any `jax.nn.initializers` function.
+      dimension_numbers: XLA layouts, e.g. ``('NCHW', 'OIHW', 'NCHW')``; the
+        default is channel-last for the input's spatial rank.
+      strict: raise `SizeError` when F, S, P do not tile the input (default:
+        floor, unless inside ``sizing.strict()``).
+
+    Shapes: (N, *spatial, C_in) -> (N, *out_spatial, K); params ``kernel``
+    (*F, C_in / groups, K) and ``bias`` (K,).
+    """
+    positive("Conv", features=features, groups=groups)
+    if features % groups:
+        raise ValueError(
+            f"Conv(features={features}, groups={groups}): features must be divisible by groups; "
+            f"try features={groups * max(1, round(features / groups))}"
+        )
+    name = "Conv"
+
+    def geometry(input_shape: Shape):
+        rank = spatial_rank(name, input_shape, kernel_size)
+        dims = lax.conv_dimension_numbers(
+            (1,) * (rank + 2), (1,) * (rank + 2), dimension_numbers or channel_last(rank)
+        )
+        window = per_axis(kernel_size, rank, name, "kernel_size")
+        strides = per_axis(stride, rank, name, "stride")
+        dilations = per_axis(dilation, rank, name, "dilation")
+        in_channels = input_shape[dims.lhs_spec[1]]
+        if in_channels % groups:
+            raise ShapeError(
+                f"Conv(groups={groups}) on {in_channels} input channels: the channels must be "
+                f"divisible by groups; use groups={np.gcd(in_channels, groups)} or change the width"
+            )
+        spatial = [input_shape[i] for i in dims.lhs_spec[2:]]
+        geo = slide(name, spatial, window, strides, padding, dilations, strict)
+        return dims, window, strides, dilations, in_channels, geo
+
+    def init(key, input_shape):
+        dims, window, _, _, in_channels, geo = geometry(input_shape)
+        kernel_shape = _place(dims.rhs_spec, features, in_channels // groups, window)
+        init_kernel = initializer(kernel_init, in_axis=dims.rhs_spec[1], out_axis=dims.rhs_spec[0])
+        kernel_key, bias_key = jax.random.split(init_key(name, key))
+        params = {"kernel": init_kernel(kernel_key, kernel_shape, jnp.float32)}
+        if use_bias:
+            params["bias"] = bias_init(bias_key, (features,), jnp.float32)
+        batch = input_shape[dims.lhs_spec[0]]
+        return _place(dims.out_spec, batch, features, geo.out_spatial), params, {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        dims, _, strides, dilations, in_channels, geo = geometry(x.shape)
+        kernel = params["kernel"]
+        if kernel.shape[dims.rhs_spec[1]] * groups != in_channels:
+            raise ShapeError(
+                f"Conv was initialised for {kernel.shape[dims.rhs_spec[1]] * groups} input "
+                f"channels but got {in_channels} (input shape {x.shape})"
+            )
+        y = lax.conv_general_dilated(
+            x,
+            kernel.astype(x.dtype),
+            window_strides=strides,
+            padding=geo.padding,
+            rhs_dilation=dilations,
+            dimension_numbers=dims,
+            feature_group_count=groups,
+            precision=precision,
+        )
+        if use_bias:
+            y = y + params["bias"].astype(y.dtype).reshape(
+                _place(dims.out_spec, 1, features, (1,) * (y.ndim - 2))
+            )
+        return y, {}
+
+    return layer(
+        name,
+        init,
+        apply,
+        features=features,
+        kernel_size=kernel_size,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        use_bias=use_bias,
+        dimension_numbers=dimension_numbers,
+    )
+
+
+def ConvTranspose(
+    features: int,
+    kernel_size: SizeArg,
+    stride: SizeArg = 1,
+    padding: int | Sequence[int] | Sequence[tuple[int, int]] | str = 0,
+    output_padding: SizeArg = 0,
+    dilation: SizeArg = 1,
+    use_bias: bool = True,
+    kernel_init: str | Initializer = "he_normal",
+    bias_init: Initializer = zeros,
+    precision: Any = None,
+) -> Layer:
+    """The transpose (gradient) of a strided convolution: upsamples by S.
+
+    Follows ``torch.nn.ConvTranspose``: each axis grows to
+    ``(W - 1)*S - P_lo - P_hi + D*(F - 1) + 1 + output_padding``; ``'SAME'``
+    gives ``W*S`` and ``'VALID'`` means P = 0.
+
+    Shapes: (N, *spatial, C_in) -> (N, *out_spatial, K); params ``kernel``
+    (*F, C_in, K) and ``bias`` (K,).
+    """
+    positive("ConvTranspose", features=features)
+    name = "ConvTranspose"
+
+    def geometry(input_shape: Shape):
+        rank = spatial_rank(name, input_shape, kernel_size)
+        window = per_axis(kernel_size, rank, name, "kernel_size")
+        strides = per_axis(stride, rank, name, "stride")
+        dilations = per_axis(dilation, rank, name, "dilation")
+        extra = (output_padding,) * rank if isinstance(output_padding, int) else tuple(output_padding)
+        if any(e < 0 or e >= max(s, d) for e, s, d in zip(extra, strides, dilations, strict=True)):
+            raise ValueError(
+                f"ConvTranspose(output_padding={output_padding}) must be smaller than the stride "
+                f"{strides} or the dilation {dilations}"
+            )
+        pads = _transpose_padding(padding, window, strides, dilations)
+        out = tuple(
+            sizing.transpose_output_size(w, f, s, p, d, e)
+            for w, f, s, p, d, e in zip(
+                input_shape[1:-1], window, strides, pads, dilations, extra, strict=True
+            )
+        )
+        if any(o != BATCH and o < 1 for o in out):
+            raise ShapeError(f"ConvTranspose on {input_shape}: padding {pads} leaves output {out}")
+        return window, strides, dilations, pads, extra, out
+
+    def init(key, input_shape):
+        window, *_, out = geometry(input_shape)
+        init_kernel = initializer(kernel_init)
+        kernel_key, bias_key = jax.random.split(init_key(name, key))
+        params = {"kernel": init_kernel(kernel_key, (*window, input_shape[-1], features), jnp.float32)}
+        if use_bias:
+            params["bias"] = bias_init(bias_key, (features,), jnp.float32)
+        return (input_shape[0], *out, features), params, {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        window, strides, dilations, pads, extra, _ = geometry(x.shape)
+        # The transpose of a convolution is a convolution of the input spread out by
+        # the stride (lhs dilation) with the spatially flipped kernel.
+        full = [d * (f - 1) for f, d in zip(window, dilations, strict=True)]
+        lax_padding = [(r - lo, r - hi + e) for r, (lo, hi), e in zip(full, pads, extra, strict=True)]
+        kernel = jnp.flip(params["kernel"], axis=tuple(range(len(window))))
+        y = lax.conv_general_dilated(
+            x,
+            kernel.astype(x.dtype),
+            window_strides=(1,) * len(window),
+            padding=lax_padding,
+            lhs_dilation=strides,
+            rhs_dilation=dilations,
+            dimension_numbers=channel_last(len(window)),
+            precision=precision,
+        )
+        if use_bias:
+            y = y + params["bias"].astype(y.dtype)
+        return y, {}
+
+    return layer(
+        name,
+        init,
+        apply,
+        features=features,
+        kernel_size=kernel_size,
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        use_bias=use_bias,
+    )
+
+
+def _transpose_padding(padding, window, strides, dilations) -> tuple[tuple[int, int], ...]:
+    if isinstance(padding, str) and padding.upper() == "SAME":
+        totals = [
+            sizing.effective_filter(f, d) - s for f, s, d in zip(window, strides, dilations, strict=True)
+        ]
+        if any(t < 0 for t in totals):
+            raise ValueError(
+                f"ConvTranspose(padding='SAME') needs the filter {window} to span at least the "
+                f"stride {strides}; use a larger kernel_size or output_padding"
+            )
+        return tuple((t // 2, t - t // 2) for t in totals)
+    rank = len(window)
+    return sizing.padding_pairs(padding, (BATCH,) * rank, window, strides, dilations)
+
+
+def LocallyConnected(
+    features: int,
+    kernel_size: SizeArg,
+    stride: SizeArg = 1,
+    padding: sizing.PaddingLike = 0,
+    use_bias: bool = True,
+    kernel_init: str | Initializer = "he_normal",
+    strict: bool | None = None,
+) -> Layer:
+    """A convolution whose filters are not shared: each output position has its own.
+
+    The notes' layer for centred inputs such as faces, where different parts of
+    the image warrant different features. Needs fixed spatial sizes.
+
+    Shapes: (N, *spatial, C_in) -> (N, *out_spatial, K); params ``kernel``
+    (*out_spatial, *F, C_in, K) and ``bias`` (*out_spatial, K).
+    """
+    positive("LocallyConnected", features=features)
+    name = "LocallyConnected"
+
+    def geometry(input_shape: Shape):
+        rank = spatial_rank(name, input_shape, kernel_size)
+        window = per_axis(kernel_size, rank, name, "kernel_size")
+        strides = per_axis(stride, rank, name, "stride")
+        if BATCH in input_shape[1:]:
+            raise ShapeError(
+                f"LocallyConnected needs fixed spatial sizes (a filter per position), got {input_shape}"
+            )
+        geo = slide(name, input_shape[1:-1], window, strides, padding, (1,) * rank, strict)
+        return window, strides, geo
+
+    def init(key, input_shape):
+        window, _, geo = geometry(input_shape)
+        rank = len(window)
+        shape = (*geo.out_spatial, *window, input_shape[-1], features)
+        init_kernel = initializer(kernel_init, batch_axis=tuple(range(rank)))
+        kernel_key, _ = jax.random.split(init_key(name, key))
+        params = {"kernel": init_kernel(kernel_key, shape, jnp.float32)}
+        if use_bias:
+            params["bias"] = jnp.zeros((*geo.out_spatial, features), jnp.float32)
+        return (input_shape[0], *geo.out_spatial, features), params, {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        window, strides, geo = geometry(x.shape)
+        rank = len(window)
+        patches = lax.conv_general_dilated_patches(
+            x, window, strides, geo.padding, dimension_numbers=channel_last(rank)
+        )
+        # patches: (N, *out, C * prod(F)), channel-major; split into (N, *out, C, *F)
+        patches = patches.reshape(*patches.shape[:-1], x.shape[-1], *window)
+        out, filt = "pqr"[:rank], "uvw"[:rank]
+        spec = f"n{out}c{filt},{out}{filt}co->n{out}o"
+        y = jnp.einsum(spec, patches, params["kernel"].astype(x.dtype))
+        if use_bias:
+            y = y + params["bias"].astype(y.dtype)
+        return y, {}
+
+    return layer(
+        name, init, apply, features=features, kernel_size=kernel_size, stride=stride, padding=padding
+    )
+
+
+def _place(spec: Sequence[int], batch_or_out: int, channels: int, spatial: Sequence[int]) -> Shape:
+    """A shape with its two non-spatial sizes and the spatial sizes at a layout's positions."""
+    shape = [0] * (len(spatial) + 2)
+    shape[spec[0]], shape[spec[1]] = batch_or_out, channels
+    for index, size in zip(spec[2:], spatial, strict=True):
+        shape[index] = size
+    return tuple(shape)

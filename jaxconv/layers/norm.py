@@ -1,0 +1,181 @@
+"""Normalisation layers: BatchNorm, AlexNet's local response normalisation, Layer and Group norm.
+
+All normalise (N, *spatial, C) activations with channels last and compute
+their statistics in float32, whatever the activation dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxconv.core import Layer, layer
+from jaxconv.errors import ShapeError
+from jaxconv.layers._util import positive
+
+
+def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, axis_name: str | None = None) -> Layer:
+    """Batch normalisation (Ioffe & Szegedy 2015) over every axis but the channels.
+
+    In training mode each channel is normalised with the statistics of the
+    batch, and the running statistics in ``state`` move towards them:
+
+        running = momentum * running + (1 - momentum) * batch
+
+    (PyTorch's ``momentum`` is ``1 - momentum`` here). As in PyTorch the running
+    variance uses the unbiased batch variance. In evaluation mode the running
+    statistics are used. With ``axis_name`` the batch statistics are averaged
+    over that mapped axis (`pmap`, `shard_map`, `vmap`), i.e. synchronised
+    BatchNorm across devices.
+
+    Shapes: (N, *spatial, C) -> same; params ``scale``, ``bias`` (C,); state
+    ``mean``, ``var`` (C,).
+    """
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"BatchNorm(momentum={momentum}): momentum must be in [0, 1)")
+    positive("BatchNorm", eps=eps)
+
+    def init(key, input_shape):
+        _check_rank("BatchNorm", input_shape, 2)
+        channels = input_shape[-1]
+        params = {"scale": jnp.ones(channels), "bias": jnp.zeros(channels)}
+        return input_shape, params, {"mean": jnp.zeros(channels), "var": jnp.ones(channels)}
+
+    def apply(params, state, x, *, key=None, train=False):
+        _check_rank("BatchNorm", x.shape, 2)
+        x32 = x.astype(jnp.float32)
+        if not train:
+            mean, var, new_state = state["mean"], state["var"], state
+        else:
+            if x.shape[0] == 1 and axis_name is None:
+                raise ShapeError(
+                    f"BatchNorm in training mode got a batch of one (input {x.shape}): the batch "
+                    "statistics mix examples, so per-example gradients (vmap over single "
+                    "examples) are not defined; use GroupNorm (zoo models: norm='group') "
+                    "or apply with train=False"
+                )
+            mean, var, count = _batch_moments(x32, axis_name)
+            unbiased = var * (count / jnp.maximum(count - 1, 1))
+            new_state = {
+                "mean": momentum * state["mean"] + (1 - momentum) * mean,
+                "var": momentum * state["var"] + (1 - momentum) * unbiased,
+            }
+        y = (x32 - mean) * lax.rsqrt(var + eps) * params["scale"] + params["bias"]
+        return y.astype(x.dtype), new_state
+
+    return layer("BatchNorm", init, apply, momentum=momentum, eps=eps, axis_name=axis_name)
+
+
+def _batch_moments(x: jax.Array, axis_name: str | None) -> tuple[jax.Array, jax.Array, int]:
+    """Per-channel mean, biased variance and count, over the batch (and devices)."""
+    axes = tuple(range(x.ndim - 1))
+    count = x.size // x.shape[-1]
+    mean = jnp.mean(x, axes)
+    if axis_name is not None:
+        mean = lax.pmean(mean, axis_name)
+    var = jnp.mean(jnp.square(x - mean), axes)
+    if axis_name is not None:
+        var = lax.pmean(var, axis_name)
+        count *= lax.psum(1, axis_name)
+    return mean, var, count
+
+
+def LocalResponseNorm(size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0) -> Layer:
+    """Local response normalisation across channels (Krizhevsky et al. 2012).
+
+        b_c = a_c / (k + alpha * sum_{c' near c} a_{c'}^2) ** beta
+
+    summing over ``size`` neighbouring channels (AlexNet: size 5, alpha 1e-4,
+    beta 0.75, k 2). As in the paper, alpha is *not* divided by size
+    (PyTorch's ``LocalResponseNorm`` takes ``alpha * size`` for the same layer).
+
+    Shapes: (N, *spatial, C) -> same.
+    """
+    positive("LocalResponseNorm", size=size, k=k)
+
+    def init(key, input_shape):
+        _check_rank("LocalResponseNorm", input_shape, 2)
+        return input_shape, {}, {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        squares = jnp.square(x.astype(jnp.float32))
+        window = (1,) * (x.ndim - 1) + (size,)
+        pads = ((0, 0),) * (x.ndim - 1) + ((size // 2, (size - 1) // 2),)
+        sums = lax.reduce_window(squares, 0.0, lax.add, window, (1,) * x.ndim, pads)
+        return (x / (k + alpha * sums) ** beta).astype(x.dtype), {}
+
+    return layer("LocalResponseNorm", init, apply, size=size, alpha=alpha, beta=beta, k=k)
+
+
+def LayerNorm(eps: float = 1e-5, axis: int | Sequence[int] = -1) -> Layer:
+    """Layer normalisation (Ba et al. 2016) of each example over ``axis``.
+
+    The default normalises each position over its channels; ``axis=(1, 2, 3)``
+    normalises a whole (H, W, C) volume. ``scale`` and ``bias`` have the shape
+    of the normalised axes.
+
+    Shapes: (N, ...) -> same.
+    """
+    positive("LayerNorm", eps=eps)
+
+    def axes_of(shape):
+        axes = tuple(a % len(shape) for a in ((axis,) if isinstance(axis, int) else axis))
+        if 0 in axes:
+            raise ValueError(f"LayerNorm(axis={axis}) would normalise across the batch axis")
+        return axes
+
+    def init(key, input_shape):
+        shape = tuple(input_shape[a] for a in axes_of(input_shape))
+        return input_shape, {"scale": jnp.ones(shape), "bias": jnp.zeros(shape)}, {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        axes = axes_of(x.shape)
+        x32 = x.astype(jnp.float32)
+        mean = jnp.mean(x32, axes, keepdims=True)
+        var = jnp.mean(jnp.square(x32 - mean), axes, keepdims=True)
+        broadcast = tuple(x.shape[a] if a in axes else 1 for a in range(x.ndim))
+        scale, bias = params["scale"].reshape(broadcast), params["bias"].reshape(broadcast)
+        return ((x32 - mean) * lax.rsqrt(var + eps) * scale + bias).astype(x.dtype), {}
+
+    return layer("LayerNorm", init, apply, eps=eps, axis=axis)
+
+
+def GroupNorm(groups: int = 32, eps: float = 1e-5) -> Layer:
+    """Group normalisation (Wu & He 2018): per example, over positions and channel groups.
+
+    Needs no batch statistics, so it works with per-example gradients where
+    BatchNorm does not. ``groups=1`` normalises the whole volume (LayerNorm over
+    H, W, C); ``groups=C`` is instance normalisation.
+
+    Shapes: (N, *spatial, C) -> same; params ``scale``, ``bias`` (C,).
+    """
+    positive("GroupNorm", groups=groups, eps=eps)
+
+    def init(key, input_shape):
+        _check_rank("GroupNorm", input_shape, 3)
+        channels = input_shape[-1]
+        if channels % groups:
+            raise ShapeError(
+                f"GroupNorm(groups={groups}) on {channels} channels: channels must be divisible "
+                f"by groups; try groups={math.gcd(channels, groups)}"
+            )
+        return input_shape, {"scale": jnp.ones(channels), "bias": jnp.zeros(channels)}, {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        grouped = x.astype(jnp.float32).reshape(*x.shape[:-1], groups, x.shape[-1] // groups)
+        axes = (*range(1, x.ndim - 1), x.ndim)
+        mean = jnp.mean(grouped, axes, keepdims=True)
+        var = jnp.mean(jnp.square(grouped - mean), axes, keepdims=True)
+        y = ((grouped - mean) * lax.rsqrt(var + eps)).reshape(x.shape)
+        return (y * params["scale"] + params["bias"]).astype(x.dtype), {}
+
+    return layer("GroupNorm", init, apply, groups=groups, eps=eps)
+
+
+def _check_rank(kind: str, shape, minimum: int) -> None:
+    if len(shape) < minimum:
+        raise ShapeError(f"{kind} expects (N, ..., C) with at least {minimum} axes, got {shape}")
