@@ -4,7 +4,7 @@ Layers are pure ``(init, apply)`` pairs composed with combinators; see
 `jaxconv.core` for the protocol.
 """
 
-from jaxconv import sizing
+from jaxconv import data, sizing
 from jaxconv.combinators import (
     Identity,
     Lambda,
@@ -79,6 +79,7 @@ __all__ = [
     "Softmax",
     "StochasticDepth",
     "Tanh",
+    "data",
     "fan_in_concat",
     "fan_in_sum",
     "fan_out",

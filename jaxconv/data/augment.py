@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 __all__ = ["augment", "normalize", "random_crop", "random_flip"]
@@ -37,7 +38,7 @@ def random_crop(key: jax.Array, images: jax.Array, padding: int) -> jax.Array:
       (N, H, W, C), the dtype of `images`.
     """
     n, h, w, c = _nhwc(images, "random_crop")
-    if not isinstance(padding, int) or padding < 0:
+    if not isinstance(padding, int | np.integer) or padding < 0:
         raise ValueError(f"random_crop: padding must be an int >= 0, got {padding!r}")
     if padding == 0:
         return images
@@ -48,7 +49,7 @@ def random_crop(key: jax.Array, images: jax.Array, padding: int) -> jax.Array:
     def crop(image: jax.Array, offset: jax.Array) -> jax.Array:
         return lax.dynamic_slice(image, (offset[0], offset[1], 0), (h, w, c))
 
-    return jax.vmap(crop)(padded, offsets)
+    return jax.vmap(crop)(padded, offsets)  # (N, H, W, C)
 
 
 def random_flip(key: jax.Array, images: jax.Array, *, probability: float = 0.5) -> jax.Array:
