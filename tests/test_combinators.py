@@ -95,7 +95,7 @@ def test_batch_norm_state_threads_through_combinators(key):
     np.testing.assert_allclose(
         new_state["residual_1"]["body"]["batchnorm_0"]["mean"], expected_mean, rtol=1e-5
     )
-    assert conv_out.shape == x.shape[:3] + (3,)
+    assert conv_out.shape == (*x.shape[:3], 3)
 
 
 def test_residual_adds_and_checks_shapes(key):
