@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import chex
 import jax.numpy as jnp
 
 from jaxconv.core import (
@@ -111,6 +112,7 @@ def _fan_in_sum() -> Layer:
         return shape, {}, {}
 
     def apply(params, state, xs, *, key=None, train=False):
+        chex.assert_equal_shape(xs)  # checked while tracing; free at run time
         return sum(xs[1:], start=xs[0]), {}
 
     return layer("FanInSum", init, apply)
@@ -184,6 +186,7 @@ def residual(body: Layer, shortcut: Layer | None = None) -> Layer:
         if shortcut is not None:
             x, shortcut_state = apply_child("shortcut", shortcut, params, state, x, shortcut_key, train)
             put(new_state, "shortcut", shortcut_state)
+        chex.assert_equal_shape((y, x))
         return y + x, new_state
 
     return layer("Residual", init, apply, children=children)
