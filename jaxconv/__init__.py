@@ -4,7 +4,7 @@ Layers are pure ``(init, apply)`` pairs composed with combinators; see
 `jaxconv.core` for the protocol.
 """
 
-from jaxconv import data, sizing
+from jaxconv import data, models, sizing
 from jaxconv.combinators import (
     Identity,
     Lambda,
@@ -84,6 +84,7 @@ __all__ = [
     "fan_in_sum",
     "fan_out",
     "info",
+    "models",
     "named",
     "parallel",
     "residual",

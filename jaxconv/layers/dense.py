@@ -37,6 +37,8 @@ def Dense(
 
     def init(key, input_shape):
         check(input_shape)
+        if input_shape[1] == BATCH:
+            raise ShapeError(f"Dense({features}) needs a fixed input size D, got {input_shape}")
         kernel_key, bias_key = jax.random.split(init_key("Dense", key))
         params = {"kernel": initializer(kernel_init)(kernel_key, (input_shape[1], features))}
         if use_bias:
@@ -45,6 +47,8 @@ def Dense(
 
     def apply(params, state, x, *, key=None, train=False):
         check(x.shape)
+        if not jnp.issubdtype(x.dtype, jnp.inexact):  # integer pixels: never round the kernel
+            x = x.astype(params["kernel"].dtype)
         y = x @ params["kernel"].astype(x.dtype)
         if use_bias:
             y = y + params["bias"].astype(y.dtype)

@@ -1,7 +1,8 @@
 """Normalisation layers: BatchNorm, AlexNet's local response normalisation, Layer and Group norm.
 
 All normalise (N, *spatial, C) activations with channels last and compute
-their statistics in float32, whatever the activation dtype.
+their statistics in float32 at least (float64 inputs stay float64); the output
+has the input's dtype.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxconv.core import Layer, layer
+from jaxconv.core import BATCH, Layer, layer
 from jaxconv.errors import ShapeError
 from jaxconv.layers._util import positive
 
@@ -47,7 +48,7 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, axis_name: str | None = 
 
     def apply(params, state, x, *, key=None, train=False):
         _check_rank("BatchNorm", x.shape, 2)
-        x32 = x.astype(jnp.float32)
+        x_wide = _upcast(x)
         if not train:
             mean, var, new_state = state["mean"], state["var"], state
         else:
@@ -58,13 +59,13 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, axis_name: str | None = 
                     "examples) are not defined; use GroupNorm (zoo models: norm='group') "
                     "or apply with train=False"
                 )
-            mean, var, count = _batch_moments(x32, axis_name)
+            mean, var, count = _batch_moments(x_wide, axis_name)
             unbiased = var * (count / jnp.maximum(count - 1, 1))
             new_state = {
                 "mean": momentum * state["mean"] + (1 - momentum) * mean,
                 "var": momentum * state["var"] + (1 - momentum) * unbiased,
             }
-        y = (x32 - mean) * lax.rsqrt(var + eps) * params["scale"] + params["bias"]
+        y = (x_wide - mean) * lax.rsqrt(var + eps) * params["scale"] + params["bias"]
         return y.astype(x.dtype), new_state
 
     return layer("BatchNorm", init, apply, momentum=momentum, eps=eps, axis_name=axis_name)
@@ -102,7 +103,7 @@ def LocalResponseNorm(size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k:
         return input_shape, {}, {}
 
     def apply(params, state, x, *, key=None, train=False):
-        squares = jnp.square(x.astype(jnp.float32))
+        squares = jnp.square(_upcast(x))
         window = (1,) * (x.ndim - 1) + (size,)
         pads = ((0, 0),) * (x.ndim - 1) + ((size // 2, (size - 1) // 2),)
         sums = lax.reduce_window(squares, 0.0, lax.add, window, (1,) * x.ndim, pads)
@@ -123,23 +124,36 @@ def LayerNorm(eps: float = 1e-5, axis: int | Sequence[int] = -1) -> Layer:
     positive("LayerNorm", eps=eps)
 
     def axes_of(shape):
-        axes = tuple(a % len(shape) for a in ((axis,) if isinstance(axis, int) else axis))
+        requested = (axis,) if isinstance(axis, int) else tuple(axis)
+        if any(not -len(shape) <= a < len(shape) for a in requested):
+            raise ShapeError(
+                f"LayerNorm(axis={axis}) on a rank-{len(shape)} input {tuple(shape)}: axes must lie "
+                f"in [-{len(shape)}, {len(shape) - 1}]"
+            )
+        axes = tuple(sorted({a % len(shape) for a in requested}))
         if 0 in axes:
-            raise ValueError(f"LayerNorm(axis={axis}) would normalise across the batch axis")
+            raise ValueError(
+                f"LayerNorm(axis={axis}) would normalise across the batch axis; use axes 1 to "
+                f"{len(shape) - 1}, or BatchNorm for batch statistics"
+            )
         return axes
 
     def init(key, input_shape):
         shape = tuple(input_shape[a] for a in axes_of(input_shape))
+        if BATCH in shape:
+            raise ShapeError(
+                f"LayerNorm(axis={axis}) needs fixed sizes along the normalised axes, got {input_shape}"
+            )
         return input_shape, {"scale": jnp.ones(shape), "bias": jnp.zeros(shape)}, {}
 
     def apply(params, state, x, *, key=None, train=False):
         axes = axes_of(x.shape)
-        x32 = x.astype(jnp.float32)
-        mean = jnp.mean(x32, axes, keepdims=True)
-        var = jnp.mean(jnp.square(x32 - mean), axes, keepdims=True)
+        x_wide = _upcast(x)
+        mean = jnp.mean(x_wide, axes, keepdims=True)
+        var = jnp.mean(jnp.square(x_wide - mean), axes, keepdims=True)
         broadcast = tuple(x.shape[a] if a in axes else 1 for a in range(x.ndim))
         scale, bias = params["scale"].reshape(broadcast), params["bias"].reshape(broadcast)
-        return ((x32 - mean) * lax.rsqrt(var + eps) * scale + bias).astype(x.dtype), {}
+        return ((x_wide - mean) * lax.rsqrt(var + eps) * scale + bias).astype(x.dtype), {}
 
     return layer("LayerNorm", init, apply, eps=eps, axis=axis)
 
@@ -166,7 +180,7 @@ def GroupNorm(groups: int = 32, eps: float = 1e-5) -> Layer:
         return input_shape, {"scale": jnp.ones(channels), "bias": jnp.zeros(channels)}, {}
 
     def apply(params, state, x, *, key=None, train=False):
-        grouped = x.astype(jnp.float32).reshape(*x.shape[:-1], groups, x.shape[-1] // groups)
+        grouped = _upcast(x).reshape(*x.shape[:-1], groups, x.shape[-1] // groups)
         axes = (*range(1, x.ndim - 1), x.ndim)
         mean = jnp.mean(grouped, axes, keepdims=True)
         var = jnp.mean(jnp.square(grouped - mean), axes, keepdims=True)
@@ -174,6 +188,11 @@ def GroupNorm(groups: int = 32, eps: float = 1e-5) -> Layer:
         return (y * params["scale"] + params["bias"]).astype(x.dtype), {}
 
     return layer("GroupNorm", init, apply, groups=groups, eps=eps)
+
+
+def _upcast(x: jax.Array) -> jax.Array:
+    """``x`` in the dtype the statistics are computed in: float32, or float64 for float64 inputs."""
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
 def _check_rank(kind: str, shape, minimum: int) -> None:

@@ -113,15 +113,19 @@ def LpPool(
 ) -> Layer:
     """The Lp norm of each window, ``(sum |x|^p)^(1/p)``; p=2 is the notes' L2-norm pooling.
 
-    The gradient at an all-zero window is taken as zero (the norm is not
-    differentiable there).
+    The norm is not differentiable at zero: an all-zero window, and for
+    ``p <= 1`` an entry at zero, gets a zero gradient rather than NaN or inf.
 
     Shapes: (N, *spatial, C) -> (N, *out_spatial, C).
     """
     positive("LpPool", p=p)
 
     def reduce(x, windows, strides, pads):
-        powered = x * x if p == 2 else jnp.abs(x) ** p
+        if p == 2:
+            powered = x * x
+        else:  # |x|^p, with a zero (not infinite or NaN) gradient at x = 0
+            nonzero = x != 0
+            powered = jnp.where(nonzero, jnp.abs(jnp.where(nonzero, x, 1)) ** p, 0)
         sums = reduce_window(powered, 0.0, lax.add, windows, strides, pads)
         positive_sums = sums > 0
         safe = jnp.where(positive_sums, sums, 1.0)

@@ -1,0 +1,194 @@
+"""Pieces the model families share: normalisation choice, conv-norm-act units, heads, odd pools."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import jax.numpy as jnp
+
+from jaxconv.combinators import Identity, fan_in_concat, fan_out, parallel, serial, shape_dependent
+from jaxconv.core import Layer, Shape, apply_child, init_child, layer, named, put, split_key
+from jaxconv.errors import ShapeError
+from jaxconv.layers import BatchNorm, Conv, Dense, Dropout, Flatten, GlobalAvgPool, GroupNorm, MaxPool, Relu
+
+Norm = Literal["batch", "group"] | None
+NORMS = ("batch", "group", None)
+
+
+def norm_layer(norm: Norm, eps: float = 1e-5) -> Layer:
+    """BatchNorm, GroupNorm (32 groups, or the largest divisor of the channels) or nothing."""
+    if norm == "batch":
+        return BatchNorm(eps=eps)
+    if norm == "group":
+        return shape_dependent(lambda shape: GroupNorm(math.gcd(32, shape[-1]), eps=eps))
+    if norm is None:
+        return Identity
+    raise ValueError(f"norm={norm!r} is not a normalisation; use one of {NORMS}")
+
+
+def conv_norm(
+    features: int,
+    kernel_size: int | tuple[int, int],
+    stride: int = 1,
+    padding: int | tuple = 0,
+    *,
+    norm: Norm = "batch",
+    groups: int = 1,
+    activation: Layer | None = Relu,
+    eps: float = 1e-5,
+    use_bias: bool | None = None,
+) -> Layer:
+    """Conv -> norm -> activation; by default the conv has a bias only when no norm follows it.
+
+    Params ``{'conv': ..., 'norm': ...}``.
+    """
+    bias = norm is None if use_bias is None else use_bias
+    parts = [
+        named("conv", Conv(features, kernel_size, stride, padding, groups=groups, use_bias=bias)),
+        named("norm", norm_layer(norm, eps)),
+    ]
+    return serial(*parts, *([activation] if activation is not None else []))
+
+
+def norm_act_conv(
+    features: int,
+    kernel_size: int,
+    stride: int = 1,
+    padding: int = 0,
+    *,
+    norm: Norm = "batch",
+    groups: int = 1,
+) -> Layer:
+    """Norm -> ReLU -> conv, the pre-activation order (He et al. 2016; DenseNet)."""
+    conv = Conv(features, kernel_size, stride, padding, groups=groups, use_bias=norm is None)
+    return serial(named("norm", norm_layer(norm)), Relu, named("conv", conv))
+
+
+def pooled_classifier(num_classes: int, dropout: float = 0.0) -> Layer:
+    """Global average pooling, optional dropout, one Dense layer: (N, H, W, C) -> (N, classes)."""
+    drop = [Dropout(dropout)] if dropout else []
+    return serial(GlobalAvgPool, *drop, named("fc", Dense(num_classes)))
+
+
+def fc_classifier(
+    num_classes: int, hidden: int = 4096, dropout: float = 0.5, pool_to: int | None = 7
+) -> Layer:
+    """AlexNet/VGG's head: [adaptive pool] -> flatten -> (FC -> ReLU -> dropout) x 2 -> FC."""
+    pool = [AdaptiveAvgPool(pool_to)] if pool_to else []
+    hidden_layers = []
+    for index in (1, 2):
+        hidden_layers += [named(f"fc{index}", Dense(hidden)), Relu, Dropout(dropout)]
+    return serial(*pool, Flatten, *hidden_layers, named("fc3", Dense(num_classes)))
+
+
+def AdaptiveAvgPool(output_size: int | tuple[int, int]) -> Layer:
+    """Average pooling to a fixed (H_out, W_out), as ``torch.nn.AdaptiveAvgPool2d``.
+
+    Output cell ``i`` averages input rows ``floor(i H / H_out)`` to ``ceil((i + 1) H / H_out)``;
+    when H_out divides H the windows tile the input. Shapes: (N, H, W, C) -> (N, H_out, W_out, C).
+    """
+    out_h, out_w = (output_size, output_size) if isinstance(output_size, int) else output_size
+
+    def check(shape: Shape) -> None:
+        if len(shape) != 4 or min(shape[1:3]) < 1:
+            raise ShapeError(
+                f"AdaptiveAvgPool({output_size}) expects (N, H, W, C) with known H, W; got {shape}"
+            )
+
+    def init(key, input_shape):
+        check(input_shape)
+        return (input_shape[0], out_h, out_w, input_shape[-1]), {}, {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        check(x.shape)
+        n, h, w, c = x.shape
+        if h % out_h == 0 and w % out_w == 0:
+            return x.reshape(n, out_h, h // out_h, out_w, w // out_w, c).mean((2, 4)), {}
+        rows = _cells(x, 1, out_h)
+        return _cells(rows, 2, out_w), {}
+
+    return layer("AdaptiveAvgPool", init, apply, output_size=output_size)
+
+
+def _cells(x, axis: int, out: int):
+    """Average ``x`` along ``axis`` over ``out`` windows from ``floor(i*size/out)`` to ``ceil((i+1)*size/out)``."""
+    size = x.shape[axis]
+    starts = [(i * size) // out for i in range(out)]
+    stops = [-((-(i + 1) * size) // out) for i in range(out)]
+    cells = [
+        jnp.take(x, jnp.arange(a, b), axis=axis).mean(axis, keepdims=True)
+        for a, b in zip(starts, stops, strict=True)
+    ]
+    return jnp.concatenate(cells, axis)
+
+
+def ceil_max_pool(window: int, stride: int, padding: int = 0) -> Layer:
+    """Max pooling with PyTorch's ``ceil_mode=True``: a last partial window is kept.
+
+    Implemented as extra padding on the high side (padding never wins a max).
+    """
+
+    def make(shape: Shape) -> Layer:
+        pads = []
+        for size in shape[1:-1]:
+            out = -(-(size + 2 * padding - window) // stride) + 1
+            if (out - 1) * stride >= size + padding:  # the last window must start inside the input
+                out -= 1
+            pads.append((padding, (out - 1) * stride + window - size - padding))
+        return MaxPool(window, stride, tuple(pads))
+
+    return shape_dependent(make)
+
+
+def concat_with_input(body: Layer) -> Layer:
+    """``concat([x, body(x)], channels)``, DenseNet's connection; params under ``['paths']['new']``."""
+    return serial(fan_out(2), named("paths", parallel(Identity, named("new", body))), fan_in_concat())
+
+
+def with_aux_heads(stages: Sequence[tuple[str, Layer]], heads: Sequence[tuple[str, str, Layer]]) -> Layer:
+    """Run named ``stages`` in order, also feeding the output of stage ``after`` to each head.
+
+    ``heads`` are ``(after, name, head)``; the layer returns ``(final, *head outputs)`` in the
+    order of ``heads`` (GoogLeNet's and Inception v3's auxiliary classifiers). Params are keyed
+    by the stage and head names, side by side.
+    """
+    names = [name for name, _ in stages]
+    for after, name, _ in heads:
+        if after not in names:
+            raise ValueError(
+                f"with_aux_heads: head {name!r} follows unknown stage {after!r}; stages: {names}"
+            )
+    children = [*stages, *((name, head) for _, name, head in heads)]
+
+    def run(step, x):
+        """Thread ``x`` through the stages and heads with ``step(name, child, x)``."""
+        taps = {}
+        for name, stage in stages:
+            x = step(name, stage, x)
+            taps[name] = x
+        return (x, *(step(name, head, taps[after]) for after, name, head in heads))
+
+    def init(key, input_shape):
+        params, state, keys = {}, {}, iter(split_key(key, len(children)))
+
+        def step(name, child, shape):
+            shape, child_params, child_state = init_child(name, child, next(keys), shape)
+            put(params, name, child_params)
+            put(state, name, child_state)
+            return shape
+
+        return run(step, input_shape), params, state
+
+    def apply(params, state, x, *, key=None, train=False):
+        new_state, keys = {}, iter(split_key(key, len(children)))
+
+        def step(name, child, x):
+            y, child_state = apply_child(name, child, params, state, x, next(keys), train)
+            put(new_state, name, child_state)
+            return y
+
+        return run(step, x), new_state
+
+    return layer("WithAuxHeads", init, apply, children=children)
