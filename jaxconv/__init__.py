@@ -4,7 +4,7 @@ Layers are pure ``(init, apply)`` pairs composed with combinators; see
 `jaxconv.core` for the protocol.
 """
 
-from jaxconv import data, models, sizing
+from jaxconv import data, im2col, models, receptive, sizing, surgery
 from jaxconv.combinators import (
     Identity,
     Lambda,
@@ -44,6 +44,9 @@ from jaxconv.layers import (
     StochasticDepth,
     Tanh,
 )
+from jaxconv.pattern import PatternError, pattern
+from jaxconv.receptive import Field, receptive_field
+from jaxconv.summary import Summary, summary
 
 __version__ = "0.1.0"
 
@@ -55,6 +58,7 @@ __all__ = [
     "Dense",
     "Dropout",
     "Elu",
+    "Field",
     "Flatten",
     "Gelu",
     "GlobalAvgPool",
@@ -72,23 +76,31 @@ __all__ = [
     "LpPool",
     "MaxPool",
     "MissingKeyError",
+    "PatternError",
     "Relu",
     "ShapeError",
     "Sigmoid",
     "SizeError",
     "Softmax",
     "StochasticDepth",
+    "Summary",
     "Tanh",
     "data",
     "fan_in_concat",
     "fan_in_sum",
     "fan_out",
+    "im2col",
     "info",
     "models",
     "named",
     "parallel",
+    "pattern",
+    "receptive",
+    "receptive_field",
     "residual",
     "serial",
     "shape_dependent",
     "sizing",
+    "summary",
+    "surgery",
 ]
