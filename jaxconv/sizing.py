@@ -188,7 +188,7 @@ def _fixes(W: int, F: int, S: int, P: Pair, D: int) -> list[str]:
             fixes.append(f"P={p} would give {(W - fe + 2 * p) // S + 1}")
             break
     extra = next(e for e in range(1, S + 1) if (W - fe + lo + hi + e) % S == 0)
-    if extra % 2 == 1:
+    if extra % 2 == 1 or not fixes:
         fixes.append(
             f"padding ({lo}, {hi + extra}) per side would give {(W - fe + lo + hi + extra) // S + 1}"
         )

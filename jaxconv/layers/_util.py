@@ -6,6 +6,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxconv import sizing
@@ -22,26 +24,35 @@ def positive(layer: str, **values: int | float) -> None:
     """Raise unless every named hyperparameter is > 0."""
     for name, value in values.items():
         items = value if isinstance(value, Sequence) else (value,)
-        if any(v <= 0 for v in items):
+        if any(not v > 0 for v in items):  # also rejects NaN
             raise ValueError(f"{layer}: {name}={value!r} must be positive")
 
 
-def per_axis(value: SizeArg, rank: int, layer: str, name: str) -> tuple[int, ...]:
-    """An int (same on every spatial axis) or one int per axis, as a tuple of ``rank`` ints."""
-    values = (value,) * rank if isinstance(value, int) else tuple(value)
+def per_axis(value: SizeArg, rank: int, layer: str, name: str, minimum: int = 1) -> tuple[int, ...]:
+    """An int (same on every spatial axis) or one int per axis, as a tuple of ``rank`` ints >= minimum."""
+    is_ints = isinstance(value, Sequence) and len(value) > 0 and all(_is_int(v) for v in value)
+    if not (_is_int(value) or is_ints):
+        raise ValueError(f"{layer}: {name}={value!r} is not a size; give an int or one int per axis")
+    values = (value,) * rank if _is_int(value) else tuple(value)
     if len(values) != rank:
         raise ShapeError(
             f"{layer}: {name}={value!r} has {len(values)} entries but the input has {rank} "
             f"spatial axes; give one int or {rank}"
         )
-    positive(layer, **{name: values})
-    return values
+    if any(v < minimum for v in values):
+        bound = "positive" if minimum == 1 else f">= {minimum}"
+        raise ValueError(f"{layer}: {name}={value!r} must be {bound}")
+    return tuple(int(v) for v in values)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
 def spatial_rank(layer: str, input_shape: Shape, fixed: SizeArg | None = None) -> int:
     """The number of spatial axes of an (N, *spatial, C) input, checked against ``fixed``."""
     rank = len(input_shape) - 2
-    expected = None if fixed is None or isinstance(fixed, int) else len(tuple(fixed))
+    expected = None if fixed is None or _is_int(fixed) else len(tuple(fixed))
     if rank < 1 or (expected is not None and rank != expected):
         want = f"(N, {', '.join(_SPATIAL_LETTERS[-expected:])}, C)" if expected else "(N, ..., C)"
         raise ShapeError(
@@ -121,3 +132,8 @@ def init_key(layer: str, key: Key | None) -> Key:
 def reduce_window(x, init_value, op, window, stride, padding) -> jax.Array:
     """`lax.reduce_window` over the spatial axes of an (N, *spatial, C) array."""
     return lax.reduce_window(x, init_value, op, (1, *window, 1), (1, *stride, 1), ((0, 0), *padding, (0, 0)))
+
+
+def floating(x: jax.Array, param: jax.Array) -> jax.Array:
+    """Integer inputs (uint8 pixels) computed in the parameters' dtype; floats keep theirs."""
+    return x if jnp.issubdtype(x.dtype, jnp.inexact) else x.astype(param.dtype)

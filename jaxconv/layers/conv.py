@@ -25,6 +25,7 @@ from jaxconv.layers._util import (
     Initializer,
     SizeArg,
     channel_last,
+    floating,
     init_key,
     initializer,
     per_axis,
@@ -56,7 +57,8 @@ def Conv(
       stride: S, per axis or one int.
       padding: P as an int, one int per axis, one ``(lo, hi)`` pair per axis,
         ``'SAME'`` (output ``ceil(W / S)``) or ``'VALID'`` (P = 0).
-      dilation: D; the filter then spans ``D*(F - 1) + 1`` inputs.
+      dilation: D; the filter then spans ``D*(F - 1) + 1`` inputs. D = 1 is a
+        contiguous filter (the notes call D = 2 "dilation 1": a gap of one).
       groups: split input and output channels into this many independent
         convolutions (``groups == C_in`` is a depthwise convolution).
       kernel_init: ``'he_normal'`` (default), ``'glorot_uniform'``, ``'lecun_normal'``...
@@ -70,18 +72,24 @@ def Conv(
     (*F, C_in / groups, K) and ``bias`` (K,).
     """
     positive("Conv", features=features, groups=groups)
+    _check_sizes("Conv", kernel_size=kernel_size, stride=stride, dilation=dilation)
     if features % groups:
         raise ValueError(
             f"Conv(features={features}, groups={groups}): features must be divisible by groups; "
             f"try features={groups * max(1, round(features / groups))}"
         )
     name = "Conv"
+    if dimension_numbers is not None:
+        _layout(dimension_numbers, len(dimension_numbers[0]))
 
     def geometry(input_shape: Shape):
         rank = spatial_rank(name, input_shape, kernel_size)
-        dims = lax.conv_dimension_numbers(
-            (1,) * (rank + 2), (1,) * (rank + 2), dimension_numbers or channel_last(rank)
-        )
+        if dimension_numbers is not None and len(dimension_numbers[0]) != rank + 2:
+            raise ShapeError(
+                f"Conv(dimension_numbers={dimension_numbers}) expects a rank-{len(dimension_numbers[0])} "
+                f"input ({dimension_numbers[0]}), got shape {tuple(input_shape)}"
+            )
+        dims = _layout(dimension_numbers or channel_last(rank), rank + 2)
         window = per_axis(kernel_size, rank, name, "kernel_size")
         strides = per_axis(stride, rank, name, "stride")
         dilations = per_axis(dilation, rank, name, "dilation")
@@ -109,6 +117,7 @@ def Conv(
     def apply(params, state, x, *, key=None, train=False):
         dims, _, strides, dilations, in_channels, geo = geometry(x.shape)
         kernel = params["kernel"]
+        x = floating(x, kernel)
         if kernel.shape[dims.rhs_spec[1]] * groups != in_channels:
             raise ShapeError(
                 f"Conv was initialised for {kernel.shape[dims.rhs_spec[1]] * groups} input "
@@ -149,7 +158,7 @@ def ConvTranspose(
     features: int,
     kernel_size: SizeArg,
     stride: SizeArg = 1,
-    padding: int | Sequence[int] | Sequence[tuple[int, int]] | str = 0,
+    padding: sizing.PaddingLike = 0,
     output_padding: SizeArg = 0,
     dilation: SizeArg = 1,
     use_bias: bool = True,
@@ -160,13 +169,17 @@ def ConvTranspose(
     """The transpose (gradient) of a strided convolution: upsamples by S.
 
     Follows ``torch.nn.ConvTranspose``: each axis grows to
-    ``(W - 1)*S - P_lo - P_hi + D*(F - 1) + 1 + output_padding``; ``'SAME'``
-    gives ``W*S`` and ``'VALID'`` means P = 0.
+    ``(W - 1)*S - P_lo - P_hi + D*(F - 1) + 1 + output_padding``; padding crops
+    P_lo outputs at the start and P_hi at the end, ``output_padding`` adds them
+    at the end. ``'SAME'`` gives ``W*S`` (the VJP of a ``'SAME'`` `Conv` with
+    stride S) and ``'VALID'`` means P = 0.
 
     Shapes: (N, *spatial, C_in) -> (N, *out_spatial, K); params ``kernel``
-    (*F, C_in, K) and ``bias`` (K,).
+    (*F, C_in, K) and ``bias`` (K,). A torch weight (C_in, K, *F) maps to
+    ``kernel`` by moving its first two axes last.
     """
     positive("ConvTranspose", features=features)
+    _check_sizes("ConvTranspose", kernel_size=kernel_size, stride=stride, dilation=dilation)
     name = "ConvTranspose"
 
     def geometry(input_shape: Shape):
@@ -174,21 +187,28 @@ def ConvTranspose(
         window = per_axis(kernel_size, rank, name, "kernel_size")
         strides = per_axis(stride, rank, name, "stride")
         dilations = per_axis(dilation, rank, name, "dilation")
-        extra = (output_padding,) * rank if isinstance(output_padding, int) else tuple(output_padding)
-        if any(e < 0 or e >= max(s, d) for e, s, d in zip(extra, strides, dilations, strict=True)):
+        extra = per_axis(output_padding, rank, name, "output_padding", minimum=0)
+        if any(e >= max(s, d) for e, s, d in zip(extra, strides, dilations, strict=True)):
             raise ValueError(
                 f"ConvTranspose(output_padding={output_padding}) must be smaller than the stride "
-                f"{strides} or the dilation {dilations}"
+                f"{strides} or the dilation {dilations} on each axis"
             )
         pads = _transpose_padding(padding, window, strides, dilations)
+        spatial = input_shape[1:-1]
         out = tuple(
             sizing.transpose_output_size(w, f, s, p, d, e)
-            for w, f, s, p, d, e in zip(
-                input_shape[1:-1], window, strides, pads, dilations, extra, strict=True
-            )
+            for w, f, s, p, d, e in zip(spatial, window, strides, pads, dilations, extra, strict=True)
         )
         if any(o != BATCH and o < 1 for o in out):
-            raise ShapeError(f"ConvTranspose on {input_shape}: padding {pads} leaves output {out}")
+            most = [
+                (w - 1) * s + d * (f - 1) + e
+                for w, f, s, d, e in zip(spatial, window, strides, dilations, extra, strict=True)
+            ]
+            raise ShapeError(
+                f"ConvTranspose on {tuple(input_shape)}: (W - 1)*S - P_lo - P_hi + D*(F - 1) + 1 "
+                f"+ output_padding = {out} with padding {pads}; the padding per axis (P_lo + P_hi) "
+                f"must be at most {tuple(most)}"
+            )
         return window, strides, dilations, pads, extra, out
 
     def init(key, input_shape):
@@ -202,6 +222,8 @@ def ConvTranspose(
 
     def apply(params, state, x, *, key=None, train=False):
         window, strides, dilations, pads, extra, _ = geometry(x.shape)
+        _check_channels(name, params["kernel"].shape[-2], x.shape)
+        x = floating(x, params["kernel"])
         # The transpose of a convolution is a convolution of the input spread out by
         # the stride (lhs dilation) with the spatially flipped kernel.
         full = [d * (f - 1) for f, d in zip(window, dilations, strict=True)]
@@ -258,16 +280,19 @@ def LocallyConnected(
     use_bias: bool = True,
     kernel_init: str | Initializer = "he_normal",
     strict: bool | None = None,
+    precision: Any = None,
 ) -> Layer:
     """A convolution whose filters are not shared: each output position has its own.
 
     The notes' layer for centred inputs such as faces, where different parts of
     the image warrant different features. Needs fixed spatial sizes.
+    ``precision`` is that of the per-position products (`jax.lax.Precision`).
 
     Shapes: (N, *spatial, C_in) -> (N, *out_spatial, K); params ``kernel``
     (*out_spatial, *F, C_in, K) and ``bias`` (*out_spatial, K).
     """
     positive("LocallyConnected", features=features)
+    _check_sizes("LocallyConnected", kernel_size=kernel_size, stride=stride)
     name = "LocallyConnected"
 
     def geometry(input_shape: Shape):
@@ -295,20 +320,42 @@ def LocallyConnected(
     def apply(params, state, x, *, key=None, train=False):
         window, strides, geo = geometry(x.shape)
         rank = len(window)
+        kernel = params["kernel"]
+        _check_channels(name, kernel.shape[-2], x.shape)
+        x = floating(x, kernel)
+        if kernel.shape[:rank] != geo.out_spatial:
+            raise ShapeError(
+                f"LocallyConnected has filters for {kernel.shape[:rank]} output positions but input "
+                f"shape {tuple(x.shape)} gives {geo.out_spatial}; apply it to inputs of the spatial "
+                "size it was initialised with"
+            )
+        # A patch is a copy of input values: extract it exactly whatever the default precision.
         patches = lax.conv_general_dilated_patches(
-            x, window, strides, geo.padding, dimension_numbers=channel_last(rank)
+            x,
+            window,
+            strides,
+            geo.padding,
+            dimension_numbers=channel_last(rank),
+            precision=lax.Precision.HIGHEST,
         )
         # patches: (N, *out, C * prod(F)), channel-major; split into (N, *out, C, *F)
         patches = patches.reshape(*patches.shape[:-1], x.shape[-1], *window)
         out, filt = "pqr"[:rank], "uvw"[:rank]
         spec = f"n{out}c{filt},{out}{filt}co->n{out}o"
-        y = jnp.einsum(spec, patches, params["kernel"].astype(x.dtype))
+        y = jnp.einsum(spec, patches, kernel.astype(x.dtype), precision=precision)
         if use_bias:
             y = y + params["bias"].astype(y.dtype)
         return y, {}
 
     return layer(
-        name, init, apply, features=features, kernel_size=kernel_size, stride=stride, padding=padding
+        name,
+        init,
+        apply,
+        features=features,
+        kernel_size=kernel_size,
+        stride=stride,
+        padding=padding,
+        use_bias=use_bias,
     )
 
 
@@ -319,3 +366,29 @@ def _place(spec: Sequence[int], batch_or_out: int, channels: int, spatial: Seque
     for index, size in zip(spec[2:], spatial, strict=True):
         shape[index] = size
     return tuple(shape)
+
+
+def _check_sizes(layer_name: str, **sizes: SizeArg) -> None:
+    """Check size hyperparameters at construction: an int or ints, all positive."""
+    for key, value in sizes.items():
+        rank = len(value) if isinstance(value, Sequence) else 1
+        per_axis(value, rank, layer_name, key)
+
+
+def _layout(dimension_numbers: tuple[str, str, str], ndim: int) -> lax.ConvDimensionNumbers:
+    """XLA's dimension numbers for a layout such as ``('NCHW', 'OIHW', 'NCHW')``."""
+    try:
+        return lax.conv_dimension_numbers((1,) * ndim, (1,) * ndim, dimension_numbers)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"Conv(dimension_numbers={dimension_numbers!r}) is not a layout ({error}); give three "
+            "strings such as ('NCHW', 'OIHW', 'NCHW'): N batch, C channels, O/I out/in features"
+        ) from None
+
+
+def _check_channels(layer_name: str, kernel_channels: int, input_shape: Shape) -> None:
+    if input_shape[-1] != kernel_channels:
+        raise ShapeError(
+            f"{layer_name} was initialised for {kernel_channels} input channels but got "
+            f"{input_shape[-1]} (input shape {tuple(input_shape)})"
+        )

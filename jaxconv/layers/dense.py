@@ -10,7 +10,7 @@ from einops import rearrange
 
 from jaxconv.core import BATCH, Layer, layer
 from jaxconv.errors import ShapeError
-from jaxconv.layers._util import Initializer, init_key, initializer, positive
+from jaxconv.layers._util import Initializer, floating, init_key, initializer, positive
 
 zeros = jax.nn.initializers.zeros
 
@@ -47,8 +47,7 @@ def Dense(
 
     def apply(params, state, x, *, key=None, train=False):
         check(x.shape)
-        if not jnp.issubdtype(x.dtype, jnp.inexact):  # integer pixels: never round the kernel
-            x = x.astype(params["kernel"].dtype)
+        x = floating(x, params["kernel"])
         y = x @ params["kernel"].astype(x.dtype)
         if use_bias:
             y = y + params["bias"].astype(y.dtype)
