@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +14,6 @@ from jaxconv import sizing
 from jaxconv.core import Key, Shape
 from jaxconv.errors import MissingKeyError, ShapeError
 
-Initializer = Callable[..., jax.Array]
 SizeArg = int | Sequence[int]
 
 _SPATIAL_LETTERS = "DHW"
@@ -92,24 +91,6 @@ def slide(
         for w, f, s, p, d in zip(spatial, window, stride, pads, dilation, strict=True)
     )
     return Window(pads, out)
-
-
-def initializer(
-    init: str | Initializer, in_axis: int | Sequence[int] = -2, out_axis: int = -1, **kwargs: Any
-) -> Initializer:
-    """A `jax.nn.initializers` function from a name (``'he_normal'``, ``'glorot_uniform'``, ...).
-
-    ``'he'``, ``'glorot'`` and ``'lecun'`` mean their normal variants. Fan-in and
-    fan-out are read from ``in_axis`` and ``out_axis``; the other axes are the
-    receptive field.
-    """
-    if callable(init):
-        return init
-    name = {"he": "he_normal", "glorot": "glorot_normal", "lecun": "lecun_normal"}.get(init, init)
-    choices = [f"{a}_{b}" for a in ("he", "glorot", "lecun") for b in ("normal", "uniform")]
-    if name not in choices:
-        raise ValueError(f"unknown initialiser {init!r}; choose one of {choices} or a function")
-    return getattr(jax.nn.initializers, name)(in_axis=in_axis, out_axis=out_axis, **kwargs)
 
 
 def require_key(layer: str, key: Key | None) -> Key:

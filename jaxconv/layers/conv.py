@@ -22,17 +22,16 @@ from jaxconv import sizing
 from jaxconv.core import BATCH, Layer, Shape, layer
 from jaxconv.errors import ShapeError
 from jaxconv.layers._util import (
-    Initializer,
     SizeArg,
     channel_last,
     floating,
     init_key,
-    initializer,
     per_axis,
     positive,
     slide,
     spatial_rank,
 )
+from jaxconv.layers.initializers import Initializer, initializer
 
 zeros = jax.nn.initializers.zeros
 

@@ -10,7 +10,8 @@ from einops import rearrange
 
 from jaxconv.core import BATCH, Layer, layer
 from jaxconv.errors import ShapeError
-from jaxconv.layers._util import Initializer, floating, init_key, initializer, positive
+from jaxconv.layers._util import floating, init_key, positive
+from jaxconv.layers.initializers import Initializer, initializer
 
 zeros = jax.nn.initializers.zeros
 
