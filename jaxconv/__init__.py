@@ -4,7 +4,9 @@ Layers are pure ``(init, apply)`` pairs composed with combinators; see
 `jaxconv.core` for the protocol.
 """
 
-from jaxconv import data, im2col, models, receptive, sizing, surgery
+import importlib
+
+from jaxconv import data, im2col, models, per_example, receptive, sizing, surgery
 from jaxconv.combinators import (
     Identity,
     Lambda,
@@ -45,10 +47,20 @@ from jaxconv.layers import (
     Tanh,
 )
 from jaxconv.pattern import PatternError, pattern
+from jaxconv.per_example import per_example_grad_norms, per_example_grads
 from jaxconv.receptive import Field, receptive_field
 from jaxconv.summary import Summary, summary
 
 __version__ = "0.1.0"
+
+_LAZY_MODULES = ("privacy", "train")  # heavier imports (dp_accounting, matplotlib), loaded on first use
+
+
+def __getattr__(name: str):
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f"jaxconv.{name}")
+    raise AttributeError(f"module 'jaxconv' has no attribute {name!r}")
+
 
 __all__ = [
     "AvgPool",
@@ -95,6 +107,10 @@ __all__ = [
     "named",
     "parallel",
     "pattern",
+    "per_example",
+    "per_example_grad_norms",
+    "per_example_grads",
+    "privacy",
     "receptive",
     "receptive_field",
     "residual",
@@ -103,4 +119,5 @@ __all__ = [
     "sizing",
     "summary",
     "surgery",
+    "train",
 ]
