@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
+from helpers import random_params
 
 import jaxconv as jc
 from jaxconv.pattern import PatternError, pattern
@@ -27,20 +25,6 @@ NOTES_EXAMPLES = {
         ["Conv", "Relu", "Conv", "Relu", "MaxPool"] * 3 + ["Flatten"] + ["Dense", "Relu"] * 2 + ["Dense"]
     ),
 }
-
-
-def random_params(net: jc.Layer, shape: tuple[int, ...], seed: int = 0):
-    """Params drawn with NumPy at the shapes init gives (init's own random ops are slow to compile
-    eagerly) and the state init gives (its random ops are dead code under jit)."""
-    params = jax.eval_shape(lambda key: net.init(key, shape)[1], jax.random.key(0))
-    state = jax.jit(lambda key: net.init(key, shape)[2])(jax.random.key(0))
-    rng = np.random.default_rng(seed)
-
-    def draw(leaf):
-        fan_in = math.prod(leaf.shape[:-1]) or 1
-        return jnp.asarray(rng.normal(size=leaf.shape) / math.sqrt(fan_in), leaf.dtype)
-
-    return jax.tree_util.tree_map(draw, params), state
 
 
 def kinds(net: jc.Layer) -> list[str]:

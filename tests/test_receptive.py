@@ -5,29 +5,14 @@ input only (all pools follow the same sliding rule)."""
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import random_params
 
 import jaxconv as jc
 from jaxconv.receptive import Field, layer_fields, receptive_field, trace
-
-
-def random_params(net: jc.Layer, shape: tuple[int, ...], seed: int = 0):
-    """Params drawn with NumPy at the shapes init gives (init's own random ops are slow to compile
-    eagerly) and the state init gives (its random ops are dead code under jit)."""
-    params = jax.eval_shape(lambda key: net.init(key, shape)[1], jax.random.key(0))
-    state = jax.jit(lambda key: net.init(key, shape)[2])(jax.random.key(0))
-    rng = np.random.default_rng(seed)
-
-    def draw(leaf):
-        fan_in = math.prod(leaf.shape[:-1]) or 1
-        return jnp.asarray(rng.normal(size=leaf.shape) / math.sqrt(fan_in), leaf.dtype)
-
-    return jax.tree_util.tree_map(draw, params), state
 
 
 def measured_field(net: jc.Layer, size: int, channels: int = 2) -> tuple[int, int]:

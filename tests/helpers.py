@@ -1,0 +1,29 @@
+"""Helpers shared by the test files (import with ``from helpers import ...``; pytest puts tests/ on the path)."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxconv as jc
+
+
+def random_params(net: jc.Layer, shape: tuple[int, ...], seed: int = 0):
+    """Params drawn with NumPy at the shapes init gives, and the state init gives.
+
+    ``net.init`` run eagerly compiles each initialiser op per shape (slow); here the
+    params' shapes come from `jax.eval_shape` and the state from a jitted init, whose
+    random ops are dead code. Weights are normal with variance 1/fan_in.
+    """
+    params = jax.eval_shape(lambda key: net.init(key, shape)[1], jax.random.key(0))
+    state = jax.jit(lambda key: net.init(key, shape)[2])(jax.random.key(0))
+    rng = np.random.default_rng(seed)
+
+    def draw(leaf):
+        fan_in = math.prod(leaf.shape[:-1]) or 1
+        return jnp.asarray(rng.normal(size=leaf.shape) / math.sqrt(fan_in), leaf.dtype)
+
+    return jax.tree_util.tree_map(draw, params), state
