@@ -53,7 +53,8 @@ from jaxconv.summary import Summary, summary
 
 __version__ = "0.1.0"
 
-_LAZY_MODULES = ("privacy", "train")  # heavier imports (dp_accounting, matplotlib), loaded on first use
+# heavier imports (dp_accounting, matplotlib, multi-device code), loaded on first use
+_LAZY_MODULES = ("distributed", "privacy", "train")
 
 
 def __getattr__(name: str):
@@ -98,6 +99,7 @@ __all__ = [
     "Summary",
     "Tanh",
     "data",
+    "distributed",
     "fan_in_concat",
     "fan_in_sum",
     "fan_out",

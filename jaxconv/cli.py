@@ -1,0 +1,216 @@
+"""The ``jaxconv`` command.
+
+    jaxconv train [--model convnet] [--dataset fashion_mnist] [--epochs 6] ...   train, write a run dir
+    jaxconv train --resume --run-dir runs/X                                       continue a run
+    jaxconv evaluate RUN_DIR                                                       test accuracy of a run
+    jaxconv models                                                                 the model names
+    jaxconv summary MODEL                                                          per-layer table
+    jaxconv bench [NAME]                                                           the benchmarks/ scripts
+
+Mistakes (an unknown name, a bad option, an unusable run directory, a corrupt
+checkpoint) print one clear message and exit with status 2 before anything
+is trained or overwritten; a loss that stops being finite exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import os
+import runpy
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_ERROR, EXIT_USAGE = 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return args.handler(args, extra)
+    except BrokenPipeError:  # the reader went away (`jaxconv models | head`)
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (silences the flush at exit)
+        return 0
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except FloatingPointError as error:
+        print(f"jaxconv: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except ValueError as error:  # every jaxconv user mistake is a ValueError
+        print(f"jaxconv: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jaxconv", description="A functional ConvNet framework for JAX.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train(commands)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a run's checkpoint on its test set")
+    evaluate.add_argument("run_dir", metavar="RUN_DIR")
+    evaluate.add_argument("--split", choices=("train", "test"), default="test")
+    evaluate.add_argument("--data-dir", help="a directory to look for the dataset in first")
+    evaluate.set_defaults(handler=_evaluate)
+
+    models = commands.add_parser("models", help="list the model names")
+    models.set_defaults(handler=_models)
+
+    summary = commands.add_parser("summary", help="print a model's per-layer table")
+    summary.add_argument("model", nargs="?", default=None, help="a name from `jaxconv models`")
+    summary.add_argument("--input-shape", help="H,W,C (default: the model's own, 28,28,1 for convnet)")
+    summary.add_argument("--num-classes", type=int, help="default: the model's own")
+    summary.set_defaults(handler=_summary)
+
+    bench = commands.add_parser("bench", help="run a script of benchmarks/ (from a source checkout)")
+    bench.add_argument("name", nargs="?", help="the script's name, e.g. framework_overhead")
+    bench.set_defaults(handler=_bench)
+    return parser
+
+
+def _add_train(commands: argparse._SubParsersAction) -> None:
+    from jaxconv.train.config import OPTIMIZERS, SCHEDULES, TrainConfig
+
+    defaults = TrainConfig()
+    train = commands.add_parser(
+        "train",
+        help="train a model and write a run directory",
+        description="Train a model. Unset options take the defaults shown; with --resume, the run's own.",
+    )
+    options = [
+        ("--model", str, f"a name from `jaxconv models` (default {defaults.model})"),
+        ("--dataset", str, f"fashion_mnist, mnist or cifar10 (default {defaults.dataset})"),
+        ("--epochs", int, f"default {defaults.epochs}"),
+        ("--batch-size", int, f"default {defaults.batch_size}"),
+        ("--lr", float, f"peak learning rate (default {defaults.lr})"),
+        ("--optimizer", str, f"{', '.join(OPTIMIZERS)} (default {defaults.optimizer})"),
+        ("--schedule", str, f"{', '.join(SCHEDULES)} (default {defaults.schedule})"),
+        ("--warmup-epochs", float, f"default {defaults.warmup_epochs}"),
+        ("--weight-decay", float, f"on kernels (default {defaults.weight_decay})"),
+        ("--momentum", float, f"for sgd and nesterov (default {defaults.momentum})"),
+        ("--label-smoothing", float, f"default {defaults.label_smoothing}"),
+        ("--augment", str, f"none, flip, crop, crop=P or e.g. crop=2,flip (default {defaults.augment})"),
+        ("--seed", int, f"default {defaults.seed}"),
+        ("--eval-batch-size", int, f"default {defaults.eval_batch_size}"),
+    ]
+    for flag, kind, text in options:
+        train.add_argument(flag, type=kind, default=None, help=text)
+    train.add_argument("--run-dir", help="where to write the run (default runs/<model>-<dataset>-<time>)")
+    train.add_argument(
+        "--resume", action="store_true", help="continue the run in --run-dir from its checkpoint"
+    )
+    train.add_argument("--data-dir", help="a directory to look for the dataset in first")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(handler=_train)
+
+
+def _train(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from jaxconv.train import Run, TrainConfig, default_run_dir, train
+
+    fields = {field.name for field in dataclasses.fields(TrainConfig)}
+    given = {name: value for name, value in vars(args).items() if name in fields and value is not None}
+    if args.resume:
+        if args.run_dir is None:
+            raise ValueError("--resume needs the --run-dir of the run to continue")
+        config = dataclasses.replace(Run(args.run_dir).config(), **given)
+    else:
+        config = TrainConfig(**given)
+    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(config)
+    print(f"training {config.model} on {config.dataset} -> {run_dir}", file=sys.stderr)
+    try:
+        result = train(
+            config, run_dir, resume=args.resume, data_root=args.data_dir, progress=not args.no_progress
+        )
+    except (KeyboardInterrupt, FloatingPointError):
+        if (run_dir / "checkpoint.npz").exists():
+            print(
+                f"the checkpoint of the last finished epoch is in {run_dir}; continue with:\n"
+                f"    jaxconv train --resume --run-dir {run_dir}",
+                file=sys.stderr,
+            )
+        raise
+    if result.evaluation is not None:
+        ev = result.evaluation
+        print(f"test: top-1 {ev.top1:.2%}  top-5 {ev.top5:.2%}  loss {ev.loss:.4f}")
+    print(f"run written to {run_dir}: config.json metrics.jsonl checkpoint.npz results.json and figures")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from jaxconv.train import evaluate_run
+
+    ev = evaluate_run(args.run_dir, data_root=args.data_dir, split=args.split)
+    print(
+        f"{args.split}: top-1 {ev.top1:.2%}  top-5 {ev.top5:.2%}  loss {ev.loss:.4f}  ({len(ev.labels)} examples)"
+    )
+    return 0
+
+
+def _models(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from jaxconv.train import DEFAULT_MODEL, model_names
+
+    for name in model_names():
+        print(f"{name}  (default)" if name == DEFAULT_MODEL else name)
+    return 0
+
+
+def _summary(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from jaxconv.train.default_model import DEFAULT_MODEL, get_model, input_shape
+
+    summary = _optional("jaxconv.summary", "summary")
+    if summary is None:
+        return EXIT_ERROR
+    name = args.model or DEFAULT_MODEL
+    shape = input_shape(name)
+    if args.input_shape:
+        try:
+            shape = (-1, *(int(size) for size in args.input_shape.split(",")))
+        except ValueError:
+            raise ValueError(f"--input-shape {args.input_shape!r}: give H,W,C such as 28,28,1") from None
+    print(summary.summary(get_model(name, num_classes=args.num_classes), shape))
+    return 0
+
+
+def _bench(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    directory = _benchmarks_dir()
+    if directory is None:
+        print(
+            "jaxconv bench: the benchmarks are scripts in the source checkout (benchmarks/*.py); "
+            "run this command from the repository's root",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    scripts = sorted(path.stem for path in directory.glob("*.py") if not path.stem.startswith("_"))
+    if args.name is None:
+        print("\n".join(scripts))
+        return 0
+    if args.name not in scripts:
+        raise ValueError(f"unknown benchmark {args.name!r}; valid names: {', '.join(scripts)}")
+    sys.argv = [str(directory / f"{args.name}.py"), *extra]
+    runpy.run_path(sys.argv[0], run_name="__main__")
+    return 0
+
+
+def _benchmarks_dir() -> Path | None:
+    for root in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        if (root / "benchmarks").is_dir():
+            return root / "benchmarks"
+    return None
+
+
+def _optional(module: str, what: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        print(f"jaxconv: `{what}` is unavailable in this installation ({error})", file=sys.stderr)
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

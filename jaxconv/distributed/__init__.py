@@ -1,0 +1,71 @@
+"""Data parallelism on JAX's own runtime: sharded ``jit``, ``pmap``, and several processes.
+
+    import jaxconv as jc
+    from jaxconv import distributed
+
+    mesh = distributed.make_mesh()                    # every device, one axis named 'data'
+    step = distributed.make_sharded_train_step(net, optimizer, mesh)
+    train_state = distributed.place_train_state(jc.train.init_train_state(net, optimizer, shape, key), mesh)
+    images, labels = distributed.shard_batch((images, labels), mesh)   # (N, H, W, C), (N,)
+    train_state, metrics = step(train_state, images, labels)           # = the single-device step
+
+The sharded-``jit`` step is the single-device step partitioned by XLA: same
+result, Dropout included. The ``pmap`` step (`make_pmap_train_step`) averages
+gradients with ``lax.pmean`` and needs ``BatchNorm(axis_name='data')``.
+`make_train_step(net, optimizer, devices=N)` is the drop-in for the fit loop.
+Across processes: `initialize`, then each process reads `process_rows` of every
+global batch and assembles it with `global_batch`; `save_checkpoint` and
+`load_checkpoint` handle train states spread over processes.
+"""
+
+from jaxconv.distributed.multiprocess import initialize, load_checkpoint, save_checkpoint
+from jaxconv.distributed.placement import (
+    DATA,
+    DataParallelError,
+    batch_sharding,
+    check_batch,
+    check_mesh,
+    fsdp_shardings,
+    global_batch,
+    make_mesh,
+    place_train_state,
+    process_rows,
+    replicate,
+    replicated,
+    shard_batch,
+)
+from jaxconv.distributed.steps import (
+    batch_norm_axes,
+    make_eval_step,
+    make_pmap_train_step,
+    make_sharded_eval_step,
+    make_sharded_train_step,
+    make_train_step,
+    pmean_gradients,
+)
+
+__all__ = [
+    "DATA",
+    "DataParallelError",
+    "batch_norm_axes",
+    "batch_sharding",
+    "check_batch",
+    "check_mesh",
+    "fsdp_shardings",
+    "global_batch",
+    "initialize",
+    "load_checkpoint",
+    "make_eval_step",
+    "make_mesh",
+    "make_pmap_train_step",
+    "make_sharded_eval_step",
+    "make_sharded_train_step",
+    "make_train_step",
+    "place_train_state",
+    "pmean_gradients",
+    "process_rows",
+    "replicate",
+    "replicated",
+    "save_checkpoint",
+    "shard_batch",
+]

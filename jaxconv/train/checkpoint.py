@@ -1,0 +1,191 @@
+"""Checkpoints: a pytree of arrays in one ``.npz`` file, written atomically and verified on load.
+
+The file is a NumPy ``.npz`` archive (no pickle) with one entry per leaf,
+named by its key path in the tree (``params['conv_0']['kernel']``), and a
+``__manifest__`` entry: JSON with the format version, every leaf's path, shape
+and dtype, a SHA-256 digest of the leaves' bytes and free-form metadata (the
+epoch, the configuration).
+
+`save_checkpoint` writes to a temporary file in the same directory, flushes it
+to the disk and renames it over the old file (`os.replace`, atomic on POSIX and
+Windows), so an interrupted save leaves the previous checkpoint intact.
+`load_checkpoint` restores into the structure of a template tree (the freshly
+initialised state) and raises `CheckpointError` when the file is truncated or
+corrupt, or was written for another model or optimiser.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxconv.core import PyTree
+from jaxconv.train.errors import CheckpointError
+
+FORMAT = "jaxconv-checkpoint"
+VERSION = 1
+_MANIFEST = "__manifest__"
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str], tree: PyTree, metadata: dict[str, Any] | None = None
+) -> Path:
+    """Write the arrays of ``tree`` and JSON-ready ``metadata`` to ``path`` atomically."""
+    path = Path(path)
+    entries, manifest = _flatten(tree)
+    manifest["metadata"] = metadata or {}
+    entries[_MANIFEST] = np.frombuffer(json.dumps(manifest).encode(), np.uint8)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            np.savez(file, **entries)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    _fsync_directory(path.parent)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike[str], like: PyTree) -> tuple[PyTree, dict[str, Any]]:
+    """Read ``path`` into a tree with the structure, shapes and dtypes of ``like``.
+
+    Returns:
+      (tree, metadata).
+
+    Raises:
+      CheckpointError: naming the file, if it is missing, unreadable, truncated,
+        fails its digest, or its leaves differ from those of ``like`` (another
+        model or optimiser).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    manifest, arrays = _read(path)
+    expected_paths, treedef = _paths_and_treedef(like)
+    if manifest["paths"] != expected_paths:
+        missing = sorted(set(expected_paths) - set(manifest["paths"]))
+        extra = sorted(set(manifest["paths"]) - set(expected_paths))
+        raise CheckpointError(
+            f"{path} does not fit this model and optimiser: missing {_few(missing)}, unexpected "
+            f"{_few(extra)}; it was written for another configuration"
+        )
+    leaves = []
+    for key_path, template, array in zip(
+        expected_paths, jax.tree_util.tree_leaves(like), arrays, strict=True
+    ):
+        leaves.append(_restore_leaf(path, key_path, template, array))
+    return jax.tree_util.tree_unflatten(treedef, leaves), manifest["metadata"]
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The metadata of a checkpoint, after checking its digest."""
+    manifest, _ = _read(Path(path))
+    return manifest["metadata"]
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _flatten(tree: PyTree) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    paths, _ = _paths_and_treedef(tree)
+    arrays = [_to_numpy(leaf) for leaf in jax.tree_util.tree_leaves(tree)]
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "paths": paths,
+        "shapes": [list(array.shape) for array in arrays],
+        "dtypes": [array.dtype.str for array in arrays],
+        "sha256": _digest(arrays),
+    }
+    return {f"leaf_{i}": array for i, array in enumerate(arrays)}, manifest
+
+
+def _paths_and_treedef(tree: PyTree) -> tuple[list[str], Any]:
+    flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    return [jax.tree_util.keystr(key_path) for key_path, _ in flat], treedef
+
+
+def _to_numpy(leaf: Any) -> np.ndarray:
+    if _is_key(leaf):
+        leaf = jax.random.key_data(leaf)
+    return np.asarray(leaf)
+
+
+def _is_key(leaf: Any) -> bool:
+    return isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+
+
+def _digest(arrays: list[np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def _read(path: Path) -> tuple[dict[str, Any], list[np.ndarray]]:
+    problem = f"{path} is not a readable jaxconv checkpoint"
+    try:
+        with open(path, "rb") as file, np.load(file, allow_pickle=False) as archive:
+            manifest = json.loads(archive[_MANIFEST].tobytes())
+            arrays = [archive[f"leaf_{i}"] for i in range(len(manifest["paths"]))]
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as error:
+        raise CheckpointError(
+            f"{problem} ({type(error).__name__}: {error}); it is truncated or corrupt. "
+            "Resume from an intact checkpoint or start a new run"
+        ) from error
+    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+        raise CheckpointError(
+            f"{problem}: format {manifest.get('format')!r} version {manifest.get('version')!r}, "
+            f"expected {FORMAT!r} version {VERSION}"
+        )
+    if _digest(arrays) != manifest["sha256"]:
+        raise CheckpointError(
+            f"{path} is corrupt: its arrays do not match the SHA-256 digest written with them. "
+            "Resume from an intact checkpoint or start a new run"
+        )
+    return manifest, arrays
+
+
+def _restore_leaf(path: Path, key_path: str, template: Any, array: np.ndarray) -> Any:
+    expected = _to_numpy(template)
+    if array.shape != expected.shape or array.dtype != expected.dtype:
+        raise CheckpointError(
+            f"{path}: {key_path} is {array.dtype}{list(array.shape)} in the file but "
+            f"{expected.dtype}{list(expected.shape)} in the model; it was written for another configuration"
+        )
+    if _is_key(template):
+        return jax.random.wrap_key_data(array, impl=jax.random.key_impl(template))
+    return jax.numpy.asarray(array)
+
+
+def _few(items: list[str], limit: int = 3) -> str:
+    if not items:
+        return "nothing"
+    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename durable (a no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        handle = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)

@@ -1,0 +1,140 @@
+"""The configuration of a training run: every choice in one JSON-ready dataclass.
+
+`TrainConfig` is what ``jaxconv train`` writes to ``config.json`` in the run
+directory and what a resumed run reads back, so a run can always be repeated
+from its directory alone. `TrainConfig.validate` rejects bad values before any
+data is loaded or any step is taken.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from typing import Any
+
+from jaxconv.train.errors import ConfigError
+
+OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "step", "onecycle")
+
+
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+    """What the train step does to each batch on the device before normalising.
+
+    ``crop_padding``: pad by P pixels per side and crop back at a random offset
+    (0: no crop); ``flip``: mirror left-right with probability 1/2.
+    """
+
+    crop_padding: int = 0
+    flip: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> Augmentation:
+        """Read ``'none'``, ``'flip'``, ``'crop'`` (P = 4), ``'crop=2'`` or ``'crop=2,flip'``."""
+        crop_padding, flip = 0, False
+        for part in filter(None, re.split(r"[,+\s]+", text.strip().lower())):
+            match = re.fullmatch(r"crop(?:[=:](\d+))?", part)
+            if part == "none":
+                continue
+            if part == "flip":
+                flip = True
+            elif match:
+                crop_padding = int(match.group(1) or 4)
+            else:
+                raise ConfigError(
+                    f"augment={text!r}: unknown augmentation {part!r}; use 'none', 'flip', 'crop', "
+                    "'crop=P' (pad P pixels and crop back) or a combination such as 'crop=2,flip'"
+                )
+        return cls(crop_padding, flip)
+
+    def __str__(self) -> str:
+        parts = ([f"crop={self.crop_padding}"] if self.crop_padding else []) + (["flip"] if self.flip else [])
+        return ",".join(parts) or "none"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on; the defaults train the default model on Fashion-MNIST.
+
+    Attributes:
+      model: a name from ``jaxconv models``.
+      dataset: 'fashion_mnist', 'mnist' or 'cifar10'.
+      epochs: passes over the training set.
+      batch_size: examples per step (at most the training set's size).
+      lr: the peak learning rate of the schedule.
+      optimizer: 'sgd' (heavy-ball momentum), 'nesterov', 'adam' or 'adamw'.
+      schedule: 'constant', 'cosine', 'step' (x0.1 at 50% and 75%) or 'onecycle'.
+      warmup_epochs: a linear ramp from 0 to ``lr`` first (for 'onecycle', the
+        length of its rising half; 0 there means the usual 30%).
+      weight_decay: on kernels only (not biases or normalisation); decoupled for
+        'adamw', an L2 term in the gradient otherwise.
+      momentum: for 'sgd' and 'nesterov'.
+      label_smoothing: the weight of the uniform distribution in the targets.
+      augment: see `Augmentation.parse`.
+      seed: the one seed of the run: initialisation, data order, augmentation, dropout.
+      eval_batch_size: examples per evaluation step.
+    """
+
+    model: str = "convnet"
+    dataset: str = "fashion_mnist"
+    epochs: int = 8
+    batch_size: int = 128
+    lr: float = 3e-3
+    optimizer: str = "adamw"
+    schedule: str = "onecycle"
+    warmup_epochs: float = 0.0
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    label_smoothing: float = 0.1
+    augment: str = "none"
+    seed: int = 0
+    eval_batch_size: int = 1000
+
+    def validate(self) -> TrainConfig:
+        """Raise `ConfigError` naming the first bad value and a fix; return self."""
+        checks = [
+            (self.epochs >= 1, f"epochs={self.epochs}: train for at least 1 epoch"),
+            (self.batch_size >= 1, f"batch_size={self.batch_size}: use a positive batch size, e.g. 128"),
+            (self.eval_batch_size >= 1, f"eval_batch_size={self.eval_batch_size}: use a positive size"),
+            (self.lr > 0, f"lr={self.lr}: the learning rate must be positive, e.g. --lr 0.003"),
+            (self.optimizer in OPTIMIZERS, f"optimizer={self.optimizer!r}: valid optimizers: {OPTIMIZERS}"),
+            (self.schedule in SCHEDULES, f"schedule={self.schedule!r}: valid schedules: {SCHEDULES}"),
+            (
+                0 <= self.warmup_epochs < self.epochs,
+                f"warmup_epochs={self.warmup_epochs}: must be >= 0 and less than epochs={self.epochs}",
+            ),
+            (self.weight_decay >= 0, f"weight_decay={self.weight_decay}: must be >= 0 (0 turns it off)"),
+            (0 <= self.momentum < 1, f"momentum={self.momentum}: must be in [0, 1), e.g. 0.9"),
+            (
+                0 <= self.label_smoothing < 1,
+                f"label_smoothing={self.label_smoothing}: must be in [0, 1), e.g. 0.1",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        self.augmentation  # noqa: B018  (parses, raising on a bad value)
+        return self
+
+    @property
+    def augmentation(self) -> Augmentation:
+        return Augmentation.parse(self.augment)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """A config from plain data; unknown keys raise `ConfigError` (a newer or foreign file)."""
+        fields = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - fields)
+        if unknown:
+            raise ConfigError(f"unknown configuration keys {unknown}; known keys: {sorted(fields)}")
+        return cls(**data)
+
+    def differences(self, other: TrainConfig) -> dict[str, tuple[Any, Any]]:
+        """``{field: (self's value, other's value)}`` for every field that differs."""
+        mine, theirs = dataclasses.asdict(self), dataclasses.asdict(other)
+        return {name: (mine[name], theirs[name]) for name in mine if mine[name] != theirs[name]}

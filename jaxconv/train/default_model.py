@@ -1,0 +1,83 @@
+"""The models ``jaxconv train`` knows by name: the default ConvNet, then the zoo.
+
+The default model is a small BatchNorm ConvNet sized for Fashion-MNIST on a
+CPU: the notes' pattern ``INPUT -> [CONV -> BN -> RELU -> POOL]*2 -> FC -> RELU
+-> FC`` with 3x3 filters, 32 and 64 of them, and a 128-unit hidden layer.
+Every other name is looked up in `jaxconv.models` (imported on first use).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable
+
+from jaxconv.combinators import serial
+from jaxconv.core import Layer
+from jaxconv.layers import BatchNorm, Conv, Dense, Dropout, Flatten, MaxPool, Relu
+from jaxconv.train.errors import ConfigError
+
+DEFAULT_MODEL = "convnet"
+
+
+def convnet(num_classes: int = 10, width: int = 32, hidden: int = 128, dropout: float = 0.3) -> Layer:
+    """The default model: two CONV-BN-RELU-POOL stages, then a hidden FC layer.
+
+    Shapes: (N, H, W, C) -> (N, num_classes), for any H, W divisible by 4
+    (Fashion-MNIST: (N, 28, 28, 1), 421,738 parameters with the defaults).
+    """
+
+    def stage(features: int) -> list[Layer]:
+        return [Conv(features, 3, padding=1, use_bias=False), BatchNorm(), Relu, MaxPool(2)]
+
+    return serial(
+        *stage(width),  # (N, H/2, W/2, width)
+        *stage(2 * width),  # (N, H/4, W/4, 2 * width)
+        Flatten,
+        Dense(hidden),
+        Relu,
+        Dropout(dropout),
+        Dense(num_classes),
+    )
+
+
+_LOCAL: dict[str, Callable[..., Layer]] = {DEFAULT_MODEL: convnet}
+
+
+def model_names() -> list[str]:
+    """The names `get_model` accepts: the local ones, then `jaxconv.models.names()`."""
+    zoo = _zoo()
+    return sorted(_LOCAL) + [name for name in (zoo.names() if zoo else []) if name not in _LOCAL]
+
+
+def get_model(name: str, num_classes: int | None = None) -> Layer:
+    """Build the model ``name`` with ``num_classes`` outputs (None: the model's own default,
+    10 for the default model); unknown names list the valid ones."""
+    check_model_name(name)
+    if name in _LOCAL:
+        return _LOCAL[name](**({} if num_classes is None else {"num_classes": num_classes}))
+    return _zoo().get(name, num_classes=num_classes)
+
+
+def input_shape(name: str) -> tuple[int, int, int, int]:
+    """The input shape (N, H, W, C) the model ``name`` is described with: a zoo model's native
+    size, Fashion-MNIST's (-1, 28, 28, 1) for the local ones."""
+    check_model_name(name)
+    return (-1, 28, 28, 1) if name in _LOCAL else _zoo().input_shape(name)
+
+
+def check_model_name(name: str) -> None:
+    """Raise `ConfigError` listing the valid names if ``name`` is not one of them."""
+    valid = model_names()
+    if name in valid:
+        return
+    close = difflib.get_close_matches(name, valid, n=3)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise ConfigError(f"unknown model {name!r}; {hint}valid names: {', '.join(valid)} (see `jaxconv models`)")
+
+
+def _zoo():
+    try:
+        return importlib.import_module("jaxconv.models")
+    except ImportError:
+        return None

@@ -1,0 +1,110 @@
+"""The pictures of a run: training curves, first-layer filters, a confusion matrix.
+
+Drawn with Matplotlib's object API on the Agg canvas (no pyplot, no display),
+so they work on a headless machine and inside threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from matplotlib.figure import Figure
+
+from jaxconv.core import Layer, Params, Shape, trace_init
+
+
+def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> None:
+    """Loss and top-1 accuracy per epoch, train and test, side by side.
+
+    The train figures are the means over the epoch's steps, in training mode
+    (dropout, augmentation, label smoothing), so they can sit above the test ones.
+    """
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    loss_axes, accuracy_axes = figure.subplots(1, 2)
+    epochs = [record["epoch"] for record in history]
+    for split, style in (("train", "o-"), ("test", "s-")):
+        loss_axes.plot(epochs, [r[f"{split}_loss"] for r in history], style, label=split)
+        accuracy_axes.plot(epochs, [100 * r[f"{split}_top1"] for r in history], style, label=split)
+    loss_axes.set(
+        xlabel="epoch", ylabel="cross-entropy", title="loss (train: in training mode, smoothed labels)"
+    )
+    accuracy_axes.set(xlabel="epoch", ylabel="top-1 accuracy (%)", title="accuracy")
+    for axes in (loss_axes, accuracy_axes):
+        axes.grid(alpha=0.3)
+        axes.legend()
+    figure.savefig(path, dpi=100)
+
+
+def plot_filters(kernel: np.ndarray, path: Path, title: str = "first-layer filters") -> None:
+    """The filters of a (F, F, C_in, K) kernel as a grid of K tiles, each scaled to its own range.
+
+    Three input channels are shown as colour; otherwise the first input channel in grey.
+    """
+    kernel = np.asarray(kernel, np.float32)
+    count = kernel.shape[-1]
+    columns = int(np.ceil(np.sqrt(count)))
+    rows = -(-count // columns)
+    figure = Figure(figsize=(columns * 0.8, rows * 0.8 + 0.4), layout="constrained")
+    figure.suptitle(f"{title}: {count} x {kernel.shape[0]}x{kernel.shape[1]}x{kernel.shape[2]}")
+    for index, axes in enumerate(figure.subplots(rows, columns, squeeze=False).ravel()):
+        axes.set_axis_off()
+        if index < count:
+            tile = kernel[..., index]  # (F, F, C_in)
+            tile = tile if tile.shape[-1] == 3 else tile[..., 0]
+            low, high = tile.min(), tile.max()
+            axes.imshow((tile - low) / (high - low + 1e-12), cmap="gray", interpolation="nearest")
+    figure.savefig(path, dpi=100)
+
+
+def plot_confusion(matrix: np.ndarray, class_names: Sequence[str], path: Path) -> None:
+    """A (K, K) confusion matrix, true class down, predicted across, with counts; colour is the
+    fraction of each true class."""
+    matrix = np.asarray(matrix)
+    fractions = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    size = max(5, 0.6 * len(class_names) + 2)
+    figure = Figure(figsize=(size, size), layout="constrained")
+    axes = figure.subplots()
+    axes.imshow(fractions, cmap="Blues", vmin=0, vmax=1)
+    ticks = range(len(class_names))
+    axes.set_xticks(ticks, class_names, rotation=45, ha="right")
+    axes.set_yticks(ticks, class_names)
+    axes.set(xlabel="predicted", ylabel="true", title=f"confusion matrix (accuracy {_accuracy(matrix):.2%})")
+    for (true, predicted), count in np.ndenumerate(matrix):
+        colour = "white" if fractions[true, predicted] > 0.5 else "black"
+        axes.text(predicted, true, str(count), ha="center", va="center", fontsize=7, color=colour)
+    figure.savefig(path, dpi=100)
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+    """(K, K) counts: entry [i, j] is how many examples of class i were predicted as j."""
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(matrix, (np.asarray(labels), np.asarray(predictions)), 1)
+    return matrix
+
+
+def first_conv_kernel(net: Layer, params: Params, input_shape: Shape) -> np.ndarray | None:
+    """The kernel of the first `Conv` the net applies, or None if it has no 2-D convolution."""
+    paths: list[tuple[str, ...]] = []
+
+    def trace() -> int:
+        _, records = trace_init(net, jax.random.key(0), input_shape)
+        paths.extend(record.path for record in records if record.info.kind == "Conv")
+        return 0
+
+    jax.eval_shape(trace)  # shapes only: nothing is allocated
+    for path in paths:
+        node = params
+        for name in path:
+            node = node.get(name, {}) if isinstance(node, dict) else {}
+        kernel = node.get("kernel") if isinstance(node, dict) else None
+        if kernel is not None and np.ndim(kernel) == 4:
+            return np.asarray(kernel)
+    return None
+
+
+def _accuracy(matrix: np.ndarray) -> float:
+    return float(np.trace(matrix) / max(matrix.sum(), 1))

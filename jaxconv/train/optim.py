@@ -1,0 +1,83 @@
+"""Optax optimisers and learning-rate schedules, chosen by name.
+
+    schedule = make_schedule("onecycle", peak=3e-3, total_steps=2814)
+    optimizer = make_optimizer("adamw", schedule, weight_decay=5e-4)
+
+Weight decay applies to kernels only (parameters with two or more axes), not
+to biases or normalisation scales, as in the ResNet and AdamW papers.
+"""
+
+from __future__ import annotations
+
+import jax
+import optax
+
+from jaxconv.train.config import OPTIMIZERS, SCHEDULES, TrainConfig
+from jaxconv.train.errors import ConfigError
+
+
+def make_schedule(name: str, peak: float, total_steps: int, warmup_steps: int = 0) -> optax.Schedule:
+    """The learning rate at each step, rising linearly over ``warmup_steps`` to ``peak``.
+
+    - ``'constant'``: ``peak`` after the warmup.
+    - ``'cosine'``: cosine decay from ``peak`` to 0 at ``total_steps``.
+    - ``'step'``: ``peak``, then x0.1 at 50% and again at 75% of the steps.
+    - ``'onecycle'``: Smith's one-cycle: cosine up from ``peak / 25`` over
+      ``warmup_steps`` (30% of the steps if 0), then cosine down to ``peak / 25e4``.
+    """
+    if name not in SCHEDULES:
+        raise ConfigError(f"unknown schedule {name!r}; valid schedules: {SCHEDULES}")
+    if name == "onecycle":
+        fraction = warmup_steps / total_steps if warmup_steps else 0.3
+        return optax.cosine_onecycle_schedule(total_steps, peak, pct_start=fraction)
+    if name == "cosine":
+        return optax.warmup_cosine_decay_schedule(0.0, peak, warmup_steps, max(total_steps, warmup_steps + 1))
+    after = total_steps - warmup_steps
+    main = (
+        optax.constant_schedule(peak)
+        if name == "constant"
+        else optax.piecewise_constant_schedule(peak, {after // 2: 0.1, (3 * after) // 4: 0.1})
+    )
+    if not warmup_steps:
+        return main
+    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup_steps), main], [warmup_steps])
+
+
+def make_optimizer(
+    name: str,
+    learning_rate: float | optax.Schedule,
+    *,
+    weight_decay: float = 0.0,
+    momentum: float = 0.9,
+) -> optax.GradientTransformation:
+    """``'sgd'`` (momentum), ``'nesterov'``, ``'adam'`` or ``'adamw'``, with weight decay on kernels."""
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {name!r}; valid optimizers: {OPTIMIZERS}")
+    if name == "adamw":
+        return optax.adamw(learning_rate, weight_decay=weight_decay, mask=kernels_only)
+    base = (
+        optax.adam(learning_rate)
+        if name == "adam"
+        else optax.sgd(learning_rate, momentum=momentum, nesterov=name == "nesterov")
+    )
+    if not weight_decay:
+        return base
+    return optax.chain(optax.add_decayed_weights(weight_decay, mask=kernels_only), base)
+
+
+def kernels_only(params: optax.Params) -> optax.Params:
+    """True for parameters with two or more axes (kernels), False for biases and scales."""
+    return jax.tree_util.tree_map(lambda p: p.ndim >= 2, params)
+
+
+def from_config(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
+    """The optimiser and schedule a `TrainConfig` describes, for epochs of ``steps_per_epoch``."""
+    schedule = make_schedule(
+        config.schedule,
+        config.lr,
+        total_steps=config.epochs * steps_per_epoch,
+        warmup_steps=round(config.warmup_epochs * steps_per_epoch),
+    )
+    return make_optimizer(
+        config.optimizer, schedule, weight_decay=config.weight_decay, momentum=config.momentum
+    )

@@ -1,0 +1,122 @@
+"""The jitted train and evaluation steps, the loss and the metrics.
+
+    train_step = make_train_step(net, optimizer, preprocess=augmenter, label_smoothing=0.1)
+    train_state, metrics = train_step(train_state, images, labels)  # donates train_state
+
+Images arrive as the dataset stores them ((N, H, W, C) uint8) and are
+augmented and normalised inside the step, on the device (``preprocess``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxconv.core import Layer, Params, State
+from jaxconv.data import augment, normalize
+from jaxconv.train.state import TrainState, step_key
+
+Metrics = dict[str, jax.Array]
+Preprocess = Callable[[jax.Array | None, jax.Array], jax.Array]  # (key or None, images) -> x
+TrainStep = Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, Metrics]]
+EvalStep = Callable[[Params, State, jax.Array, jax.Array], Metrics]
+
+TOP_K = 5
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+    """Mean softmax cross-entropy of (N, K) ``logits`` against (N,) integer ``labels``.
+
+    With ``label_smoothing`` = a, the target is ``(1 - a) * one_hot + a / K``
+    (Szegedy et al. 2016).
+    """
+    if not label_smoothing:
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+    return optax.softmax_cross_entropy(logits, targets).mean()
+
+
+def correct(logits: jax.Array, labels: jax.Array, k: int = 1) -> jax.Array:
+    """(N,) bools: whether each label is among the ``k`` largest of its (N, K) logits."""
+    k = min(k, logits.shape[-1])
+    if k == 1:
+        return jnp.argmax(logits, -1) == labels
+    _, top = jax.lax.top_k(logits, k)  # (N, k)
+    return jnp.any(top == labels[:, None], axis=-1)
+
+
+def make_train_step(
+    net: Layer,
+    optimizer: optax.GradientTransformation,
+    *,
+    preprocess: Preprocess | None = None,
+    label_smoothing: float = 0.0,
+    donate: bool = True,
+) -> TrainStep:
+    """A jitted ``step(train_state, images, labels) -> (train_state, metrics)``.
+
+    One step of ``optimizer`` on the mean ``cross_entropy`` of a batch. The
+    metrics are the batch's mean ``loss`` (with smoothing), ``top1`` and ``top5``
+    accuracy. With ``donate`` the input train state's buffers are reused for the
+    output, so the caller must not touch the old state after the call.
+    """
+
+    def train_step(
+        train_state: TrainState, images: jax.Array, labels: jax.Array
+    ) -> tuple[TrainState, Metrics]:
+        augment_key, dropout_key = jax.random.split(step_key(train_state))
+        x = preprocess(augment_key, images) if preprocess else images
+
+        def loss_fn(params: Params) -> tuple[jax.Array, tuple[jax.Array, State]]:
+            logits, state = net.apply(params, train_state.state, x, key=dropout_key, train=True)
+            return cross_entropy(logits, labels, label_smoothing), (logits, state)
+
+        (loss, (logits, state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(train_state.params)
+        updates, opt_state = optimizer.update(grads, train_state.opt_state, train_state.params)
+        params = optax.apply_updates(train_state.params, updates)
+        new_state = TrainState(params, state, opt_state, train_state.step + 1, train_state.key)
+        return new_state, {"loss": loss, **_accuracies(logits, labels, jnp.mean)}
+
+    return jax.jit(train_step, donate_argnums=0 if donate else ())
+
+
+def make_eval_step(net: Layer, *, preprocess: Preprocess | None = None) -> EvalStep:
+    """A jitted ``step(params, state, images, labels) -> metrics`` in evaluation mode.
+
+    The metrics are sums over the batch, to be added up over a dataset: ``loss``
+    (cross-entropy without smoothing), ``top1`` and ``top5`` (correct counts),
+    and the (N,) ``predictions``.
+    """
+
+    def eval_step(params: Params, state: State, images: jax.Array, labels: jax.Array) -> Metrics:
+        x = preprocess(None, images) if preprocess else images
+        logits, _ = net.apply(params, state, x, train=False)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).sum()
+        predictions = jnp.argmax(logits, -1)
+        return {"loss": loss, **_accuracies(logits, labels, jnp.sum), "predictions": predictions}
+
+    return jax.jit(eval_step)
+
+
+def _accuracies(logits: jax.Array, labels: jax.Array, reduce: Callable[..., Any]) -> Metrics:
+    as_float = jnp.float32
+    return {
+        "top1": reduce(correct(logits, labels, 1).astype(as_float)),
+        f"top{TOP_K}": reduce(correct(logits, labels, TOP_K).astype(as_float)),
+    }
+
+
+def make_preprocess(mean: Any, std: Any, *, crop_padding: int = 0, flip: bool = False) -> Preprocess:
+    """``preprocess(key, images)``: augment (with a key, in training) and normalise (N, H, W, C) uint8
+    images to float32 with the dataset's per-channel ``mean`` and ``std`` (see `jaxconv.data.augment`)."""
+
+    def preprocess(key: jax.Array | None, images: jax.Array) -> jax.Array:
+        if key is None:
+            return normalize(images, mean, std)
+        return augment(key, images, mean=mean, std=std, crop_padding=crop_padding, flip=flip)
+
+    return preprocess

@@ -1,0 +1,199 @@
+"""Run in a subprocess with 8 forced CPU devices by test_data_parallel.py; prints one JSON object.
+
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 JAX_PLATFORMS=cpu python data_parallel_runner.py
+
+Each comparison is the largest relative difference, max |a - b| / max |b| over a
+tree's leaves, between a data-parallel run and an independent reference: the
+single-device step of `jaxconv.train`, or (pmap with Dropout) a NumPy-level loop
+over the 8 shards that averages their gradients by hand.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import jaxconv as jc
+from jaxconv import distributed
+from jaxconv.train import TrainState, cross_entropy, init_train_state, make_eval_step, make_train_step
+
+DEVICES, BATCH, STEPS = 8, 64, 2
+SHAPE = (-1, 8, 8, 3)
+compiles: list[str] = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, duration, **kwargs: (
+        compiles.append(event) if event.endswith("backend_compile_duration") else None
+    )
+)
+
+
+def bn_net(axis_name: str | None) -> jc.Layer:
+    return jc.serial(
+        jc.Conv(8, 3, padding=1, use_bias=False), jc.BatchNorm(axis_name=axis_name), jc.Relu, jc.MaxPool(2),
+        jc.Flatten, jc.Dense(10),
+    )  # fmt: skip
+
+
+def dropout_net() -> jc.Layer:
+    return jc.serial(jc.Conv(8, 3, padding=1), jc.Relu, jc.Flatten, jc.Dropout(0.5), jc.Dense(10))
+
+
+def batches(steps: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    return [
+        (rng.normal(size=(BATCH, 8, 8, 3)).astype(np.float32), rng.integers(0, 10, BATCH).astype(np.int32))
+        for _ in range(steps)
+    ]
+
+
+def relative(result, reference) -> float:
+    diffs = jax.tree.map(
+        lambda a, b: float(
+            np.max(np.abs(np.asarray(a) - np.asarray(b))) / max(np.max(np.abs(np.asarray(b))), 1e-30)
+        ),
+        result,
+        reference,
+    )
+    return max(jax.tree.leaves(diffs), default=0.0)
+
+
+class Trained(NamedTuple):
+    state: TrainState
+    losses: jax.Array
+    recompiles: int  # compilations after the first step
+
+
+def run(step, train_state, data) -> Trained:
+    losses, recompiles = [], 0
+    for t, (images, labels) in enumerate(data):
+        compiled_before = len(compiles)
+        train_state, metrics = step(train_state, images, labels)
+        recompiles += (len(compiles) - compiled_before) if t else 0
+        losses.append(metrics["loss"])
+    return Trained(train_state, jnp.stack(losses), recompiles)
+
+
+def compare(result: Trained, reference: Trained) -> dict:
+    (state, losses, recompiles), (ref_state, ref_losses, _) = result, reference
+    return {
+        "params": relative(state.params, ref_state.params),
+        "state": relative(state.state, ref_state.state),
+        "loss": relative(losses, ref_losses),
+        "steps": int(state.step),
+        "recompiles": recompiles,
+        "split_leaves": sum(not leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(state)),
+        "devices": len(jax.tree.leaves(state.params)[0].sharding.device_set),
+    }
+
+
+def per_shard_reference(net, optimizer, train_state, images, labels) -> tuple[dict, float]:
+    """One pmap step as documented: device i runs the single-device loss on its rows with the
+    training key fold_in(key, i); the gradients are averaged over the devices by hand."""
+    rows = BATCH // DEVICES
+    grads, losses = [], []
+    for i in range(DEVICES):
+        step_key = jax.random.fold_in(jax.random.fold_in(train_state.key, i), train_state.step)
+        _, dropout_key = jax.random.split(step_key)
+        x, y = images[i * rows : (i + 1) * rows], labels[i * rows : (i + 1) * rows]
+
+        def loss_fn(params, x=x, y=y, dropout_key=dropout_key):
+            logits, _ = net.apply(params, train_state.state, x, key=dropout_key, train=True)
+            return cross_entropy(logits, y)
+
+        loss, grad = jax.value_and_grad(loss_fn)(train_state.params)
+        grads.append(grad)
+        losses.append(loss)
+    mean_grads = jax.tree.map(lambda *g: sum(g) / DEVICES, *grads)
+    updates, _ = optimizer.update(mean_grads, train_state.opt_state, train_state.params)
+    return optax.apply_updates(train_state.params, updates), float(np.mean(losses))
+
+
+def error(call) -> dict:
+    before = len(compiles)
+    try:
+        call()
+    except ValueError as caught:
+        return {"type": type(caught).__name__, "message": str(caught), "compiled": len(compiles) - before}
+    return {"type": None, "message": "", "compiled": len(compiles) - before}
+
+
+def main() -> None:
+    jax.config.update("jax_default_matmul_precision", "highest")
+    optimizer = optax.sgd(0.1, momentum=0.9)
+    mesh = distributed.make_mesh(DEVICES)
+    data = batches(STEPS)
+    key = jax.random.key(0)
+    out: dict = {"device_count": jax.device_count()}
+
+    state = init_train_state(bn_net(None), optimizer, SHAPE, key)
+    reference = run(make_train_step(bn_net(None), optimizer, donate=False), state, data)
+    out["bn_jit"] = compare(
+        run(distributed.make_sharded_train_step(bn_net(None), optimizer, mesh), state, data),
+        reference,
+    )
+    out["bn_fsdp"] = compare(
+        run(
+            distributed.make_sharded_train_step(bn_net(None), optimizer, mesh, shard_params=True), state, data
+        ),
+        reference,
+    )
+    out["bn_pmap"] = compare(
+        run(distributed.make_pmap_train_step(bn_net("data"), optimizer, mesh), state, data),
+        reference,
+    )
+
+    state = init_train_state(dropout_net(), optimizer, SHAPE, key)
+    reference = run(make_train_step(dropout_net(), optimizer, donate=False), state, data)
+    out["dropout_jit"] = compare(
+        run(distributed.make_sharded_train_step(dropout_net(), optimizer, mesh), state, data),
+        reference,
+    )
+    out["dropout_devices_8"] = compare(
+        run(distributed.make_train_step(dropout_net(), optimizer, devices=DEVICES), state, data),
+        reference,
+    )
+    pmapped, metrics = distributed.make_pmap_train_step(dropout_net(), optimizer, mesh)(state, *data[0])
+    ref_params, ref_loss = per_shard_reference(dropout_net(), optimizer, state, *data[0])
+    out["dropout_pmap"] = {
+        "params": relative(pmapped.params, ref_params),
+        "loss": relative(metrics["loss"], ref_loss),
+    }
+
+    trained = reference.state
+    single_eval = make_eval_step(dropout_net())
+    sharded_eval = distributed.make_eval_step(dropout_net(), devices=DEVICES)
+    placed = distributed.place_train_state(trained, mesh)
+    out["eval"] = {
+        size: relative(
+            sharded_eval(placed.params, placed.state, images[:size], labels[:size]),
+            single_eval(trained.params, trained.state, images[:size], labels[:size]),
+        )
+        for size, (images, labels) in ((64, data[0]), (12, data[0]))
+    }
+
+    sharded = distributed.make_sharded_train_step(bn_net(None), optimizer, mesh)
+    pmap_step = distributed.make_pmap_train_step(bn_net("data"), optimizer, mesh)
+    state = init_train_state(bn_net(None), optimizer, SHAPE, key)
+    images, labels = data[0]
+    out["errors"] = {
+        "jit_batch": error(lambda: sharded(state, images[:60], labels[:60])),
+        "pmap_batch": error(lambda: pmap_step(state, images[:60], labels[:60])),
+        "labels": error(lambda: sharded(state, images, labels[:56])),
+        "mesh_too_big": error(lambda: distributed.make_mesh(16)),
+        "mesh_axis": error(
+            lambda: distributed.make_sharded_train_step(
+                bn_net(None), optimizer, distributed.make_mesh(8, "batch")
+            )
+        ),
+        "shard_batch": error(lambda: distributed.shard_batch((images[:12], labels[:12]), mesh)),
+    }
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Data-parallel steps on 8 forced CPU devices equal the single-device step.
+
+The work runs once, in a subprocess (`data_parallel_runner.py`): the device count
+is fixed when JAX starts its backend, and this test session's JAX runs on one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+RUNNER = Path(__file__).with_name("data_parallel_runner.py")
+TOLERANCE = 1e-5  # relative: max |a - b| / max |b| over each leaf
+
+
+@pytest.fixture(scope="module")
+def results() -> dict:
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run(
+        [sys.executable, str(RUNNER)], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout)
+
+
+def test_the_runner_sees_eight_devices(results):
+    assert results["device_count"] == 8
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["bn_jit", "bn_pmap", "bn_fsdp", "dropout_jit", "dropout_devices_8"],
+)
+def test_data_parallel_steps_equal_the_single_device_step(results, case):
+    """Two steps on a global batch of 64: parameters, BatchNorm statistics and losses."""
+    result = results[case]
+    assert result["steps"] == 2
+    assert result["params"] < TOLERANCE
+    assert result["state"] < TOLERANCE
+    assert result["loss"] < TOLERANCE
+
+
+@pytest.mark.parametrize("case", ["bn_jit", "bn_pmap", "bn_fsdp", "dropout_jit", "dropout_devices_8"])
+def test_steps_stay_on_all_devices_without_recompiling(results, case):
+    result = results[case]
+    assert result["devices"] == 8
+    assert result["recompiles"] == 0
+
+
+def test_fsdp_splits_the_large_leaves_and_the_others_are_replicated(results):
+    assert results["bn_fsdp"]["split_leaves"] == 2  # the Dense kernel and its momentum
+    assert results["bn_jit"]["split_leaves"] == 0
+    assert results["bn_pmap"]["split_leaves"] == 0
+
+
+def test_pmap_with_dropout_equals_the_mean_of_per_device_gradients(results):
+    """Each device draws its mask with fold_in(key, device); the reference loops over the 8 shards."""
+    assert results["dropout_pmap"]["params"] < TOLERANCE
+    assert results["dropout_pmap"]["loss"] < TOLERANCE
+
+
+@pytest.mark.parametrize(
+    ("case", "kind", "pattern"),
+    [
+        (
+            "jit_batch",
+            "ShapeError",
+            r"global batch of 60 examples does not split over the 8 devices.*60 / 8 = 7\.5.*56 or 64",
+        ),
+        ("pmap_batch", "ShapeError", r"global batch of 60 examples.*use a batch size of 56 or 64"),
+        ("shard_batch", "ShapeError", r"global batch of 12 examples.*12 / 8 = 1\.5.*8 or 16"),
+        ("labels", "DataParallelError", r"64 images but 56 labels"),
+        (
+            "mesh_too_big",
+            "DataParallelError",
+            r"make_mesh\(devices=16\): there are 8 CPU devices; ask for 1 to 8",
+        ),
+        ("mesh_axis", "DataParallelError", r"mesh has axes \('batch',\) but the batch is split along 'data'"),
+    ],
+)
+def test_bad_batches_and_meshes_fail_before_compiling(results, case, kind, pattern):
+    error = results["errors"][case]
+    assert error["type"] == kind
+    assert re.search(pattern, error["message"]), error["message"]
+    assert error["compiled"] == 0
+
+
+@pytest.mark.parametrize("size", ["64", "12"])
+def test_the_sharded_eval_step_equals_the_single_device_one(results, size):
+    """A batch of 64 is split over the devices; the last batch of 12 does not split, runs whole."""
+    assert results["eval"][size] < TOLERANCE

@@ -1,0 +1,59 @@
+"""Helpers for the training and CLI tests: tiny learnable datasets, in memory and as IDX files.
+
+Each class c of the synthetic data is a bright square at a position of its
+own on a noisy background, so a small ConvNet learns it in a few steps.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+
+import jaxconv as jc
+from jaxconv.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, Dataset
+
+CLASSES = tuple(f"class {c}" for c in range(10))
+
+
+def synthetic(n: int, size: int = 28, num_classes: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(n, size, size, 1) uint8 images and (n,) int32 labels: class c lights a 4x4 square at
+    row 2 * (c // 5), column 2 * (c % 5) (in units of 4 pixels), over uniform noise."""
+    rng = np.random.default_rng(seed)
+    labels = (np.arange(n) % num_classes).astype(np.int32)
+    images = rng.integers(0, 60, (n, size, size, 1), dtype=np.uint8)
+    for i, c in enumerate(labels):
+        row, column = 4 * (c // 5), 4 * (c % 5)
+        images[i, row : row + 4, column : column + 4] = 255
+    return images, labels
+
+
+def dataset(n: int, split: str = "train", size: int = 28, seed: int = 0) -> Dataset:
+    images, labels = synthetic(n, size, seed=seed)
+    return Dataset("fashion_mnist", split, images, labels, CLASSES, FASHION_MNIST_MEAN, FASHION_MNIST_STD)
+
+
+def tiny_net(num_classes: int = 10) -> jc.Layer:
+    """A ConvNet small enough to compile and run in well under a second."""
+    return jc.serial(
+        jc.Conv(4, 3, padding=1), jc.BatchNorm(), jc.Relu, jc.MaxPool(4),
+        jc.Flatten, jc.Dropout(0.1), jc.Dense(num_classes),
+    )  # fmt: skip
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write a uint8 array as a gzipped IDX file (magic 0x0000 08 D, D big-endian dims, bytes)."""
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+def write_idx_dataset(directory: Path) -> Path:
+    """Write a Fashion-MNIST-shaped IDX dataset into ``directory``: 64 training and 40 test images."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for prefix, n, seed in (("train", 64, 0), ("t10k", 40, 1)):
+        images, labels = synthetic(n, seed=seed)
+        write_idx(directory / f"{prefix}-images-idx3-ubyte.gz", images[..., 0])
+        write_idx(directory / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return directory

@@ -1,0 +1,151 @@
+"""The fit loop on a tiny synthetic problem: it learns, resumes exactly, stops on a non-finite loss,
+and refuses bad input before writing anything."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import jax
+import numpy as np
+import pytest
+from synthetic import dataset, tiny_net
+
+import jaxconv.train.loop as loop
+from jaxconv.train import (
+    ConfigError,
+    NonFiniteLossError,
+    Run,
+    RunDirError,
+    TrainConfig,
+    fit,
+    read_metadata,
+)
+
+TRAIN, TEST = dataset(96), dataset(40, "test", seed=1)
+CONFIG = TrainConfig(
+    model="tiny", epochs=3, batch_size=16, lr=3e-2, augment="crop=2,flip", eval_batch_size=40, seed=3
+)
+
+
+def assert_trees_equal(a, b) -> None:
+    a, b = a._replace(key=jax.random.key_data(a.key)), b._replace(key=jax.random.key_data(b.key))
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory):
+    """An uninterrupted run of `CONFIG` (3 epochs)."""
+    run = Run(tmp_path_factory.mktemp("whole") / "run")
+    return run, fit(tiny_net(), TRAIN, TEST, CONFIG, run=run, progress=False)
+
+
+@pytest.fixture(scope="module")
+def first_epoch(tmp_path_factory):
+    """The same run stopped after its first epoch."""
+    run = Run(tmp_path_factory.mktemp("first") / "run")
+    return run, fit(tiny_net(), TRAIN, TEST, CONFIG, run=run, stop_after_epoch=1, progress=False)
+
+
+def copy_run(run: Run, destination) -> Run:
+    return Run(shutil.copytree(run.path, destination / "run"))
+
+
+def test_fit_learns_logs_each_epoch_and_checkpoints(whole):
+    run, result = whole
+    assert [r["epoch"] for r in result.history] == [1, 2, 3] == [r["epoch"] for r in run.history()]
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert result.evaluation.top1 > 0.5  # chance is 0.1
+    assert result.history[-1]["test_top1"] == result.evaluation.top1
+    assert read_metadata(run.checkpoint) == {"epoch": 3, "step": 18}
+    assert int(result.train_state.step) == 18  # 3 epochs of 96 // 16 steps
+    assert json.loads((run.path / "config.json").read_text())["augment"] == "crop=2,flip"
+    confusion = result.evaluation.confusion(10)
+    assert confusion.sum() == len(TEST) and np.trace(confusion) == round(result.evaluation.top1 * len(TEST))
+
+
+def test_resuming_gives_the_same_final_state_as_an_uninterrupted_run(whole, first_epoch, tmp_path):
+    assert len(first_epoch[1].history) == 1
+    run = copy_run(first_epoch[0], tmp_path)
+    resumed = fit(tiny_net(), TRAIN, TEST, CONFIG, run=run, resume=True, progress=False)
+    assert_trees_equal(resumed.train_state, whole[1].train_state)  # params, BN state, moments, step, key
+    assert [r["test_loss"] for r in resumed.history] == [r["test_loss"] for r in whole[1].history]
+    assert [r["test_loss"] for r in run.history()] == [r["test_loss"] for r in whole[1].history]
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    make_step = loop.make_train_step
+
+    def failing_in_epoch_two(*args, **kwargs):
+        step, calls = make_step(*args, **kwargs), []
+
+        def poisoned(state, images, labels):
+            state, metrics = step(state, images, labels)
+            calls.append(1)
+            return state, metrics | ({"loss": metrics["loss"] * np.nan} if len(calls) == 8 else {})
+
+        return poisoned
+
+    monkeypatch.setattr(loop, "make_train_step", failing_in_epoch_two)
+    run = Run(tmp_path / "run")
+    with pytest.raises(
+        NonFiniteLossError,
+        match=r"loss became nan at step 2 of epoch 2.*last good epoch is kept in .*checkpoint\.npz.*--lr",
+    ):
+        fit(tiny_net(), TRAIN, TEST, CONFIG, run=run, progress=False)
+    assert read_metadata(run.checkpoint) == {"epoch": 1, "step": 6}
+    assert [r["epoch"] for r in run.history()] == [1]
+
+
+def test_a_batch_larger_than_the_data_fails_before_anything_is_written(tmp_path):
+    run = Run(tmp_path / "run")
+    with pytest.raises(ConfigError, match=r"batch_size=200 is larger than the dataset \(96 examples\)"):
+        fit(tiny_net(), TRAIN, TEST, TrainConfig(batch_size=200), run=run, progress=False)
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"lr": -0.1}, r"lr=-0.1: the learning rate must be positive"),
+        ({"epochs": 0}, r"epochs=0: train for at least 1 epoch"),
+        ({"label_smoothing": 1.0}, r"label_smoothing=1.0: must be in \[0, 1\)"),
+        ({"augment": "rotate"}, r"unknown augmentation 'rotate'; use 'none', 'flip', 'crop'"),
+        ({"optimizer": "lion"}, r"optimizer='lion': valid optimizers"),
+    ],
+)
+def test_bad_options_fail_before_any_step(change, message, tmp_path):
+    with pytest.raises(ConfigError, match=message):
+        fit(tiny_net(), TRAIN, TEST, TrainConfig(**change), run=Run(tmp_path), progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_corrupt_checkpoint_fails_the_resume_and_is_left_as_it_was(first_epoch, tmp_path):
+    run = copy_run(first_epoch[0], tmp_path)
+    run.checkpoint.write_bytes(run.checkpoint.read_bytes()[:100])
+    damaged = run.checkpoint.read_bytes()
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        fit(tiny_net(), TRAIN, TEST, CONFIG, run=run, resume=True, progress=False)
+    assert run.checkpoint.read_bytes() == damaged
+
+
+def test_run_directory_checks(first_epoch, tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(
+        RunDirError, match=r"cannot write to the run directory .*file/run.*choose another --run-dir"
+    ):
+        Run(tmp_path / "file" / "run").prepare(resume=False)
+    with pytest.raises(RunDirError, match=r"cannot resume from .*: it has no config\.json"):
+        Run(tmp_path / "empty").prepare(resume=True)
+    with pytest.raises(RunDirError, match=r"already holds a run; pass --resume to continue it"):
+        first_epoch[0].prepare(resume=False)
+
+
+def test_history_keeps_the_last_record_of_each_epoch_and_skips_a_cut_line(tmp_path):
+    run = Run(tmp_path)
+    for record in ({"epoch": 1, "x": 1}, {"epoch": 2, "x": 2}, {"epoch": 2, "x": 3}):
+        run.log(record)
+    with open(tmp_path / "metrics.jsonl", "a") as file:
+        file.write('{"epoch": 3, "x"')
+    assert run.history() == [{"epoch": 1, "x": 1}, {"epoch": 2, "x": 3}]
