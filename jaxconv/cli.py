@@ -98,6 +98,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         ("--augment", str, f"none, flip, crop, crop=P or e.g. crop=2,flip (default {defaults.augment})"),
         ("--seed", int, f"default {defaults.seed}"),
         ("--eval-batch-size", int, f"default {defaults.eval_batch_size}"),
+        ("--devices", int, f"local devices, data parallel (default {defaults.devices})"),
     ]
     for flag, kind, text in options:
         train.add_argument(flag, type=kind, default=None, help=text)

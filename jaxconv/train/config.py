@@ -75,6 +75,8 @@ class TrainConfig:
       augment: see `Augmentation.parse`.
       seed: the one seed of the run: initialisation, data order, augmentation, dropout.
       eval_batch_size: examples per evaluation step.
+      devices: local devices to train on, data parallel (`jaxconv.distributed`); the
+        batch sizes must divide by it.
     """
 
     model: str = "convnet"
@@ -91,6 +93,7 @@ class TrainConfig:
     augment: str = "none"
     seed: int = 0
     eval_batch_size: int = 1000
+    devices: int = 1
 
     def validate(self) -> TrainConfig:
         """Raise `ConfigError` naming the first bad value and a fix; return self."""
@@ -98,6 +101,12 @@ class TrainConfig:
             (self.epochs >= 1, f"epochs={self.epochs}: train for at least 1 epoch"),
             (self.batch_size >= 1, f"batch_size={self.batch_size}: use a positive batch size, e.g. 128"),
             (self.eval_batch_size >= 1, f"eval_batch_size={self.eval_batch_size}: use a positive size"),
+            (self.devices >= 1, f"devices={self.devices}: use at least 1 device"),
+            (
+                self.batch_size % self.devices == 0,
+                f"batch_size={self.batch_size} does not split over devices={self.devices}; use a multiple "
+                f"of {self.devices}, e.g. {max(1, round(self.batch_size / self.devices)) * self.devices}",
+            ),
             (self.lr > 0, f"lr={self.lr}: the learning rate must be positive, e.g. --lr 0.003"),
             (self.optimizer in OPTIMIZERS, f"optimizer={self.optimizer!r}: valid optimizers: {OPTIMIZERS}"),
             (self.schedule in SCHEDULES, f"schedule={self.schedule!r}: valid schedules: {SCHEDULES}"),

@@ -20,6 +20,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from jaxconv import distributed
 from jaxconv.core import Layer, Params, State
 from jaxconv.data import Dataset, batches, num_batches
 from jaxconv.train import optim
@@ -29,7 +30,7 @@ from jaxconv.train.errors import ConfigError, NonFiniteLossError
 from jaxconv.train.figures import confusion_matrix
 from jaxconv.train.run import Run
 from jaxconv.train.state import TrainState, init_train_state
-from jaxconv.train.step import EvalStep, TrainStep, make_eval_step, make_preprocess, make_train_step
+from jaxconv.train.step import EvalStep, TrainStep, make_preprocess
 
 LOG_EVERY = 10  # steps between looks at the metrics (each look waits for the device)
 
@@ -119,10 +120,14 @@ def fit(
     preprocess = make_preprocess(
         train_data.mean, train_data.std, crop_padding=augmentation.crop_padding, flip=augmentation.flip
     )
-    train_step = make_train_step(
-        net, optimizer, preprocess=preprocess, label_smoothing=config.label_smoothing
+    train_step = distributed.make_train_step(
+        net,
+        optimizer,
+        devices=config.devices,
+        preprocess=preprocess,
+        label_smoothing=config.label_smoothing,
     )
-    eval_step = make_eval_step(net, preprocess=preprocess)
+    eval_step = distributed.make_eval_step(net, devices=config.devices, preprocess=preprocess)
     last_epoch = min(config.epochs, stop_after_epoch or config.epochs)
     evaluation = None
     for epoch in range(first_epoch, last_epoch):

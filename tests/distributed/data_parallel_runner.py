@@ -122,6 +122,38 @@ def error(call) -> dict:
     return {"type": None, "message": "", "compiled": len(compiles) - before}
 
 
+def fit_with_devices() -> dict:
+    """`jaxconv.train.fit` with ``devices=8`` (what ``jaxconv train --devices 8`` runs) against 1 device."""
+    rng = np.random.default_rng(1)
+
+    def split(name: str, n: int) -> jc.data.Dataset:
+        images = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
+        labels = rng.integers(0, 10, n).astype(np.int32)
+        return jc.data.Dataset(
+            "synthetic", name, images, labels, tuple("0123456789"), (0.5,) * 3, (0.25,) * 3
+        )
+
+    train, test = split("train", 128), split("test", 64)
+    results = [
+        jc.train.fit(
+            bn_net(None),
+            train,
+            test,
+            jc.train.TrainConfig(
+                epochs=1, batch_size=64, eval_batch_size=64, devices=devices, augment="flip"
+            ),
+            progress=False,
+        )
+        for devices in (1, DEVICES)
+    ]
+    single, parallel = (result.train_state for result in results)
+    return {
+        "params": relative(parallel.params, single.params),
+        "state": relative(parallel.state, single.state),
+        "top1": abs(results[1].evaluation.top1 - results[0].evaluation.top1),
+    }
+
+
 def main() -> None:
     jax.config.update("jax_default_matmul_precision", "highest")
     optimizer = optax.sgd(0.1, momentum=0.9)
@@ -192,6 +224,7 @@ def main() -> None:
         ),
         "shard_batch": error(lambda: distributed.shard_batch((images[:12], labels[:12]), mesh)),
     }
+    out["fit"] = fit_with_devices()
     print(json.dumps(out))
 
 

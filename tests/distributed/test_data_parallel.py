@@ -95,3 +95,10 @@ def test_bad_batches_and_meshes_fail_before_compiling(results, case, kind, patte
 def test_the_sharded_eval_step_equals_the_single_device_one(results, size):
     """A batch of 64 is split over the devices; the last batch of 12 does not split, runs whole."""
     assert results["eval"][size] < TOLERANCE
+
+
+def test_fit_with_devices_equals_one_device(results):
+    """`jaxconv train --devices 8`: one epoch of the fit loop, parameters and accuracy as on one device."""
+    assert results["fit"]["params"] < TOLERANCE
+    assert results["fit"]["state"] < TOLERANCE
+    assert results["fit"]["top1"] == 0
