@@ -75,7 +75,7 @@ def test_resuming_gives_the_same_final_state_as_an_uninterrupted_run(whole, firs
 
 
 def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    make_step = loop.make_train_step
+    make_step = loop.distributed.make_train_step
 
     def failing_in_epoch_two(*args, **kwargs):
         step, calls = make_step(*args, **kwargs), []
@@ -87,7 +87,7 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp
 
         return poisoned
 
-    monkeypatch.setattr(loop, "make_train_step", failing_in_epoch_two)
+    monkeypatch.setattr(loop.distributed, "make_train_step", failing_in_epoch_two)
     run = Run(tmp_path / "run")
     with pytest.raises(
         NonFiniteLossError,
