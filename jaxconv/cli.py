@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import os
+import re
 import runpy
 import sys
 from collections.abc import Sequence
@@ -64,7 +64,11 @@ def _parser() -> argparse.ArgumentParser:
 
     summary = commands.add_parser("summary", help="print a model's per-layer table")
     summary.add_argument("model", nargs="?", default=None, help="a name from `jaxconv models`")
-    summary.add_argument("--input-shape", help="H,W,C (default: the model's own, 28,28,1 for convnet)")
+    summary.add_argument(
+        "--input",
+        "--input-shape",
+        help="HxWxC, e.g. 224x224x3 (default: the model's own, 28x28x1 for convnet)",
+    )
     summary.add_argument("--num-classes", type=int, help="default: the model's own")
     summary.set_defaults(handler=_summary)
 
@@ -162,19 +166,17 @@ def _models(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 
 def _summary(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from jaxconv.summary import summary
     from jaxconv.train.default_model import DEFAULT_MODEL, get_model, input_shape
 
-    summary = _optional("jaxconv.summary", "summary")
-    if summary is None:
-        return EXIT_ERROR
     name = args.model or DEFAULT_MODEL
     shape = input_shape(name)
-    if args.input_shape:
+    if args.input:
         try:
-            shape = (-1, *(int(size) for size in args.input_shape.split(",")))
+            shape = (-1, *(int(size) for size in re.split(r"[x,]", args.input)))
         except ValueError:
-            raise ValueError(f"--input-shape {args.input_shape!r}: give H,W,C such as 28,28,1") from None
-    print(summary.summary(get_model(name, num_classes=args.num_classes), shape))
+            raise ValueError(f"--input {args.input!r}: give HxWxC such as 224x224x3") from None
+    print(summary(get_model(name, num_classes=args.num_classes), shape))
     return 0
 
 
@@ -203,14 +205,6 @@ def _benchmarks_dir() -> Path | None:
         if (root / "benchmarks").is_dir():
             return root / "benchmarks"
     return None
-
-
-def _optional(module: str, what: str):
-    try:
-        return importlib.import_module(module)
-    except ImportError as error:
-        print(f"jaxconv: `{what}` is unavailable in this installation ({error})", file=sys.stderr)
-        return None
 
 
 if __name__ == "__main__":

@@ -140,9 +140,12 @@ def test_models_lists_the_default_first_and_the_zoo(capsys):
 
 
 def test_summary_and_bench(capsys, tmp_path, monkeypatch):
-    pytest.importorskip("jaxconv.summary")
     status, out, _ = run(capsys, "summary", "tiny")
     assert status == 0 and "Conv" in out
+    status, out, _ = run(capsys, "summary", "alexnet", "--input", "227x227x3")
+    assert status == 0 and "params 60,965,224" in out and "55x55x96" in out
+    status, _, err = run(capsys, "summary", "alexnet", "--input", "227 by 227")
+    assert status == 2 and "give HxWxC such as 224x224x3" in err
     monkeypatch.setattr(cli, "_benchmarks_dir", lambda: None)
     status, _, err = run(capsys, "bench")
     assert status == 1 and "benchmarks are scripts in the source checkout" in err
