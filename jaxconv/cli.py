@@ -7,6 +7,11 @@
     jaxconv summary MODEL                                                          per-layer table
     jaxconv bench [NAME]                                                           the benchmarks/ scripts
 
+With ``JAXCONV_COORDINATOR`` (or ``JAX_COORDINATOR_ADDRESS``) set, ``jaxconv train`` is
+one process of a multi-process run (`jaxconv.distributed.initialize` reads the
+settings from the environment): every process runs the same command, ``--devices``
+counts the devices of all processes, and process 0 writes the run directory.
+
 Mistakes (an unknown name, a bad option, an unusable run directory, a corrupt
 checkpoint) print one clear message and exit with status 2 before anything
 is trained or overwritten; a loss that stops being finite exits with status 1.
@@ -102,7 +107,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         ("--augment", str, f"none, flip, crop, crop=P or e.g. crop=2,flip (default {defaults.augment})"),
         ("--seed", int, f"default {defaults.seed}"),
         ("--eval-batch-size", int, f"default {defaults.eval_batch_size}"),
-        ("--devices", int, f"local devices, data parallel (default {defaults.devices})"),
+        ("--devices", int, f"devices, data parallel, of all processes together (default {defaults.devices})"),
     ]
     for flag, kind, text in options:
         train.add_argument(flag, type=kind, default=None, help=text)
@@ -116,7 +121,9 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    several_processes = _join_processes()
     from jaxconv.train import Run, TrainConfig, default_run_dir, train
+    from jaxconv.train.run import is_writer
 
     fields = {field.name for field in dataclasses.fields(TrainConfig)}
     given = {name: value for name, value in vars(args).items() if name in fields and value is not None}
@@ -126,25 +133,43 @@ def _train(args: argparse.Namespace, extra: Sequence[str]) -> int:
         config = dataclasses.replace(Run(args.run_dir).config(), **given)
     else:
         config = TrainConfig(**given)
+    if several_processes and args.run_dir is None:
+        raise ValueError("the processes of a run write one run directory: give them all the same --run-dir")
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(config)
-    print(f"training {config.model} on {config.dataset} -> {run_dir}", file=sys.stderr)
+    writer = is_writer()
+    if writer:
+        print(f"training {config.model} on {config.dataset} -> {run_dir}", file=sys.stderr)
     try:
         result = train(
             config, run_dir, resume=args.resume, data_root=args.data_dir, progress=not args.no_progress
         )
     except (KeyboardInterrupt, FloatingPointError):
-        if (run_dir / "checkpoint.npz").exists():
+        if writer and (run_dir / "checkpoint.npz").exists():
             print(
                 f"the checkpoint of the last finished epoch is in {run_dir}; continue with:\n"
                 f"    jaxconv train --resume --run-dir {run_dir}",
                 file=sys.stderr,
             )
         raise
+    if not writer:
+        return 0
     if result.evaluation is not None:
         ev = result.evaluation
         print(f"test: top-1 {ev.top1:.2%}  top-5 {ev.top5:.2%}  loss {ev.loss:.4f}")
     print(f"run written to {run_dir}: config.json metrics.jsonl checkpoint.npz results.json and figures")
     return 0
+
+
+def _join_processes() -> bool:
+    """Join a multi-process run when the environment names a coordinator; before any JAX device
+    is touched. Returns whether it did."""
+    from jaxconv import distributed
+    from jaxconv.distributed.multiprocess import ENVIRONMENT
+
+    if not any(os.environ.get(name) for name in ENVIRONMENT["coordinator_address"]):
+        return False
+    distributed.initialize()
+    return True
 
 
 def _evaluate(args: argparse.Namespace, extra: Sequence[str]) -> int:

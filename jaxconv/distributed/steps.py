@@ -209,7 +209,8 @@ def make_sharded_eval_step(
     inner = single.make_eval_step(net, preprocess=preprocess)
     split, whole = batch_sharding(mesh, axis_name), replicated(mesh)
     by_batch = {
-        placement: jax.jit(inner, in_shardings=(None, None, placement, placement))
+        # outputs replicated: every process can read the metrics and predictions of the batch
+        placement: jax.jit(inner, in_shardings=(None, None, placement, placement), out_shardings=whole)
         for placement in (split, whole)
     }
     shards = mesh.shape[axis_name]

@@ -4,10 +4,28 @@ The notes' POOL layer takes windows of size F with stride S (most often
 F=2, S=2, or the overlapping F=3, S=2) and reduces each to one number: its max,
 its average, or its L2 norm. Pools work on (N, *spatial, C) inputs of any
 spatial rank and keep C.
+
+Max pooling has two formulations with bit-identical results, chosen per call at trace time:
+``lax.reduce_window``, whose gradient XLA lowers to ``select_and_scatter``, and, for windows that
+tile the input exactly (window = stride on every axis, no padding, sizes divisible by the window),
+a reshape to (N, H/F, F, W/F, F, C) and a max over the F axes, with a custom gradient that sends
+each window's gradient to the one element ``select_and_scatter`` would pick. XLA's CPU backend runs
+``select_and_scatter`` slowly (it took about half of the default model's train step), so the tiled
+form is used where it measured faster (`benchmarks/maxpool.py`):
+
+=========  ===========  ==============================================================
+backend    tiled form   why
+=========  ===========  ==============================================================
+cpu        yes          2x2 pool fwd+bwd 25x faster alone, default train step 1.5-2x
+gpu        no           not measured; XLA:GPU has its own select-and-scatter kernel
+tpu        no           not measured
+=========  ===========  ==============================================================
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 from collections.abc import Callable
 
 import jax
@@ -19,6 +37,15 @@ from jaxconv import sizing
 from jaxconv.core import Layer, Shape, layer
 from jaxconv.errors import ShapeError
 from jaxconv.layers._util import SizeArg, per_axis, positive, reduce_window, slide, spatial_rank
+
+FAST_MAXPOOL: bool = True
+"""Whether MaxPool may use its tiled formulation (on the backends of `FAST_MAXPOOL_BACKENDS`);
+read at trace time, so set it before a function is jitted. Benchmarks turn it off to compare."""
+
+FAST_MAXPOOL_BACKENDS: dict[str, bool] = {"cpu": True, "gpu": False, "tpu": False}
+"""Per `jax.default_backend()`: whether the tiled max pool is the faster formulation there."""
+
+_MAX_TILED_WINDOW = 64  # window elements; the custom gradient unrolls one comparison per element
 
 Reduce = Callable[[jax.Array, tuple[int, ...], tuple[int, ...], tuple], jax.Array]
 
@@ -73,9 +100,72 @@ def MaxPool(
     """
 
     def reduce(x, windows, strides, pads):
+        if _use_tiled(x, windows, strides, pads):
+            return tiled_max(x, windows)
         return reduce_window(x, -jnp.inf, lax.max, windows, strides, pads)
 
     return _pool("MaxPool", reduce, window, stride, padding, strict)
+
+
+def _use_tiled(x: jax.Array, windows: tuple[int, ...], strides: tuple[int, ...], pads) -> bool:
+    """Whether the windows tile a floating-point ``x`` exactly and the backend prefers `tiled_max`."""
+    tiles = windows == strides and not any(p for pair in pads for p in pair)
+    tiles = tiles and all(size % f == 0 for size, f in zip(x.shape[1:-1], windows, strict=True))
+    small = np.prod(windows) <= _MAX_TILED_WINDOW
+    fast_here = FAST_MAXPOOL and FAST_MAXPOOL_BACKENDS.get(jax.default_backend(), False)
+    return bool(tiles and small and fast_here and jnp.issubdtype(x.dtype, jnp.floating))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def tiled_max(x: jax.Array, window: tuple[int, ...]) -> jax.Array:
+    """Non-overlapping max pooling, (N, *spatial, C) -> (N, *spatial / window, C), as a reshape and
+    a max; every spatial size must be divisible by its window.
+
+    Equal, forward and backward, to ``lax.reduce_window(x, -inf, lax.max, ...)`` with stride =
+    window: its derivative takes, in each window, the element XLA's ``select_and_scatter`` picks
+    (the first maximum in row-major window order; see `_chosen`). A `jax.custom_jvp` rather than a
+    `jax.custom_vjp`, so that forward mode (`jax.jvp`, `jax.jacfwd`) and higher orders work too; the
+    one difference from ``select_and_scatter``: a -0.0 cotangent reaches the input as -0.0, not +0.0.
+    """
+    return jnp.max(_tiled(x, window), axis=_window_axes(window))
+
+
+@tiled_max.defjvp
+def _tiled_max_jvp(window: tuple[int, ...], primals, tangents) -> tuple[jax.Array, jax.Array]:
+    (x,), (tangent,) = primals, tangents
+    tiles, axes = _tiled(x, window), _window_axes(window)
+    positions = np.arange(np.prod(window), dtype=np.int8).reshape(1, *(d for f in window for d in (1, f)), 1)
+    chosen = positions == jnp.expand_dims(_chosen(tiles, window), axes)  # one-hot per window
+    return jnp.max(tiles, axis=axes), jnp.sum(jnp.where(chosen, _tiled(tangent, window), 0), axis=axes)
+
+
+def _tiled(x: jax.Array, window: tuple[int, ...]) -> jax.Array:
+    """(N, H, W, C) -> (N, H/F, F, W/F, F, C), for any spatial rank."""
+    n, *spatial, c = x.shape
+    return x.reshape(n, *(d for size, f in zip(spatial, window, strict=True) for d in (size // f, f)), c)
+
+
+def _window_axes(window: tuple[int, ...]) -> tuple[int, ...]:
+    """The F axes of `_tiled`'s layout."""
+    return tuple(range(2, 2 + 2 * len(window), 2))
+
+
+def _chosen(tiles: jax.Array, window: tuple[int, ...]) -> jax.Array:
+    """(N, H/F, W/F, C) int8: each window's chosen element as a row-major position in the window.
+
+    XLA's ``select_and_scatter`` with the ``>=`` select of max pooling's gradient scans a window
+    in row-major order and moves to the next element unless ``chosen >= next``: ties go to the
+    first maximum, and a NaN is passed over as XLA passes over it.
+    """
+    values = [
+        tiles[(slice(None), *(part for offset in offsets for part in (slice(None), offset)), slice(None))]
+        for offsets in itertools.product(*map(range, window))
+    ]
+    best, chosen = values[0], jnp.zeros(values[0].shape, jnp.int8)
+    for position, value in enumerate(values[1:], start=1):
+        move = ~(best >= value)
+        best, chosen = jnp.where(move, value, best), jnp.where(move, jnp.int8(position), chosen)
+    return chosen
 
 
 def AvgPool(

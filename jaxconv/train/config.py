@@ -75,8 +75,8 @@ class TrainConfig:
       augment: see `Augmentation.parse`.
       seed: the one seed of the run: initialisation, data order, augmentation, dropout.
       eval_batch_size: examples per evaluation step.
-      devices: local devices to train on, data parallel (`jaxconv.distributed`); the
-        batch sizes must divide by it.
+      devices: devices to train on, data parallel (`jaxconv.distributed`): all processes'
+        together in a multi-process run; the batch size must divide by it.
     """
 
     model: str = "convnet"

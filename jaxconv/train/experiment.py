@@ -26,7 +26,7 @@ from jaxconv.train.default_model import check_model_name, get_model
 from jaxconv.train.errors import ConfigError, NonFiniteLossError
 from jaxconv.train.figures import first_conv_kernel, plot_confusion, plot_curves, plot_filters
 from jaxconv.train.loop import Evaluation, FitResult, evaluate, fit
-from jaxconv.train.run import CONFUSION, CURVES, FILTERS, Run
+from jaxconv.train.run import CONFUSION, CURVES, FILTERS, Run, is_writer
 from jaxconv.train.state import count_params, init_train_state
 from jaxconv.train.step import make_eval_step, make_preprocess
 
@@ -53,6 +53,7 @@ def train(
     given as well must agree with it. When training ends (all epochs,
     ``stop_after_epoch``, a non-finite loss or Ctrl-C) the run directory gets
     its figures and ``results.json``; an error before training writes nothing.
+    In a run of several processes each calls it alike and process 0 writes.
     """
     run = Run(run_dir if run_dir is not None else default_run_dir(config or TrainConfig()))
     if resume:
@@ -65,7 +66,8 @@ def train(
     started = time.perf_counter()
 
     def finish(result: FitResult | None, status: str) -> None:
-        report(run, net, test_data, result, status=status, seconds=time.perf_counter() - started)
+        if is_writer():
+            report(run, net, test_data, result, status=status, seconds=time.perf_counter() - started)
 
     try:
         result = fit(

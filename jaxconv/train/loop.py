@@ -6,6 +6,10 @@ Each epoch visits the training set in the order ``epoch_order(data_key, epoch)``
 and step ``t`` draws its augmentation and dropout from ``fold_in(key, t)``, so
 the whole run is a function of the seed: resuming from the checkpoint of epoch
 ``e`` gives the same final parameters as a run that never stopped.
+
+In a run of several processes every process runs `fit` alike (the steps, the
+evaluation, the metrics, the checkpoint's gathering); only process 0 writes
+the run directory and shows the progress bar.
 """
 
 from __future__ import annotations
@@ -18,17 +22,17 @@ from typing import Any, NamedTuple
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from jaxconv import distributed
 from jaxconv.core import Layer, Params, State
 from jaxconv.data import Dataset, batches, num_batches
 from jaxconv.train import optim
-from jaxconv.train.checkpoint import load_checkpoint, save_checkpoint
 from jaxconv.train.config import TrainConfig
 from jaxconv.train.errors import ConfigError, NonFiniteLossError
 from jaxconv.train.figures import confusion_matrix
-from jaxconv.train.run import Run
+from jaxconv.train.run import Run, is_writer
 from jaxconv.train.state import TrainState, init_train_state
 from jaxconv.train.step import EvalStep, TrainStep, make_preprocess
 
@@ -93,12 +97,14 @@ def fit(
       progress: show a progress bar per epoch.
 
     Raises:
-      ConfigError: before any step, for a bad configuration or a batch larger than the data.
+      ConfigError: before any step, for a bad configuration, a batch larger than the data, or
+        a run of several processes that does not train on all their devices.
       CheckpointError: before any step, when resuming from a corrupt checkpoint.
       NonFiniteLossError: when the loss becomes NaN or infinite; the run's checkpoint
         is still that of the last good epoch.
     """
     config.validate()
+    _check_processes(config)
     try:
         steps_per_epoch = num_batches(len(train_data), config.batch_size)
     except ValueError as error:
@@ -107,13 +113,14 @@ def fit(
     model_key, data_key = jax.random.split(jax.random.key(config.seed))
     input_shape = (-1, *train_data.images.shape[1:])
     train_state = init_train_state(net, optimizer, input_shape, model_key)
-    history, first_epoch = [], 0
+    history, first_epoch, writer = [], 0, is_writer()
     if run is not None:
         run.prepare(resume=resume)
+        _barrier("jaxconv: run directory checked")  # by every process, before process 0 writes
     if run is not None and resume:
-        train_state, metadata = load_checkpoint(run.checkpoint, like=train_state)
+        train_state, metadata = distributed.load_checkpoint(run.checkpoint, like=train_state)
         first_epoch, history = metadata["epoch"], run.history()[: metadata["epoch"]]
-    elif run is not None:
+    elif run is not None and writer:
         run.start(config)
 
     augmentation = config.augmentation
@@ -136,7 +143,7 @@ def fit(
             total=steps_per_epoch,
             desc=f"epoch {epoch + 1}/{config.epochs}",
             unit="step",
-            disable=not progress,
+            disable=not (progress and writer),
             dynamic_ncols=True,
         )
         with bar:
@@ -153,9 +160,27 @@ def fit(
         }
         history.append(record)
         if run is not None:
-            run.log(record)
-            save_checkpoint(run.checkpoint, train_state, {"epoch": epoch + 1, "step": record["step"]})
+            if writer:
+                run.log(record)
+            metadata = {"epoch": epoch + 1, "step": record["step"]}
+            distributed.save_checkpoint(run.checkpoint, train_state, metadata)  # process 0 writes
     return FitResult(train_state, history, evaluation)
+
+
+def _check_processes(config: TrainConfig) -> None:
+    """A run of several processes trains on all their devices: one mesh, each process its rows."""
+    processes, devices = jax.process_count(), jax.device_count()
+    if processes > 1 and config.devices != devices:
+        raise ConfigError(
+            f"devices={config.devices}, but this run has {processes} processes with {devices} devices "
+            f"in all; several processes train on every device together: use --devices {devices}"
+        )
+
+
+def _barrier(name: str) -> None:
+    """Wait until every process gets here (nothing to wait for in a single process)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
 
 
 def _train_epoch(

@@ -10,7 +10,9 @@
       confusion.png     the test set's confusion matrix
 
 Every file is written to a temporary name and renamed into place, and
-metrics.jsonl is only appended to, so nothing already written is lost.
+metrics.jsonl is only appended to, so nothing already written is lost. In a
+run of several processes (`jaxconv.distributed.initialize`) every process
+reads the directory and only process 0, the `is_writer`, writes it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import jax
+
 from jaxconv.train.config import TrainConfig
 from jaxconv.train.errors import ConfigError, RunDirError
 
@@ -32,6 +36,12 @@ RESULTS = "results.json"
 CURVES = "curves.png"
 FILTERS = "filters.png"
 CONFUSION = "confusion.png"
+
+
+def is_writer() -> bool:
+    """Whether this process writes the run directory and shows progress: process 0 of a
+    multi-process run, or the only process."""
+    return jax.process_index() == 0
 
 
 class Run:
