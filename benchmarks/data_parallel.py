@@ -22,9 +22,9 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import statistics
-import time
 from collections.abc import Callable
+
+from _timing import median_seconds  # benchmarks/ is on the path when run as a script
 
 
 def parse() -> argparse.Namespace:
@@ -115,21 +115,6 @@ def _copy(tree):
     import jax
 
     return jax.tree.map(lambda leaf: leaf.copy(), tree)
-
-
-def median_seconds(functions: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median wall time of each function over interleaved rounds, after one warm-up call each."""
-    import jax
-
-    times: dict[str, list[float]] = {name: [] for name in functions}
-    for fn in functions.values():
-        jax.block_until_ready(fn())
-    for _ in range(repeats):
-        for name, fn in functions.items():
-            begin = time.perf_counter()
-            jax.block_until_ready(fn())
-            times[name].append(time.perf_counter() - begin)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 if __name__ == "__main__":

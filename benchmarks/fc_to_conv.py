@@ -15,12 +15,11 @@ Timings are medians of interleaved repeats on the same inputs.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _timing import median_seconds  # benchmarks/ is on the path when run as a script
 
 import jaxconv as jc
 from jaxconv import surgery
@@ -47,19 +46,6 @@ def random_params(net: jc.Layer, shape: tuple[int, ...], seed: int = 0):
         return jnp.asarray(rng.normal(size=leaf.shape) * np.sqrt(2 / fan_in), leaf.dtype)
 
     return jax.tree_util.tree_map(draw, abstract)
-
-
-def median_seconds(functions: dict[str, callable], repeats: int) -> dict[str, float]:
-    """Median wall time of each function, run in interleaved rounds (after one warm-up call each)."""
-    times: dict[str, list[float]] = {name: [] for name in functions}
-    for fn in functions.values():
-        jax.block_until_ready(fn())
-    for _ in range(repeats):
-        for name, fn in functions.items():
-            start = time.perf_counter()
-            jax.block_until_ready(fn())
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main() -> None:

@@ -27,11 +27,10 @@ import argparse
 import datetime
 import itertools
 import os
-import statistics
-import time
 from collections.abc import Callable, Iterator
 
 import jax
+from _timing import median_seconds  # benchmarks/ is on the path when run as a script
 
 import jaxconv.train as jt
 from jaxconv.data import Dataset, batches, load, num_batches
@@ -146,19 +145,6 @@ def endless(train: Dataset, key: jax.Array, args: argparse.Namespace) -> Iterato
         batches(train, args.batch_size, key=key, epoch=epoch, prefetch=args.prefetch)
         for epoch in itertools.count()
     )
-
-
-def median_seconds(functions: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median wall time of each function over interleaved rounds, after one warm-up call each."""
-    times: dict[str, list[float]] = {name: [] for name in functions}
-    for fn in functions.values():
-        jax.block_until_ready(fn())
-    for _ in range(repeats):
-        for name, fn in functions.items():
-            begin = time.perf_counter()
-            jax.block_until_ready(fn())
-            times[name].append(time.perf_counter() - begin)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def report(args, train, images_per_second, seconds, measurements, loads) -> None:
