@@ -66,6 +66,7 @@ import jax.numpy as jnp
 from jaxconv import core, im2col, receptive, sizing
 from jaxconv.core import Layer, Record, ShapeTree
 from jaxconv.layers._util import per_axis
+from jaxconv.layers.pool import uses_tiled_max
 
 IN_PLACE = frozenset(
     {"Relu", "LeakyRelu", "Elu", "Sigmoid", "Tanh", "Dropout", "StochasticDepth"}
@@ -351,6 +352,8 @@ def _xla_memory(record: Record, activations: int) -> tuple[int, int]:
     """Values the 'xla' model saves for this layer's backward pass, and its backward working set."""
     kind, shape = record.info.kind, record.input_shape
     inputs = _size(shape[1:]) if _is_shape(shape) else sum(_size(s[1:]) for s in shape)
+    if kind == "MaxPool" and uses_tiled_max(shape[1:-1], *_window(record)[:2], _window(record)[3]):
+        return activations, inputs + activations  # the output; the input is saved by its producer
     if kind == "MaxPool":  # XLA CPU: the output, its argmax (an int32 index per axis) and index grids
         rank = len(shape)
         return (1 + rank) * activations + rank * inputs, inputs + activations
