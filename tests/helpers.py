@@ -27,3 +27,18 @@ def random_params(net: jc.Layer, shape: tuple[int, ...], seed: int = 0):
         return jnp.asarray(rng.normal(size=leaf.shape) / math.sqrt(fan_in), leaf.dtype)
 
     return jax.tree_util.tree_map(draw, params), state
+
+
+def init_shapes(net: jc.Layer, input_shape: tuple[int, ...]):
+    """``net.init`` traced without running it: the output shape and the params' and state's shapes.
+
+    For tests that bring their own parameters and need not compile the random initialisers.
+    """
+    shapes = {}
+
+    def init(key):
+        shapes["output"], params, state = net.init(key, input_shape)
+        return params, state
+
+    params, state = jax.eval_shape(init, jax.random.key(0))
+    return shapes["output"], params, state

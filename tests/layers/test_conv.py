@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as torch_f
+from helpers import init_shapes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -86,21 +87,6 @@ def same_pads(spatial, window, stride, dilation):
         total = max((math.ceil(w / s) - 1) * s + d * (f - 1) + 1 - w, 0)
         pads.append((total // 2, total - total // 2))
     return pads
-
-
-def init_shapes(net, input_shape):
-    """``net.init`` traced without running it: the output shape and the params' and state's shapes.
-
-    The tests bring their own parameters, so this skips compiling the random initialisers.
-    """
-    shapes = {}
-
-    def init(key):
-        shapes["output"], params, state = net.init(key, input_shape)
-        return params, state
-
-    params, state = jax.eval_shape(init, KEY)
-    return shapes["output"], params, state
 
 
 def run(net, x, params):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as torch_f
+from helpers import init_shapes
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -26,18 +27,6 @@ TORCH_CONV_TRANSPOSE = {1: torch_f.conv_transpose1d, 2: torch_f.conv_transpose2d
 def highest_precision():
     with jax.default_matmul_precision("highest"):
         yield
-
-
-def init_shapes(net, input_shape):
-    """``net.init`` traced without running it: its output shape and the params' shapes."""
-    shapes = {}
-
-    def init(key):
-        shapes["output"], params, _ = net.init(key, input_shape)
-        return params
-
-    params = jax.eval_shape(init, KEY)
-    return shapes["output"], params
 
 
 def random_params(rng, window, in_channels, features):
@@ -122,7 +111,7 @@ def _check_against_torch(config, seed):
         output_padding=config["output_padding"],
         dilation=config["dilation"],
     )
-    shape, init_params = init_shapes(net, (-1, *x.shape[1:]))
+    shape, init_params, _ = init_shapes(net, (-1, *x.shape[1:]))
     y, _ = net.apply(params, {}, x)
     assert init_params["kernel"].shape == params["kernel"].shape
     assert shape == (-1, *config["out"], features) and y.shape == expected.shape == (2, *shape[1:])
@@ -152,7 +141,7 @@ def test_init_shape_is_the_transpose_formula(config):
         output_padding=config["output_padding"],
         dilation=config["dilation"],
     )
-    shape, _ = init_shapes(net, (-1, *config["spatial"], 2))
+    shape, _, _ = init_shapes(net, (-1, *config["spatial"], 2))
     formula = tuple(
         jc.sizing.transpose_output_size(w, f, s, p, d, e)
         for w, f, s, p, d, e in zip(
@@ -204,7 +193,7 @@ def test_is_the_gradient_of_a_strided_conv(padding, output_padding):
     transpose = jc.ConvTranspose(
         3, 3, stride=2, padding=padding, output_padding=output_padding, use_bias=False
     )
-    shape, params = init_shapes(transpose, (-1, 4, 5, 4))
+    shape, params, _ = init_shapes(transpose, (-1, 4, 5, 4))
     kernel = rng.standard_normal(params["kernel"].shape).astype(np.float32)  # (F, F, 4, 3)
     y = rng.standard_normal((2, 4, 5, 4)).astype(np.float32)
     x_shape = (2, *shape[1:])
@@ -284,7 +273,7 @@ def test_wrong_rank_channels_and_key():
     ):
         init_shapes(jc.ConvTranspose(3, (3, 3)), (-1, 4, 1))
     net = jc.ConvTranspose(3, 3)
-    _, params = init_shapes(net, (-1, 4, 4, 2))
+    _, params, _ = init_shapes(net, (-1, 4, 4, 2))
     with pytest.raises(jc.ShapeError, match=r"ConvTranspose was initialised for 2 input channels but got 5"):
         net.apply(params, {}, jnp.ones((1, 4, 4, 5)))
     with pytest.raises(jc.MissingKeyError, match=r"ConvTranspose has parameters; init needs a key"):

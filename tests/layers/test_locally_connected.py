@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import init_shapes
 
 import jaxconv as jc
 
@@ -21,18 +22,6 @@ KEY = jax.random.key(0)
 def highest_precision():
     with jax.default_matmul_precision("highest"):
         yield
-
-
-def init_shapes(net, input_shape):
-    """``net.init`` traced without running it: its output shape and the params' shapes."""
-    shapes = {}
-
-    def init(key):
-        shapes["output"], params, _ = net.init(key, input_shape)
-        return params
-
-    params = jax.eval_shape(init, KEY)
-    return shapes["output"], params
 
 
 def numpy_locally_connected(x, kernel, bias, stride, pads):
@@ -70,7 +59,7 @@ def numpy_locally_connected(x, kernel, bias, stride, pads):
 def test_matches_numpy_loop(spatial, channels, features, options, pads, out):
     rng = np.random.default_rng(0)
     net = jc.LocallyConnected(features, **options)
-    shape, params = init_shapes(net, (-1, *spatial, channels))
+    shape, params, _ = init_shapes(net, (-1, *spatial, channels))
     window = (
         options["kernel_size"] if isinstance(options["kernel_size"], tuple) else (options["kernel_size"],) * 2
     )
@@ -108,7 +97,7 @@ def test_the_same_filter_everywhere_is_a_convolution(spatial, options):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, *spatial, 3)).astype(np.float32)
     local = jc.LocallyConnected(4, **options)
-    _, params = init_shapes(local, x.shape)
+    _, params, _ = init_shapes(local, x.shape)
     out = params["kernel"].shape[:2]
     kernel = rng.standard_normal(params["kernel"].shape[2:]).astype(np.float32)
     bias = rng.standard_normal(4).astype(np.float32)
@@ -124,7 +113,7 @@ def test_the_same_filter_everywhere_is_a_convolution(spatial, options):
 def test_one_dimensional_input():
     rng = np.random.default_rng(2)
     net = jc.LocallyConnected(2, 3, stride=2)
-    shape, params = init_shapes(net, (-1, 9, 2))
+    shape, params, _ = init_shapes(net, (-1, 9, 2))
     assert shape == (-1, 4, 2) and params["kernel"].shape == (4, 3, 2, 2)
     params = {name: rng.standard_normal(p.shape).astype(np.float32) for name, p in params.items()}
     x = rng.standard_normal((1, 9, 2)).astype(np.float32)
@@ -137,7 +126,7 @@ def test_one_dimensional_input():
 def test_gradient_reaches_every_position_filter():
     rng = np.random.default_rng(3)
     net = jc.LocallyConnected(2, 2, stride=2)
-    _, params = init_shapes(net, (-1, 4, 4, 1))
+    _, params, _ = init_shapes(net, (-1, 4, 4, 1))
     params = {name: rng.standard_normal(p.shape).astype(np.float32) for name, p in params.items()}
     x = rng.standard_normal((1, 4, 4, 1)).astype(np.float32)
     grads = jax.grad(lambda p: jnp.sum(net.apply(p, {}, x)[0]))(params)
@@ -169,7 +158,7 @@ def test_bad_input():
     with pytest.raises(jc.MissingKeyError, match=r"LocallyConnected has parameters; init needs a key"):
         jc.LocallyConnected(2, 3).init(None, (-1, 8, 8, 1))
     net = jc.LocallyConnected(2, 3)
-    _, params = init_shapes(net, (-1, 8, 8, 3))
+    _, params, _ = init_shapes(net, (-1, 8, 8, 3))
     with pytest.raises(
         jc.ShapeError, match=r"LocallyConnected was initialised for 3 input channels but got 2"
     ):
