@@ -17,6 +17,7 @@ from jaxconv.combinators import (
     residual,
     serial,
     shape_dependent,
+    wired,
 )
 from jaxconv.core import Layer, LayerInfo, info, named
 from jaxconv.errors import MissingKeyError, ShapeError, SizeError
@@ -122,4 +123,5 @@ __all__ = [
     "summary",
     "surgery",
     "train",
+    "wired",
 ]

@@ -16,7 +16,8 @@ at init from its children's, without running anything.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import chex
 import jax.numpy as jnp
@@ -192,6 +193,39 @@ def residual(body: Layer, shortcut: Layer | None = None) -> Layer:
     return layer("Residual", init, apply, children=children)
 
 
+def wired(kind: str, children: Sequence[tuple[str, Layer]], run: Callable[..., Any]) -> Layer:
+    """A layer of named ``children`` connected by ``run(step, x)``, for graphs the other combinators
+    do not express (auxiliary heads, FractalNet's joins).
+
+    ``run`` passes values through the children by calling ``step(name, child, value)``; the same
+    ``run`` works out shapes at init (``value`` is a shape) and computes at apply (``value`` is an
+    array). Each child is stepped once, in a fixed order, and gets its own key.
+    """
+
+    def init(key, input_shape):
+        params, state, keys = {}, {}, iter(split_key(key, len(children)))
+
+        def step(name, child, shape):
+            shape, child_params, child_state = init_child(name, child, next(keys), shape)
+            put(params, name, child_params)
+            put(state, name, child_state)
+            return shape
+
+        return run(step, input_shape), params, state
+
+    def apply(params, state, x, *, key=None, train=False):
+        new_state, keys = {}, iter(split_key(key, len(children)))
+
+        def step(name, child, x):
+            y, child_state = apply_child(name, child, params, state, x, next(keys), train)
+            put(new_state, name, child_state)
+            return y
+
+        return run(step, x), new_state
+
+    return layer(kind, init, apply, children=tuple(children))
+
+
 def _identity() -> Layer:
     def init(key, input_shape):
         return input_shape, {}, {}
@@ -272,4 +306,5 @@ __all__ = [
     "residual",
     "serial",
     "shape_dependent",
+    "wired",
 ]

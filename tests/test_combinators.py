@@ -197,3 +197,22 @@ def test_hand_written_layers_compose(key):
     net = jc.serial(jc.Layer(init, apply), jc.Relu)
     _, params, _ = net.init(key, (-1, 3))
     assert params == {"layer_0": {"w": 1.0}}
+
+
+def test_wired_threads_a_graph_at_init_and_apply(key):
+    stem, head, side = jc.Conv(4, 3, padding=1), jc.Conv(2, 1), jc.serial(jc.Flatten, jc.Dense(3))
+
+    def run(step, x):  # the stem feeds both the head and a side classifier
+        features = step("stem", stem, x)
+        return step("head", head, features), step("side", side, features)
+
+    net = jc.wired("TwoHeads", [("stem", stem), ("head", head), ("side", side)], run)
+    out_shape, params, _ = net.init(key, (-1, 5, 5, 1))
+    assert out_shape == ((-1, 5, 5, 2), (-1, 3))
+    assert sorted(params) == ["head", "side", "stem"]
+    x = jax.random.normal(key, (2, 5, 5, 1))
+    (y, z), _ = net.apply(params, {}, x)
+    features = stem.apply(params["stem"], {}, x)[0]
+    np.testing.assert_allclose(y, head.apply(params["head"], {}, features)[0], rtol=1e-6)
+    np.testing.assert_allclose(z, side.apply(params["side"], {}, features)[0], rtol=1e-6)
+    assert [name for name, _ in jc.info(net).children] == ["stem", "head", "side"]

@@ -9,7 +9,7 @@
 
 Every family lives in its own module (`lenet`, `alexnet` with ZFNet, `vgg`,
 `nin` with All-CNN-C, `googlenet`, `inception`, `resnet`, `densenet`,
-`squeezenet`, `mobilenet`) and registers its architectures by name. Names without
+`fractalnet`, `squeezenet`, `mobilenet`) and registers its architectures by name. Names without
 a suffix are the paper's architecture; a ``_tv`` suffix marks torchvision's
 variant where the two differ.
 """
@@ -17,6 +17,7 @@ variant where the two differ.
 from jaxconv.models import (
     alexnet,
     densenet,
+    fractalnet,
     googlenet,
     inception,
     lenet,
@@ -34,6 +35,7 @@ __all__ = [
     "ModelSpec",
     "alexnet",
     "densenet",
+    "fractalnet",
     "get",
     "googlenet",
     "inception",

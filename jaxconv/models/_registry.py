@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from jaxconv.core import Layer
+from jaxconv.models._common import computing_in
 
 Builder = Callable[..., Layer]
 
@@ -54,20 +55,25 @@ def names() -> list[str]:
     return sorted(_MODELS)
 
 
-def get(name: str, num_classes: int | None = None, **options: Any) -> Layer:
+def get(name: str, num_classes: int | None = None, *, dtype: Any = None, **options: Any) -> Layer:
     """Build the architecture ``name`` (see `names`), e.g. ``get('resnet50', num_classes=10)``.
 
     ``num_classes`` defaults to the dataset the architecture was published on
     (1000 for ImageNet, 10 for CIFAR); ``options`` are keyword arguments of the
     family's constructor, such as ``norm='group'`` or ``dropout=0.0``, and may
     override the registered ones (``get('resnet20', shortcut='B')``).
+
+    ``dtype`` (e.g. ``jnp.bfloat16``) is the dtype the model computes in: inputs
+    are cast to it, params and state stay float32 and the logits come back as
+    float32 (see `computing_in`). None computes in the input's dtype.
     """
     model = spec(name)
     accepted = set(inspect.signature(model.builder).parameters) - {"num_classes"}
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise ValueError(f"model {name!r} takes no option(s) {unknown}; its options are {sorted(accepted)}")
-    return model.builder(num_classes=num_classes or model.num_classes, **{**model.options, **options})
+    net = model.builder(num_classes=num_classes or model.num_classes, **{**model.options, **options})
+    return net if dtype is None else computing_in(net, dtype)
 
 
 def input_shape(name: str, batch: int = -1) -> tuple[int, int, int, int]:
