@@ -95,7 +95,7 @@ def main() -> None:
 
 
 def _with_synchronised_batch_norm():
-    """The default model with its BatchNorm layers synchronised over the mesh's 'data' axis."""
+    """The default model with its BatchNorm and Dropout layers synchronised over the mesh's 'data' axis."""
     import jaxconv as jc
 
     def stage(features: int) -> list[jc.Layer]:
@@ -107,7 +107,13 @@ def _with_synchronised_batch_norm():
         ]
 
     return jc.serial(
-        *stage(32), *stage(64), jc.Flatten, jc.Dense(128), jc.Relu, jc.Dropout(0.3), jc.Dense(10)
+        *stage(32),
+        *stage(64),
+        jc.Flatten,
+        jc.Dense(128),
+        jc.Relu,
+        jc.Dropout(0.3, axis_name="data"),
+        jc.Dense(10),
     )
 
 

@@ -11,7 +11,9 @@
 
 The sharded-``jit`` step is the single-device step partitioned by XLA: same
 result, Dropout included. The ``pmap`` step (`make_pmap_train_step`) averages
-gradients with ``lax.pmean`` and needs ``BatchNorm(axis_name='data')``.
+gradients with ``lax.pmean`` and needs ``BatchNorm``, ``Dropout`` and
+``StochasticDepth`` built with ``axis_name='data'``; it then equals the
+single-device step too, Dropout and augmentation included.
 `make_train_step(net, optimizer, devices=N)` is the drop-in for the fit loop.
 Across processes: `initialize`, then each process reads `process_rows` of every
 global batch and assembles it with `global_batch`; `save_checkpoint` and

@@ -9,19 +9,20 @@ global batch (N, H, W, C) of N = D * (N / D) examples:
   with ``shard_params``, split FSDP-style). XLA partitions the program and
   inserts the gradient all-reduce; BatchNorm sees the global batch and Dropout
   draws the global batch's mask, so the step *is* the single-device step (to
-  float rounding). Build BatchNorm without ``axis_name``.
+  float rounding). Build BatchNorm, Dropout and StochasticDepth without ``axis_name``.
 - `make_pmap_train_step`: ``pmap`` of a per-device step over N / D examples
   with the gradients averaged by ``lax.pmean`` and BatchNorm's batch
-  statistics by its ``axis_name``, which must be the mesh's axis. Device ``i``
-  runs the single-device step with the training key ``fold_in(key, i)``, so
-  its augmentation and Dropout masks are independent of the other devices'.
-  They cannot equal the single-device masks: a layer draws its mask for the
-  shape it sees, (N / D, ...), and a mask of that shape is not a slice of the
-  (N, ...) mask drawn from the same key; to reproduce it every device would
-  draw the whole global mask, D times the work, through a layer interface
-  that never sees the global shape. Without Dropout or augmentation the pmap
-  step gives the single-device result; with them, the mean of the per-device
-  gradients under those keys (tests/distributed checks both).
+  statistics by its ``axis_name``, which must be the mesh's axis. Every device
+  gets the same training key, and the random draws are made for the global
+  batch and sliced: Dropout and StochasticDepth must be built with the same
+  ``axis_name``, so that device ``i`` takes rows i * N / D to (i + 1) * N / D of
+  the (N, ...) mask drawn from that key, exactly the single-device mask; and
+  ``preprocess`` (augmentation with a random crop or flip per example) runs on
+  the global batch, gathered from the devices, of which each keeps its rows.
+  Both cost D times the random numbers and the augmentation work (cheap next to
+  the convolutions) and make the pmap step the single-device step, Dropout and
+  augmentation included (tests/distributed checks it). Gathering keeps
+  ``preprocess`` any function of (key, images), as in the single-device step.
 """
 
 from __future__ import annotations
@@ -77,11 +78,12 @@ def make_sharded_train_step(
     Raises:
       ShapeError: before compiling, when the batch does not split over the devices.
       DataParallelError: when the mesh lacks ``axis_name`` or does not match the
-        devices, or a BatchNorm of ``net`` averages over a named axis (this
-        step sees the global batch; that is `make_pmap_train_step`'s design).
+        devices, or a BatchNorm, Dropout or StochasticDepth of ``net`` has an
+        ``axis_name`` (this step sees the global batch; that is
+        `make_pmap_train_step`'s design).
     """
     check_mesh(mesh, axis_name)
-    _check_batch_norms(net, None, "make_sharded_train_step")
+    _check_axis_names(net, None, "make_sharded_train_step")
     inner = single.make_train_step(
         net, optimizer, preprocess=preprocess, label_smoothing=label_smoothing, donate=False
     )
@@ -114,7 +116,12 @@ def make_pmap_train_step(
     ``net``'s BatchNorm layers must be built with ``BatchNorm(axis_name=axis_name)``
     so that their batch statistics, and hence their running statistics, are those
     of the global batch and stay identical on every device; a BatchNorm with no
-    axis name (per-device statistics, replicas drifting apart) is an error. Takes
+    axis name (per-device statistics, replicas drifting apart) is an error. So is
+    a Dropout or StochasticDepth without ``axis_name=axis_name``: with it each
+    device drops its rows of the global batch's mask, drawn from the training key
+    that all devices share, as the single-device step would. ``preprocess`` runs
+    on the global batch (``lax.all_gather``), each device keeping its rows, so its
+    random crops and flips are those of the single-device step too. Takes
     and returns the same placements as `make_sharded_train_step`: the batch (N, ...)
     split along ``axis_name`` (reshaped to (D, N / D, ...) inside, without copies),
     the train state replicated; the metrics are averaged over the devices.
@@ -122,7 +129,8 @@ def make_pmap_train_step(
     Raises:
       ShapeError: before compiling, when the batch does not split over the devices.
       DataParallelError: when the mesh is not 1-D along ``axis_name``, does not
-        match the devices, or a BatchNorm's ``axis_name`` is not ``axis_name``.
+        match the devices, or a BatchNorm, Dropout or StochasticDepth's ``axis_name``
+        is not ``axis_name``.
     """
     check_mesh(mesh, axis_name)
     if mesh.devices.ndim != 1:
@@ -130,16 +138,19 @@ def make_pmap_train_step(
             f"make_pmap_train_step maps over one axis, but the mesh has axes {mesh.axis_names}; "
             "use make_mesh(), or make_sharded_train_step for meshes of several axes"
         )
-    _check_batch_norms(net, axis_name, "make_pmap_train_step")
+    _check_axis_names(net, axis_name, "make_pmap_train_step")
     synchronised = pmean_gradients(optimizer, axis_name)
     inner = single.make_train_step(
-        net, synchronised, preprocess=preprocess, label_smoothing=label_smoothing, donate=False
+        net,
+        synchronised,
+        preprocess=None if preprocess is None else _on_global_batch(preprocess, axis_name),
+        label_smoothing=label_smoothing,
+        donate=False,
     )
 
     def device_step(train_state: TrainState, images: jax.Array, labels: jax.Array):
-        device_key = jax.random.fold_in(train_state.key, lax.axis_index(axis_name))
-        new_state, metrics = inner(train_state._replace(key=device_key), images, labels)
-        return new_state._replace(key=train_state.key), lax.pmean(metrics, axis_name)
+        new_state, metrics = inner(train_state, images, labels)  # the same key on every device
+        return new_state, lax.pmean(metrics, axis_name)
 
     devices = list(mesh.devices.flat)
     mapped = jax.pmap(device_step, axis_name, in_axes=(None, 0, 0), out_axes=None, devices=devices)
@@ -181,8 +192,8 @@ def make_train_step(
     state as `jaxconv.train.init_train_state` makes it and replicates it on the
     first call (later calls find it in place), and host batches of any size
     divisible by the device count. ``style`` picks `make_sharded_train_step`
-    (``'jit'``, any net) or `make_pmap_train_step` (``'pmap'``, BatchNorm with
-    ``axis_name='data'``).
+    (``'jit'``, any net) or `make_pmap_train_step` (``'pmap'``, BatchNorm, Dropout and
+    StochasticDepth with ``axis_name='data'``).
     """
     if devices is None or devices == 1:
         return single.make_train_step(
@@ -247,10 +258,12 @@ def batch_norm_axes(net: Layer) -> dict[str, str | None]:
 
     Only layers that describe themselves (`jaxconv.info`) are seen; a hand-written
     ``Layer(init, apply)`` hides its insides."""
+    return _axis_names(net, ("BatchNorm",))
+
+
+def _axis_names(net: Layer, kinds: tuple[str, ...]) -> dict[str, str | None]:
     return {
-        path: spec["axis_name"]
-        for path, kind, spec in _walk(net, info(net).name or "net")
-        if kind == "BatchNorm"
+        path: spec["axis_name"] for path, kind, spec in _walk(net, info(net).name or "net") if kind in kinds
     }
 
 
@@ -261,24 +274,61 @@ def _walk(net: Layer, path: str) -> Iterator[tuple[str, str, dict]]:
         yield from _walk(child, f"{path}/{name}")
 
 
-def _check_batch_norms(net: Layer, axis_name: str | None, where: str) -> None:
-    wrong = {path: axis for path, axis in batch_norm_axes(net).items() if axis != axis_name}
+def _check_axis_names(net: Layer, axis_name: str | None, where: str) -> None:
+    """Raise unless every BatchNorm, Dropout and StochasticDepth of ``net`` has ``axis_name``."""
+    for kinds, plain, named, why in _NAMED_AXIS_LAYERS:
+        if axis_name is None:
+            fix = (
+                f"this step sees the global batch, so build them with {plain} (no axis_name), "
+                "or use make_pmap_train_step"
+            )
+        else:
+            fix = (
+                f"build them with {named.format(axis_name=axis_name)} so {why}, "
+                "or use make_sharded_train_step, which needs no axis name"
+            )
+        _check_kinds(net, kinds, axis_name, where, fix)
+
+
+# (kinds, call without axis name, call with it, why the pmap step needs it)
+_NAMED_AXIS_LAYERS = (
+    (
+        ("BatchNorm",),
+        "BatchNorm()",
+        "BatchNorm(axis_name={axis_name!r})",
+        "the devices share the batch statistics (otherwise each device normalises with its own "
+        "and the replicas' running statistics drift apart)",
+    ),
+    (
+        ("Dropout", "StochasticDepth"),
+        "Dropout(rate)",
+        "Dropout(rate, axis_name={axis_name!r}) (StochasticDepth likewise)",
+        "each device drops its rows of the global batch's mask, as one device would (otherwise "
+        "every device, sharing the training key, drops the same entries of its rows)",
+    ),
+)
+
+
+def _check_kinds(net: Layer, kinds: tuple[str, ...], axis_name: str | None, where: str, fix: str) -> None:
+    wrong = {path: axis for path, axis in _axis_names(net, kinds).items() if axis != axis_name}
     if not wrong:
         return
     listed = ", ".join(f"{path} (axis_name={axis!r})" for path, axis in list(wrong.items())[:3])
     more = f" and {len(wrong) - 3} more" if len(wrong) > 3 else ""
-    if axis_name is None:
-        fix = (
-            "this step sees the global batch, so build them with BatchNorm() (no axis_name), "
-            "or use make_pmap_train_step"
-        )
-    else:
-        fix = (
-            f"build them with BatchNorm(axis_name={axis_name!r}) so the devices share the batch "
-            "statistics (otherwise each device normalises with its own and the replicas' running "
-            "statistics drift apart), or use make_sharded_train_step, which needs no axis name"
-        )
-    raise DataParallelError(f"{where}: {len(wrong)} BatchNorm layers {listed}{more}: {fix}")
+    raise DataParallelError(f"{where}: {len(wrong)} {' or '.join(kinds)} layers {listed}{more}: {fix}")
+
+
+def _on_global_batch(preprocess: single.Preprocess, axis_name: str) -> single.Preprocess:
+    """``preprocess`` inside the mapped axis ``axis_name`` as on one device: each device gathers
+    the global batch (N, ...), preprocesses it with the key every device shares, and keeps its
+    own N / D rows, so per-example random crops and flips are those of the single-device step."""
+
+    def on_device(key: jax.Array | None, images: jax.Array) -> jax.Array:
+        rows = images.shape[0]
+        everything = preprocess(key, lax.all_gather(images, axis_name, tiled=True))
+        return lax.dynamic_slice_in_dim(everything, lax.axis_index(axis_name) * rows, rows)
+
+    return on_device
 
 
 def _checked(

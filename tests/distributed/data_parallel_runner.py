@@ -3,9 +3,9 @@
     XLA_FLAGS=--xla_force_host_platform_device_count=8 JAX_PLATFORMS=cpu python data_parallel_runner.py
 
 Each comparison is the largest relative difference, max |a - b| / max |b| over a
-tree's leaves, between a data-parallel run and an independent reference: the
-single-device step of `jaxconv.train`, or (pmap with Dropout) a NumPy-level loop
-over the 8 shards that averages their gradients by hand.
+tree's leaves, between a data-parallel run and the single-device step of
+`jaxconv.train` on the same global batches, Dropout, StochasticDepth and random
+crops and flips included.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import optax
 
 import jaxconv as jc
 from jaxconv import distributed
-from jaxconv.train import TrainState, cross_entropy, init_train_state, make_eval_step, make_train_step
+from jaxconv.train import TrainState, init_train_state, make_eval_step, make_preprocess, make_train_step
 
 DEVICES, BATCH, STEPS = 8, 64, 2
 SHAPE = (-1, 8, 8, 3)
@@ -39,14 +39,26 @@ def bn_net(axis_name: str | None) -> jc.Layer:
     )  # fmt: skip
 
 
-def dropout_net() -> jc.Layer:
-    return jc.serial(jc.Conv(8, 3, padding=1), jc.Relu, jc.Flatten, jc.Dropout(0.5), jc.Dense(10))
+def dropout_net(axis_name: str | None = None) -> jc.Layer:
+    return jc.serial(
+        jc.Conv(8, 3, padding=1), jc.Relu,
+        jc.residual(jc.serial(jc.Conv(8, 3, padding=1), jc.StochasticDepth(0.5, axis_name))),
+        jc.Flatten, jc.Dropout(0.5, axis_name), jc.Dense(10),
+    )  # fmt: skip
 
 
 def batches(steps: int) -> list[tuple[np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(0)
     return [
         (rng.normal(size=(BATCH, 8, 8, 3)).astype(np.float32), rng.integers(0, 10, BATCH).astype(np.int32))
+        for _ in range(steps)
+    ]
+
+
+def uint8_batches(steps: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(2)
+    return [
+        (rng.integers(0, 256, (BATCH, 8, 8, 3), dtype=np.uint8), rng.integers(0, 10, BATCH).astype(np.int32))
         for _ in range(steps)
     ]
 
@@ -89,28 +101,6 @@ def compare(result: Trained, reference: Trained) -> dict:
         "split_leaves": sum(not leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(state)),
         "devices": len(jax.tree.leaves(state.params)[0].sharding.device_set),
     }
-
-
-def per_shard_reference(net, optimizer, train_state, images, labels) -> tuple[dict, float]:
-    """One pmap step as documented: device i runs the single-device loss on its rows with the
-    training key fold_in(key, i); the gradients are averaged over the devices by hand."""
-    rows = BATCH // DEVICES
-    grads, losses = [], []
-    for i in range(DEVICES):
-        step_key = jax.random.fold_in(jax.random.fold_in(train_state.key, i), train_state.step)
-        _, dropout_key = jax.random.split(step_key)
-        x, y = images[i * rows : (i + 1) * rows], labels[i * rows : (i + 1) * rows]
-
-        def loss_fn(params, x=x, y=y, dropout_key=dropout_key):
-            logits, _ = net.apply(params, train_state.state, x, key=dropout_key, train=True)
-            return cross_entropy(logits, y)
-
-        loss, grad = jax.value_and_grad(loss_fn)(train_state.params)
-        grads.append(grad)
-        losses.append(loss)
-    mean_grads = jax.tree.map(lambda *g: sum(g) / DEVICES, *grads)
-    updates, _ = optimizer.update(mean_grads, train_state.opt_state, train_state.params)
-    return optax.apply_updates(train_state.params, updates), float(np.mean(losses))
 
 
 def error(call) -> dict:
@@ -189,12 +179,20 @@ def main() -> None:
         run(distributed.make_train_step(dropout_net(), optimizer, devices=DEVICES), state, data),
         reference,
     )
-    pmapped, metrics = distributed.make_pmap_train_step(dropout_net(), optimizer, mesh)(state, *data[0])
-    ref_params, ref_loss = per_shard_reference(dropout_net(), optimizer, state, *data[0])
-    out["dropout_pmap"] = {
-        "params": relative(pmapped.params, ref_params),
-        "loss": relative(metrics["loss"], ref_loss),
-    }
+    out["dropout_pmap"] = compare(
+        run(distributed.make_pmap_train_step(dropout_net("data"), optimizer, mesh), state, data),
+        reference,
+    )
+    augment = {"preprocess": make_preprocess((0.5,) * 3, (0.25,) * 3, crop_padding=2, flip=True)}
+    augmented = uint8_batches(STEPS)
+    out["augment_pmap"] = compare(
+        run(
+            distributed.make_pmap_train_step(dropout_net("data"), optimizer, mesh, **augment),
+            state,
+            augmented,
+        ),
+        run(make_train_step(dropout_net(), optimizer, donate=False, **augment), state, augmented),
+    )
 
     trained = reference.state
     single_eval = make_eval_step(dropout_net())
@@ -223,6 +221,10 @@ def main() -> None:
             )
         ),
         "shard_batch": error(lambda: distributed.shard_batch((images[:12], labels[:12]), mesh)),
+        "pmap_dropout": error(lambda: distributed.make_pmap_train_step(dropout_net(), optimizer, mesh)),
+        "jit_dropout": error(
+            lambda: distributed.make_sharded_train_step(dropout_net("data"), optimizer, mesh)
+        ),
     }
     out["fit"] = fit_with_devices()
     print(json.dumps(out))

@@ -33,12 +33,14 @@ def test_the_runner_sees_eight_devices(results):
     assert results["device_count"] == 8
 
 
-@pytest.mark.parametrize(
-    "case",
-    ["bn_jit", "bn_pmap", "bn_fsdp", "dropout_jit", "dropout_devices_8"],
-)
+CASES = ["bn_jit", "bn_pmap", "bn_fsdp", "dropout_jit", "dropout_devices_8", "dropout_pmap", "augment_pmap"]
+
+
+@pytest.mark.parametrize("case", CASES)
 def test_data_parallel_steps_equal_the_single_device_step(results, case):
-    """Two steps on a global batch of 64: parameters, BatchNorm statistics and losses."""
+    """Two steps on a global batch of 64: parameters, BatchNorm statistics and losses. The pmap
+    step draws Dropout and StochasticDepth masks (``axis_name='data'``) and random crops and
+    flips (``augment_pmap``) for the global batch, so it equals the single-device step too."""
     result = results[case]
     assert result["steps"] == 2
     assert result["params"] < TOLERANCE
@@ -46,7 +48,7 @@ def test_data_parallel_steps_equal_the_single_device_step(results, case):
     assert result["loss"] < TOLERANCE
 
 
-@pytest.mark.parametrize("case", ["bn_jit", "bn_pmap", "bn_fsdp", "dropout_jit", "dropout_devices_8"])
+@pytest.mark.parametrize("case", CASES)
 def test_steps_stay_on_all_devices_without_recompiling(results, case):
     result = results[case]
     assert result["devices"] == 8
@@ -57,12 +59,6 @@ def test_fsdp_splits_the_large_leaves_and_the_others_are_replicated(results):
     assert results["bn_fsdp"]["split_leaves"] == 2  # the Dense kernel and its momentum
     assert results["bn_jit"]["split_leaves"] == 0
     assert results["bn_pmap"]["split_leaves"] == 0
-
-
-def test_pmap_with_dropout_equals_the_mean_of_per_device_gradients(results):
-    """Each device draws its mask with fold_in(key, device); the reference loops over the 8 shards."""
-    assert results["dropout_pmap"]["params"] < TOLERANCE
-    assert results["dropout_pmap"]["loss"] < TOLERANCE
 
 
 @pytest.mark.parametrize(
@@ -82,6 +78,19 @@ def test_pmap_with_dropout_equals_the_mean_of_per_device_gradients(results):
             r"make_mesh\(devices=16\): there are 8 CPU devices; ask for 1 to 8",
         ),
         ("mesh_axis", "DataParallelError", r"mesh has axes \('batch',\) but the batch is split along 'data'"),
+        (
+            "pmap_dropout",
+            "DataParallelError",
+            r"make_pmap_train_step: 2 Dropout or StochasticDepth layers "
+            r"net/residual_2/body/stochasticdepth_1 \(axis_name=None\), net/dropout_4 \(axis_name=None\): "
+            r"build them with Dropout\(rate, axis_name='data'\) \(StochasticDepth likewise\)",
+        ),
+        (
+            "jit_dropout",
+            "DataParallelError",
+            r"make_sharded_train_step: 2 Dropout or StochasticDepth layers .*\(axis_name='data'\).*"
+            r"this step sees the global batch, so build them with Dropout\(rate\) \(no axis_name\)",
+        ),
     ],
 )
 def test_bad_batches_and_meshes_fail_before_compiling(results, case, kind, pattern):

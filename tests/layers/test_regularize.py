@@ -107,3 +107,29 @@ def test_dropout_keeps_bfloat16():
     y, _ = jc.Dropout(0.5).apply({}, {}, jnp.ones((4, 8), jnp.bfloat16), key=jax.random.key(0), train=True)
     assert y.dtype == jnp.bfloat16
     assert set(np.unique(np.asarray(y, np.float32))) <= {0.0, 2.0}
+
+
+@pytest.mark.parametrize(
+    ("make", "mask_shape"),
+    [(jc.Dropout, (24, 3, 5)), (jc.StochasticDepth, (24, 1, 1))],
+)
+def test_with_axis_name_the_mapped_masks_put_together_are_the_global_batch_mask(make, mask_shape):
+    """Four members of a vmapped axis, six rows each, same key: their masks side by side are the
+    mask drawn for the 24 rows at once (the single-device mask), and the members' masks differ."""
+    rate, key = 0.5, jax.random.key(5)
+    x = jnp.ones((24, 3, 5))
+
+    def member(rows: jax.Array) -> jax.Array:
+        return make(rate, axis_name="shards").apply({}, {}, rows, key=key, train=True)[0]
+
+    mapped = jax.vmap(member, axis_name="shards")(x.reshape(4, 6, 3, 5))  # (4, 6, 3, 5)
+    keep = np.asarray(jax.random.bernoulli(key, 1 - rate, mask_shape))
+    expected = np.broadcast_to(np.where(keep, 1 / (1 - rate), 0.0), x.shape)
+    np.testing.assert_array_equal(np.asarray(mapped).reshape(x.shape), expected)
+    assert not np.array_equal(mapped[0], mapped[1])
+    assert jc.info(make(rate, axis_name="shards")).spec == {"rate": rate, "axis_name": "shards"}
+
+
+def test_with_axis_name_outside_a_mapped_axis_jax_names_the_axis():
+    with pytest.raises(NameError, match="shards"):
+        jc.Dropout(0.5, axis_name="shards").apply({}, {}, jnp.ones((4, 3)), key=jax.random.key(0), train=True)
