@@ -265,7 +265,7 @@ def shape_dependent(make_layer: Callable[[Shape], Layer]) -> Layer:
     """
 
     def init(key, input_shape):
-        return make_layer(input_shape).init(key, input_shape)
+        return make_layer((BATCH, *input_shape[1:])).init(key, input_shape)
 
     def apply(params, state, x, *, key=None, train=False):
         shape = (BATCH, *x.shape[1:])

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import jax
+import numpy as np
 
 Shape = tuple[int, ...]
 ShapeTree = Any  # a Shape, or a tuple of them for multi-input layers
@@ -175,8 +176,12 @@ def normalize_shape(shape: ShapeTree) -> ShapeTree:
     return tuple(BATCH if d is None else int(d) for d in shape)
 
 
+def _is_shape(value: object) -> bool:
+    return isinstance(value, tuple) and all(_is_dim(d) for d in value)
+
+
 def _is_dim(d: object) -> bool:
-    return d is None or (isinstance(d, int) and not isinstance(d, bool))
+    return d is None or (isinstance(d, int | np.integer) and not isinstance(d, bool))
 
 
 def concrete(shape: Shape, batch: int = 1) -> Shape:
@@ -191,8 +196,14 @@ def with_batch(shape: Shape, like: Shape) -> Shape:
 
 def eval_output_shape(fn: Callable[[Array], Any], input_shape: Shape, dtype: Any) -> ShapeTree:
     """The output shape of ``fn`` on an input of ``input_shape``, found without running it."""
-    out = jax.eval_shape(fn, jax.ShapeDtypeStruct(concrete(input_shape), dtype))
-    return jax.tree_util.tree_map(lambda s: with_batch(s.shape, input_shape), out)
+    inputs = jax.tree_util.tree_map(
+        lambda shape: jax.ShapeDtypeStruct(concrete(shape), dtype), input_shape, is_leaf=_is_shape
+    )
+    out = jax.eval_shape(fn, inputs)
+    batch_like = (
+        input_shape if _is_shape(input_shape) else jax.tree_util.tree_leaves(input_shape, _is_shape)[0]
+    )
+    return jax.tree_util.tree_map(lambda s: with_batch(s.shape, batch_like), out)
 
 
 # --- recording what init sees, for the summary ------------------------------------------------

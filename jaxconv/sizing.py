@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import numbers
 from collections.abc import Iterator, Sequence
 
 from jaxconv.errors import SizeError
@@ -86,10 +87,11 @@ def padding_pairs(
                 for w, f, s, d in zip(W, F, S, D, strict=True)
             )
         raise ValueError(f"padding={padding!r} is not a mode; use 'SAME', 'VALID' or an int P")
-    if isinstance(padding, int):
+    if isinstance(padding, numbers.Integral):
+        padding = int(padding)
         pairs = ((padding, padding),) * rank
-    elif len(padding) == rank and all(isinstance(p, int) for p in padding):
-        pairs = tuple((p, p) for p in padding)
+    elif len(padding) == rank and all(isinstance(p, numbers.Integral) for p in padding):
+        pairs = tuple((int(p), int(p)) for p in padding)
     elif len(padding) == rank and all(_is_pair(p) for p in padding):
         pairs = tuple((int(lo), int(hi)) for lo, hi in padding)
     else:
@@ -103,7 +105,7 @@ def padding_pairs(
 
 
 def _is_pair(p: object) -> bool:
-    return isinstance(p, Sequence) and len(p) == 2 and all(isinstance(v, int) for v in p)
+    return isinstance(p, Sequence) and len(p) == 2 and all(isinstance(v, numbers.Integral) for v in p)
 
 
 def output_size(

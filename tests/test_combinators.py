@@ -216,3 +216,27 @@ def test_wired_threads_a_graph_at_init_and_apply(key):
     np.testing.assert_allclose(y, head.apply(params["head"], {}, features)[0], rtol=1e-6)
     np.testing.assert_allclose(z, side.apply(params["side"], {}, features)[0], rtol=1e-6)
     assert [name for name, _ in jc.info(net).children] == ["stem", "head", "side"]
+
+
+def test_shape_dependent_sees_any_batch_at_init_and_apply(key):
+    seen = []
+
+    def make(shape):
+        seen.append(shape)
+        return jc.Conv(shape[-1] // 2, 1)
+
+    net = jc.shape_dependent(make)
+    _, params, state = net.init(key, (8, 4, 4, 6))
+    net.apply(params, state, jnp.ones((8, 4, 4, 6)))
+    assert seen == [(-1, 4, 4, 6), (-1, 4, 4, 6)]
+
+
+def test_lambda_takes_several_inputs(key):
+    net = jc.serial(jc.fan_out(2), jc.Lambda(lambda xs: xs[0] * xs[1]))
+    assert net.init(key, (-1, 4))[0] == (-1, 4)
+    np.testing.assert_array_equal(net.apply({}, {}, jnp.full((2, 4), 3.0))[0], jnp.full((2, 4), 9.0))
+
+
+def test_numpy_integers_are_sizes(key):
+    shape = (np.int64(-1), *np.array([5, 5, 1]))
+    assert jc.Conv(2, 3, padding=np.int64(1)).init(key, shape)[0] == (-1, 5, 5, 2)

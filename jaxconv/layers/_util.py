@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -115,6 +115,6 @@ def reduce_window(x, init_value, op, window, stride, padding) -> jax.Array:
     return lax.reduce_window(x, init_value, op, (1, *window, 1), (1, *stride, 1), ((0, 0), *padding, (0, 0)))
 
 
-def floating(x: jax.Array, param: jax.Array) -> jax.Array:
-    """Integer inputs (uint8 pixels) computed in the parameters' dtype; floats keep theirs."""
-    return x if jnp.issubdtype(x.dtype, jnp.inexact) else x.astype(param.dtype)
+def floating(x: jax.Array, dtype: Any = jnp.float32) -> jax.Array:
+    """Integer inputs (uint8 pixels) computed in ``dtype`` (a layer's parameter dtype); floats keep theirs."""
+    return x if jnp.issubdtype(x.dtype, jnp.inexact) else x.astype(dtype)

@@ -116,7 +116,7 @@ def Conv(
     def apply(params, state, x, *, key=None, train=False):
         dims, _, strides, dilations, in_channels, geo = geometry(x.shape)
         kernel = params["kernel"]
-        x = floating(x, kernel)
+        x = floating(x, kernel.dtype)
         if kernel.shape[dims.rhs_spec[1]] * groups != in_channels:
             raise ShapeError(
                 f"Conv was initialised for {kernel.shape[dims.rhs_spec[1]] * groups} input "
@@ -222,7 +222,7 @@ def ConvTranspose(
     def apply(params, state, x, *, key=None, train=False):
         window, strides, dilations, pads, extra, _ = geometry(x.shape)
         _check_channels(name, params["kernel"].shape[-2], x.shape)
-        x = floating(x, params["kernel"])
+        x = floating(x, params["kernel"].dtype)
         # The transpose of a convolution is a convolution of the input spread out by
         # the stride (lhs dilation) with the spatially flipped kernel.
         full = [d * (f - 1) for f, d in zip(window, dilations, strict=True)]
@@ -321,7 +321,7 @@ def LocallyConnected(
         rank = len(window)
         kernel = params["kernel"]
         _check_channels(name, kernel.shape[-2], x.shape)
-        x = floating(x, kernel)
+        x = floating(x, kernel.dtype)
         if kernel.shape[:rank] != geo.out_spatial:
             raise ShapeError(
                 f"LocallyConnected has filters for {kernel.shape[:rank]} output positions but input "

@@ -48,7 +48,7 @@ def Dense(
 
     def apply(params, state, x, *, key=None, train=False):
         check(x.shape)
-        x = floating(x, params["kernel"])
+        x = floating(x, params["kernel"].dtype)
         y = x @ params["kernel"].astype(x.dtype)
         if use_bias:
             y = y + params["bias"].astype(y.dtype)

@@ -16,7 +16,7 @@ from jax import lax
 
 from jaxconv.core import BATCH, Layer, layer
 from jaxconv.errors import ShapeError
-from jaxconv.layers._util import positive
+from jaxconv.layers._util import floating, positive
 
 
 def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, axis_name: str | None = None) -> Layer:
@@ -103,6 +103,7 @@ def LocalResponseNorm(size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k:
         return input_shape, {}, {}
 
     def apply(params, state, x, *, key=None, train=False):
+        x = floating(x)
         squares = jnp.square(_upcast(x))
         window = (1,) * (x.ndim - 1) + (size,)
         pads = ((0, 0),) * (x.ndim - 1) + ((size // 2, (size - 1) // 2),)

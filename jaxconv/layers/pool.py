@@ -37,7 +37,7 @@ from jax import lax
 from jaxconv import sizing
 from jaxconv.core import Layer, Shape, layer
 from jaxconv.errors import ShapeError
-from jaxconv.layers._util import SizeArg, per_axis, positive, reduce_window, slide, spatial_rank
+from jaxconv.layers._util import SizeArg, floating, per_axis, positive, reduce_window, slide, spatial_rank
 
 FAST_MAXPOOL: bool = True
 """Whether MaxPool may use its tiled formulation (on the backends of `FAST_MAXPOOL_BACKENDS`);
@@ -217,6 +217,7 @@ def LpPool(
     positive("LpPool", p=p)
 
     def reduce(x, windows, strides, pads):
+        x = floating(x)  # integer pixels would overflow when squared
         if p == 2:
             powered = x * x
         else:  # |x|^p, with a zero (not infinite or NaN) gradient at x = 0

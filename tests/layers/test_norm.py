@@ -348,3 +348,10 @@ def test_finite_difference_gradients(name):
 
         scale, bias = affine64(normalized).values() if affine else (jnp.zeros(()), jnp.zeros(()))
         check_grads(jax.jit(output), (x, scale, bias), order=1, modes=("rev",), eps=1e-5)
+
+
+def test_local_response_norm_of_integers_is_computed_in_floats():
+    y, _ = jc.LocalResponseNorm().apply({}, {}, jnp.full((1, 1, 1, 3), 3, jnp.int32))
+    assert jnp.issubdtype(y.dtype, jnp.floating)
+    # size 5 covers all three channels: each sees 3 squares of 3
+    np.testing.assert_allclose(y, np.full((1, 1, 1, 3), 3 / (2 + 1e-4 * 27) ** 0.75), rtol=1e-6)

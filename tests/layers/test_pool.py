@@ -349,3 +349,11 @@ def test_lp_pool_gradient_is_zero_not_nan_at_zero(p):
     norm = (1 + 2 * 2**p) ** (1 / p)  # d/dx_i (sum |x|^p)^(1/p) = |x_i|^(p-1) sign(x_i) / norm^(p-1)
     expected = np.array([[1.0, 0.0], [2 ** (p - 1), 2 ** (p - 1)]]) / norm ** (p - 1)
     np.testing.assert_allclose(grad[0, 2:, 2:, 0], expected, rtol=1e-5)
+
+
+def test_lp_pool_of_integer_pixels_does_not_overflow():
+    x = jnp.asarray([0, 3, 12, 15], jnp.uint8).reshape(1, 2, 2, 1)
+    y, _ = jc.LpPool(2).apply({}, {}, x)
+    np.testing.assert_allclose(y.reshape(()), np.sqrt(0 + 9 + 144 + 225), rtol=1e-6)
+    y8, _ = jc.LpPool(2).apply({}, {}, jnp.full((1, 2, 2, 1), 12, jnp.int8))
+    np.testing.assert_allclose(y8.reshape(()), 24.0, rtol=1e-6)
