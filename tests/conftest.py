@@ -1,4 +1,5 @@
-"""Test-wide settings: CPU only, deterministic, strict about warnings (see pyproject)."""
+"""Test-wide settings: CPU only, no Hypothesis deadlines (a shared 2-core machine has slow
+moments; the tests are about results, never speed), strict about warnings (see pyproject)."""
 
 import os
 
@@ -6,6 +7,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax
 import pytest
+from hypothesis import settings
+
+settings.register_profile("jaxconv", deadline=None, print_blob=True)
+settings.load_profile("jaxconv")
 
 
 @pytest.fixture
