@@ -108,6 +108,9 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         ("--seed", int, f"default {defaults.seed}"),
         ("--eval-batch-size", int, f"default {defaults.eval_batch_size}"),
         ("--devices", int, f"devices, data parallel, of all processes together (default {defaults.devices})"),
+        ("--dp-epsilon", float, "train with DP-SGD to this epsilon, e.g. 3 (default: not private)"),
+        ("--dp-delta", float, f"DP-SGD's delta (default {defaults.dp_delta})"),
+        ("--dp-clip", float, f"DP-SGD's per-example gradient clip norm C (default {defaults.dp_clip})"),
     ]
     for flag, kind, text in options:
         train.add_argument(flag, type=kind, default=None, help=text)
@@ -156,6 +159,13 @@ def _train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if result.evaluation is not None:
         ev = result.evaluation
         print(f"test: top-1 {ev.top1:.2%}  top-5 {ev.top5:.2%}  loss {ev.loss:.4f}")
+    if result.privacy is not None:
+        plan = result.privacy
+        print(
+            f"privacy: ({plan.epsilon(len(result.history) * plan.steps // config.epochs):.3g}, "
+            f"{plan.delta:g})-DP by DP-SGD, noise multiplier {plan.noise_multiplier:.4g}, clip "
+            f"{plan.l2_norm_clip:g}, sampling rate {plan.sampling_rate:.4g}, {plan.steps} steps planned"
+        )
     print(f"run written to {run_dir}: config.json metrics.jsonl checkpoint.npz results.json and figures")
     return 0
 

@@ -77,6 +77,10 @@ class TrainConfig:
       eval_batch_size: examples per evaluation step.
       devices: devices to train on, data parallel (`jaxconv.distributed`): all processes'
         together in a multi-process run; the batch size must divide by it.
+      dp_epsilon: train with DP-SGD to this epsilon (`jaxconv.train.private`); None: not private.
+        ``batch_size`` is then the expected size of the Poisson-sampled batches.
+      dp_delta: the delta of the (epsilon, delta) guarantee; below 1 / the number of examples.
+      dp_clip: C, the L2 norm each example's gradient is clipped to.
     """
 
     model: str = "convnet"
@@ -94,6 +98,9 @@ class TrainConfig:
     seed: int = 0
     eval_batch_size: int = 1000
     devices: int = 1
+    dp_epsilon: float | None = None
+    dp_delta: float = 1e-5
+    dp_clip: float = 1.0
 
     def validate(self) -> TrainConfig:
         """Raise `ConfigError` naming the first bad value and a fix; return self."""
@@ -121,6 +128,16 @@ class TrainConfig:
                 f"label_smoothing={self.label_smoothing}: must be in [0, 1), e.g. 0.1",
             ),
         ]
+        if self.dp_epsilon is not None:
+            checks += [
+                (self.dp_epsilon > 0, f"dp_epsilon={self.dp_epsilon}: must be positive, e.g. 3"),
+                (0 < self.dp_delta < 1, f"dp_delta={self.dp_delta}: must be in (0, 1), e.g. 1e-5"),
+                (self.dp_clip > 0, f"dp_clip={self.dp_clip}: the clip norm must be positive, e.g. 1.0"),
+                (
+                    self.devices == 1,
+                    f"devices={self.devices}: DP-SGD training runs on one device; drop --devices",
+                ),
+            ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)

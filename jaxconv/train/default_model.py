@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from jaxconv.combinators import serial
 from jaxconv.core import Layer
-from jaxconv.layers import BatchNorm, Conv, Dense, Dropout, Flatten, MaxPool, Relu
+from jaxconv.layers import BatchNorm, Conv, Dense, Dropout, Flatten, MaxPool, Relu, Tanh
 from jaxconv.train.errors import ConfigError
 
 DEFAULT_MODEL = "convnet"
@@ -41,7 +41,28 @@ def convnet(num_classes: int = 10, width: int = 32, hidden: int = 128, dropout: 
     )
 
 
-_LOCAL: dict[str, Callable[..., Layer]] = {DEFAULT_MODEL: convnet}
+def dp_cnn(num_classes: int = 10) -> Layer:
+    """The small tanh CNN of DP-SGD studies on MNIST and Fashion-MNIST (Papernot et al. 2021,
+    "Tempered Sigmoid Activations"; Tramer & Boneh 2021): no BatchNorm, so every example has a
+    gradient of its own. Bounded activations keep the clipped gradients informative.
+
+    Shapes: (N, 28, 28, 1) -> (N, num_classes); 26,010 parameters for 10 classes.
+    """
+    return serial(
+        Conv(16, 8, stride=2, padding=3),  # (N, 14, 14, 16)
+        Tanh,
+        MaxPool(2, stride=1),  # (N, 13, 13, 16)
+        Conv(32, 4, stride=2),  # (N, 5, 5, 32)
+        Tanh,
+        MaxPool(2, stride=1),  # (N, 4, 4, 32)
+        Flatten,
+        Dense(32),
+        Tanh,
+        Dense(num_classes),
+    )
+
+
+_LOCAL: dict[str, Callable[..., Layer]] = {DEFAULT_MODEL: convnet, "dp_cnn": dp_cnn}
 
 
 def model_names() -> list[str]:

@@ -10,6 +10,7 @@ resume) runs before the first training step.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -119,9 +120,13 @@ def report(
             "best_test_top1": max(record["test_top1"] for record in history),
             "images_per_second": last["train_images_per_second"],
         }
+        if "epsilon" in last:
+            results["epsilon"] = last["epsilon"]
     if result is not None:
         params = result.train_state.params
         results["params"] = count_params(params)
+        if result.privacy is not None:
+            results["privacy"] = dataclasses.asdict(result.privacy)
         kernel = first_conv_kernel(net, params, (-1, *test_data.images.shape[1:]))
         if kernel is not None:
             plot_filters(kernel, run.path / FILTERS)

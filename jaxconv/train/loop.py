@@ -17,7 +17,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -28,13 +29,14 @@ from tqdm.auto import tqdm
 from jaxconv import distributed
 from jaxconv.core import Layer, Params, State
 from jaxconv.data import Dataset, batches, num_batches
-from jaxconv.train import optim
+from jaxconv.train import optim, private
 from jaxconv.train.config import TrainConfig
 from jaxconv.train.errors import ConfigError, NonFiniteLossError
 from jaxconv.train.figures import confusion_matrix
+from jaxconv.train.private import PrivacyPlan
 from jaxconv.train.run import Run, is_writer
 from jaxconv.train.state import TrainState, init_train_state
-from jaxconv.train.step import EvalStep, TrainStep, make_preprocess
+from jaxconv.train.step import EvalStep, Preprocess, make_preprocess
 
 LOG_EVERY = 10  # steps between looks at the metrics (each look waits for the device)
 
@@ -56,11 +58,13 @@ class Evaluation(NamedTuple):
 
 @dataclasses.dataclass
 class FitResult:
-    """What `fit` returns: the final train state, the per-epoch records and the last evaluation."""
+    """What `fit` returns: the final train state, the per-epoch records, the last evaluation and,
+    for DP-SGD, the privacy plan (`jaxconv.train.private.PrivacyPlan`)."""
 
     train_state: TrainState
     history: list[dict[str, Any]]
     evaluation: Evaluation | None
+    privacy: PrivacyPlan | None = None
 
 
 def evaluate(eval_step: EvalStep, params: Params, state: State, data: Dataset, batch_size: int) -> Evaluation:
@@ -113,6 +117,8 @@ def fit(
     model_key, data_key = jax.random.split(jax.random.key(config.seed))
     input_shape = (-1, *train_data.images.shape[1:])
     train_state = init_train_state(net, optimizer, input_shape, model_key)
+    training = _training(net, optimizer, config, train_data, data_key)
+    eval_step = distributed.make_eval_step(net, devices=config.devices, preprocess=training.preprocess)
     history, first_epoch, writer = [], 0, is_writer()
     if run is not None:
         run.prepare(resume=resume)
@@ -123,22 +129,9 @@ def fit(
     elif run is not None and writer:
         run.start(config)
 
-    augmentation = config.augmentation
-    preprocess = make_preprocess(
-        train_data.mean, train_data.std, crop_padding=augmentation.crop_padding, flip=augmentation.flip
-    )
-    train_step = distributed.make_train_step(
-        net,
-        optimizer,
-        devices=config.devices,
-        preprocess=preprocess,
-        label_smoothing=config.label_smoothing,
-    )
-    eval_step = distributed.make_eval_step(net, devices=config.devices, preprocess=preprocess)
     last_epoch = min(config.epochs, stop_after_epoch or config.epochs)
     evaluation = None
     for epoch in range(first_epoch, last_epoch):
-        epoch_batches = batches(train_data, config.batch_size, key=data_key, epoch=epoch)
         bar = tqdm(
             total=steps_per_epoch,
             desc=f"epoch {epoch + 1}/{config.epochs}",
@@ -147,7 +140,9 @@ def fit(
             dynamic_ncols=True,
         )
         with bar:
-            train_state, train_metrics = _train_epoch(train_step, train_state, epoch_batches, epoch, bar, run)
+            train_state, train_metrics = _train_epoch(
+                training.step, train_state, training.batches(epoch), config.batch_size, epoch, bar, run
+            )
             evaluation = evaluate(
                 eval_step, train_state.params, train_state.state, test_data, config.eval_batch_size
             )
@@ -158,13 +153,52 @@ def fit(
             **{f"train_{name}": value for name, value in train_metrics.items()},
             **{f"test_{name}": getattr(evaluation, name) for name in ("loss", "top1", "top5")},
         }
+        if training.privacy is not None:
+            record["epsilon"] = training.privacy.epsilon(record["step"])
         history.append(record)
         if run is not None:
             if writer:
                 run.log(record)
             metadata = {"epoch": epoch + 1, "step": record["step"]}
             distributed.save_checkpoint(run.checkpoint, train_state, metadata)  # process 0 writes
-    return FitResult(train_state, history, evaluation)
+    return FitResult(train_state, history, evaluation, training.privacy)
+
+
+class _Training(NamedTuple):
+    """How `fit` trains: the step, each epoch's batches, the preprocessing and the DP plan."""
+
+    step: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
+    batches: Callable[[int], Iterable[tuple[jax.Array, ...]]]
+    preprocess: Preprocess
+    privacy: PrivacyPlan | None
+
+
+def _training(net: Layer, optimizer, config: TrainConfig, train_data: Dataset, data_key) -> _Training:
+    """The usual data-parallel training, or DP-SGD on Poisson batches when ``config.dp_epsilon``
+    is set; a net that cannot train privately is refused here, before any step."""
+    augmentation = config.augmentation
+    preprocess = make_preprocess(
+        train_data.mean, train_data.std, crop_padding=augmentation.crop_padding, flip=augmentation.flip
+    )
+    if config.dp_epsilon is not None:
+        private.check_private(net, config.model)
+        plan = private.privacy_plan(config, len(train_data))
+        step = private.make_private_train_step(
+            net, optimizer, plan, preprocess=preprocess, label_smoothing=config.label_smoothing
+        )
+        return _Training(step, partial(private.private_batches, train_data, plan, data_key), preprocess, plan)
+    step = distributed.make_train_step(
+        net,
+        optimizer,
+        devices=config.devices,
+        preprocess=preprocess,
+        label_smoothing=config.label_smoothing,
+    )
+
+    def epoch_batches(epoch: int) -> Iterable[tuple[jax.Array, ...]]:
+        return batches(train_data, config.batch_size, key=data_key, epoch=epoch)
+
+    return _Training(step, epoch_batches, preprocess, None)
 
 
 def _check_processes(config: TrainConfig) -> None:
@@ -184,23 +218,25 @@ def _barrier(name: str) -> None:
 
 
 def _train_epoch(
-    train_step: TrainStep,
+    train_step: Callable[..., tuple[TrainState, dict[str, jax.Array]]],
     train_state: TrainState,
-    epoch_batches: Iterable[tuple[jax.Array, jax.Array]],
+    epoch_batches: Iterable[tuple[jax.Array, ...]],
+    examples_per_step: int,
     epoch: int,
     bar: tqdm,
     run: Run | None,
 ) -> tuple[TrainState, dict[str, float]]:
-    """One pass of ``train_step``; returns the new state and the epoch's mean metrics and speed.
+    """One pass of ``train_step`` over the batches; returns the new state and the epoch's mean
+    metrics and speed (``examples_per_step``: the batch size, or DP-SGD's expected one).
 
     The metrics stay on the device and are fetched every `LOG_EVERY` steps, so
     the host keeps dispatching steps ahead of the device in between.
     """
     meter = _Meter(epoch, bar, run)
     pending: list[dict[str, jax.Array]] = []
-    for images, labels in epoch_batches:
-        train_state, metrics = train_step(train_state, images, labels)
-        meter.dispatched(len(labels))
+    for batch in epoch_batches:
+        train_state, metrics = train_step(train_state, *batch)
+        meter.dispatched(examples_per_step)
         pending.append(metrics)
         if len(pending) == LOG_EVERY:
             meter.receive(jax.device_get(pending))

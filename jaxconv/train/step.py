@@ -79,7 +79,7 @@ def make_train_step(
         updates, opt_state = optimizer.update(grads, train_state.opt_state, train_state.params)
         params = optax.apply_updates(train_state.params, updates)
         new_state = TrainState(params, state, opt_state, train_state.step + 1, train_state.key)
-        return new_state, {"loss": loss, **_accuracies(logits, labels, jnp.mean)}
+        return new_state, {"loss": loss, **accuracies(logits, labels, jnp.mean)}
 
     return jax.jit(train_step, donate_argnums=0 if donate else ())
 
@@ -97,12 +97,13 @@ def make_eval_step(net: Layer, *, preprocess: Preprocess | None = None) -> EvalS
         logits, _ = net.apply(params, state, x, train=False)
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).sum()
         predictions = jnp.argmax(logits, -1)
-        return {"loss": loss, **_accuracies(logits, labels, jnp.sum), "predictions": predictions}
+        return {"loss": loss, **accuracies(logits, labels, jnp.sum), "predictions": predictions}
 
     return jax.jit(eval_step)
 
 
-def _accuracies(logits: jax.Array, labels: jax.Array, reduce: Callable[..., Any]) -> Metrics:
+def accuracies(logits: jax.Array, labels: jax.Array, reduce: Callable[..., Any]) -> Metrics:
+    """``top1`` and ``top5``: ``reduce`` (a mean or a sum over the batch) of the correct flags."""
     as_float = jnp.float32
     return {
         "top1": reduce(correct(logits, labels, 1).astype(as_float)),
