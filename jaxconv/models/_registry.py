@@ -6,10 +6,11 @@ import dataclasses
 import difflib
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from jaxconv.core import Layer
-from jaxconv.models._common import computing_in
+from jaxconv.precision import mixed_precision
+from jaxconv.remat import remat_blocks
 
 Builder = Callable[..., Layer]
 
@@ -55,7 +56,14 @@ def names() -> list[str]:
     return sorted(_MODELS)
 
 
-def get(name: str, num_classes: int | None = None, *, dtype: Any = None, **options: Any) -> Layer:
+def get(
+    name: str,
+    num_classes: int | None = None,
+    *,
+    dtype: Any = None,
+    remat: bool | Literal["blocks"] = False,
+    **options: Any,
+) -> Layer:
     """Build the architecture ``name`` (see `names`), e.g. ``get('resnet50', num_classes=10)``.
 
     ``num_classes`` defaults to the dataset the architecture was published on
@@ -63,17 +71,30 @@ def get(name: str, num_classes: int | None = None, *, dtype: Any = None, **optio
     family's constructor, such as ``norm='group'`` or ``dropout=0.0``, and may
     override the registered ones (``get('resnet20', shortcut='B')``).
 
-    ``dtype`` (e.g. ``jnp.bfloat16``) is the dtype the model computes in: inputs
-    are cast to it, params and state stay float32 and the logits come back as
-    float32 (see `computing_in`). None computes in the input's dtype.
+    ``dtype`` is the mixed-precision policy (`jaxconv.precision.mixed_precision`):
+    ``jnp.bfloat16`` (or ``'bfloat16'``) computes every convolution and matrix
+    multiply in bfloat16, while params and BatchNorm statistics stay float32
+    (so gradients are float32) and the logits come back float32. None computes
+    in the input's dtype.
+
+    ``remat=True`` (or ``'blocks'``) recomputes every block (residual block,
+    Inception module, DenseNet layer) in the backward pass instead of storing
+    its activations (`jaxconv.remat.remat_blocks`): the same values and
+    gradients, far less memory for about one more forward pass of compute.
+    Models without such blocks (VGG, AlexNet) raise; wrap them whole with
+    `jaxconv.remat.remat`.
     """
     model = spec(name)
     accepted = set(inspect.signature(model.builder).parameters) - {"num_classes"}
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise ValueError(f"model {name!r} takes no option(s) {unknown}; its options are {sorted(accepted)}")
+    if remat not in (False, True, "blocks"):
+        raise ValueError(f"remat={remat!r}: use False, True or 'blocks' (True and 'blocks' are the same)")
     net = model.builder(num_classes=num_classes or model.num_classes, **{**model.options, **options})
-    return net if dtype is None else computing_in(net, dtype)
+    if remat:
+        net = remat_blocks(net)
+    return net if dtype is None else mixed_precision(net, dtype)
 
 
 def input_shape(name: str, batch: int = -1) -> tuple[int, int, int, int]:
