@@ -46,7 +46,8 @@ def conv_bn_relu_pool(params, state, x, train):
         }
     else:
         mean, var = state["mean"], state["var"]
-    x = (x - mean) * lax.rsqrt(var + 1e-5) * params["scale"] + params["bias"]
+    multiplier = lax.rsqrt(var + 1e-5) * params["scale"]
+    x = x * multiplier + (params["bias"] - mean * multiplier)
     x = jax.nn.relu(x)
     return lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID"), state
 

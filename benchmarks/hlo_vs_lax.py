@@ -61,7 +61,8 @@ def batch_norm(params, state, x):
         "mean": BN_MOMENTUM * state["mean"] + (1 - BN_MOMENTUM) * mean,
         "var": BN_MOMENTUM * state["var"] + (1 - BN_MOMENTUM) * var * (count / (count - 1)),
     }
-    return (x - mean) * lax.rsqrt(var + BN_EPS) * params["scale"] + params["bias"], new_state
+    multiplier = lax.rsqrt(var + BN_EPS) * params["scale"]
+    return x * multiplier + (params["bias"] - mean * multiplier), new_state
 
 
 def conv_bn(params, state, x, stride=1):

@@ -49,7 +49,9 @@ from jaxconv.layers import (
 )
 from jaxconv.pattern import PatternError, pattern
 from jaxconv.per_example import per_example_grad_norms, per_example_grads
+from jaxconv.precision import mixed_precision
 from jaxconv.receptive import Field, receptive_field
+from jaxconv.remat import remat, remat_blocks
 from jaxconv.summary import Summary, summary
 
 __version__ = "0.1.0"
@@ -106,6 +108,7 @@ __all__ = [
     "fan_out",
     "im2col",
     "info",
+    "mixed_precision",
     "models",
     "named",
     "parallel",
@@ -116,6 +119,8 @@ __all__ = [
     "privacy",
     "receptive",
     "receptive_field",
+    "remat",
+    "remat_blocks",
     "residual",
     "serial",
     "shape_dependent",

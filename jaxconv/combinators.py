@@ -39,8 +39,12 @@ from jaxconv.core import (
 from jaxconv.errors import ShapeError
 
 
-def serial(*layers: Layer) -> Layer:
-    """Apply ``layers`` one after another; params and state are keyed by child name."""
+def serial(*layers: Layer, remat: bool = False) -> Layer:
+    """Apply ``layers`` one after another; params and state are keyed by child name.
+
+    ``remat=True`` keeps only the chain's input for the backward pass and recomputes the rest
+    there (`jaxconv.remat.remat`): the same values and gradients in less memory.
+    """
     if not layers:
         raise ValueError("serial() needs at least one layer; use Identity for a no-op")
     names = child_names(layers)
@@ -60,7 +64,12 @@ def serial(*layers: Layer) -> Layer:
             put(new_state, name, child_state)
         return x, new_state
 
-    return layer("Serial", init, apply, children=tuple(zip(names, layers, strict=True)))
+    net = layer("Serial", init, apply, children=tuple(zip(names, layers, strict=True)))
+    if remat:
+        from jaxconv.remat import remat as rematerialise  # jaxconv.remat imports this module
+
+        return rematerialise(net)
+    return net
 
 
 def parallel(*layers: Layer) -> Layer:

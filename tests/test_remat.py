@@ -1,5 +1,7 @@
 """Rematerialisation (`jaxconv.remat`): the same values and gradients, less memory, recomputed convolutions."""
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -147,3 +149,22 @@ def test_remat_under_mixed_precision(inputs):
     ours = loss_and_grads(mixed_precision(remat_blocks(net)), params, state, x, labels, key)
     assert {leaf.dtype for leaf in jax.tree.leaves(ours)} == {jnp.dtype(jnp.float32)}
     assert_trees_equal(ours, expected, 1e-6)
+
+
+def test_serial_with_remat_recomputes_the_chain_with_equal_values_and_gradients(key):
+    layers = (jc.Conv(4, 3, padding=1), jc.Relu, jc.Conv(4, 3, padding=1), jc.Flatten, jc.Dense(3))
+    plain, rematted = jc.serial(*layers), jc.serial(*layers, remat=True)
+    assert jc.info(rematted).spec.get("remat") is True
+    _, params, state = plain.init(key, (-1, 6, 6, 2))
+    x = jax.random.normal(key, (2, 6, 6, 2))
+
+    def loss(net, params):
+        return jnp.sum(net.apply(params, state, x)[0] ** 2)
+
+    np.testing.assert_array_equal(loss(plain, params), loss(rematted, params))
+    for a, b in zip(
+        jax.tree.leaves(jax.grad(partial(loss, plain))(params)),
+        jax.tree.leaves(jax.grad(partial(loss, rematted))(params)),
+        strict=True,
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
