@@ -5,9 +5,10 @@ sums, adds Gaussian noise of std ``noise_multiplier * C`` and divides by the
 (expected) batch size; the accountant turns the sampling rate, noise
 multiplier and number of steps into (epsilon, delta).
 
-- clipping: `clip_per_example`, `clipped_grad_sum` (memory-aware),
-  `ghost_clipped_grad_sum` (no per-example gradients, Bu et al. 2022),
-  `ghost_grad_norms`;
+- clipping: `clip_per_example`, `clipped_grad_sum` (strategies 'einsum', 'ghost', 'vmap',
+  'chunked', 'loop'), `ghost_clipped_grad_sum` (per-example norms from each layer's inputs and
+  output gradients, then the clipped sum in the same pass: Bu et al. 2022 and 2023's
+  book-keeping), `ghost_grad_norms`, `tapped_per_example_grads`;
 - the Gaussian mechanism: `noisy_mean`, `dp_aggregate` (an Optax transformation),
   `dp_sgd` (the optimiser);
 - sampling: `poisson_batches`, `shuffled_batches`, `poisson_batch`;
@@ -24,7 +25,7 @@ from jaxconv.privacy.clipping import (
     dp_sgd,
     noisy_mean,
 )
-from jaxconv.privacy.ghost import ghost_clipped_grad_sum, ghost_grad_norms
+from jaxconv.privacy.ghost import ghost_clipped_grad_sum, ghost_grad_norms, tapped_per_example_grads
 from jaxconv.privacy.sampling import Batch, poisson_batch, poisson_batches, shuffled_batches
 
 __all__ = [
@@ -45,4 +46,5 @@ __all__ = [
     "poisson_batch",
     "poisson_batches",
     "shuffled_batches",
+    "tapped_per_example_grads",
 ]

@@ -16,7 +16,7 @@ but cannot mask padded rows or divide by an expected batch size.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +24,7 @@ import numpy as np
 import optax
 
 from jaxconv.core import Key, Params, PyTree, State
-from jaxconv.per_example import LossFn, Strategy, map_examples
+from jaxconv.per_example import LossFn, Strategy, choose_strategy, map_examples
 
 
 def clip_factors(norms: jax.Array, l2_norm_clip: float) -> jax.Array:
@@ -52,18 +52,34 @@ def clipped_grad_sum(
     loss_fn: LossFn,
     l2_norm_clip: float,
     *,
-    strategy: Strategy = "auto",
+    strategy: Strategy | Literal["ghost"] = "auto",
     chunk_size: int | None = None,
 ) -> Callable[..., tuple[Params, jax.Array]]:
     """``fn(params, state, x, y, key=None, mask=None) -> (clipped_sum, norms)`` without storing N gradients.
 
-    Each example's gradient is clipped as soon as it is computed and added to
-    a running sum (with the ``'loop'`` and ``'chunked'`` strategies only a
-    chunk's gradients exist at once). ``norms`` (N,) are the unclipped
-    per-example gradient norms; masked-out examples add nothing.
-    See `jaxconv.per_example` for ``loss_fn``, the strategies and the keys.
+    The sum over examples of each example's gradient times ``min(1, C / norm_i)``
+    (C = ``l2_norm_clip``), and the unclipped per-example norms (N,);
+    masked-out examples add nothing. See `jaxconv.per_example` for ``loss_fn``,
+    the keys and the strategies:
+
+    - ``'loop'`` and ``'chunked'``: each example's gradient is clipped as soon as
+      it is computed and added to a running sum (only a chunk's gradients exist
+      at once); ``'vmap'`` computes all N at once;
+    - ``'einsum'`` (a `net_loss` loss): one forward and one backward pass, the
+      norms from patches and output gradients, the sum by book-keeping (Bu et al.
+      2023), `ghost_clipped_grad_sum`;
+    - ``'ghost'``: the same norms, then a second backward pass of the weighted
+      loss (Bu et al. 2022);
+    - ``'auto'``: ``'einsum'`` for a `net_loss` loss, else as `per_example_grads`.
     """
     _check_clip(l2_norm_clip)
+    chosen = choose_strategy(loss_fn, strategy, chunk_size, extra=("ghost",))
+    if chosen in ("einsum", "ghost"):
+        from jaxconv.privacy.ghost import ghost_clipped_grad_sum  # ghost imports this module
+
+        return ghost_clipped_grad_sum(
+            loss_fn.net, l2_norm_clip, loss_fn.loss, train=loss_fn.train, bookkeeping=chosen == "einsum"
+        )
     grad_fn = jax.grad(loss_fn)
 
     def one_example(params, state, x, labels_and_mask, key):
@@ -73,7 +89,7 @@ def clipped_grad_sum(
         weight = clip_factors(norm, l2_norm_clip) * mask[0]
         return jax.tree.map(lambda leaf: leaf * weight.astype(leaf.dtype), grads), norm
 
-    mapped = map_examples(one_example, strategy=strategy, chunk_size=chunk_size)
+    mapped = map_examples(one_example, strategy=chosen, chunk_size=chunk_size)
 
     def fn(params: Params, state: State, x: PyTree, y: PyTree, key: Key | None = None, mask=None):
         mask = jnp.ones(jax.tree.leaves(x)[0].shape[0]) if mask is None else jnp.asarray(mask)
