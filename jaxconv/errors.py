@@ -16,3 +16,8 @@ class SizeError(ShapeError):
 
 class MissingKeyError(ValueError):
     """A layer needs a `jax.random` key (Dropout in training mode) and got none."""
+
+
+class StateDictError(ValueError):
+    """Weights to import (a torchvision ``state_dict``) do not fit the architecture: a tensor is
+    missing, unexpected or has the wrong shape."""

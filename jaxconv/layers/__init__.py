@@ -6,6 +6,7 @@ from jaxconv.layers.activation import (
     LeakyRelu,
     LogSoftmax,
     Relu,
+    Relu6,
     Sigmoid,
     Softmax,
     Tanh,
@@ -14,10 +15,11 @@ from jaxconv.layers.activation import (
 from jaxconv.layers.conv import Conv, ConvTranspose, LocallyConnected
 from jaxconv.layers.dense import Dense, Flatten
 from jaxconv.layers.norm import BatchNorm, GroupNorm, LayerNorm, LocalResponseNorm
-from jaxconv.layers.pool import AvgPool, GlobalAvgPool, GlobalMaxPool, LpPool, MaxPool
+from jaxconv.layers.pool import AdaptiveAvgPool, AvgPool, GlobalAvgPool, GlobalMaxPool, LpPool, MaxPool
 from jaxconv.layers.regularize import Dropout, StochasticDepth
 
 __all__ = [
+    "AdaptiveAvgPool",
     "AvgPool",
     "BatchNorm",
     "Conv",
@@ -38,6 +40,7 @@ __all__ = [
     "LpPool",
     "MaxPool",
     "Relu",
+    "Relu6",
     "Sigmoid",
     "Softmax",
     "StochasticDepth",

@@ -24,6 +24,7 @@ def elementwise(kind: str, fn: Callable[[jax.Array], jax.Array], **spec) -> Laye
 
 
 Relu = elementwise("Relu", jax.nn.relu)
+Relu6 = elementwise("Relu6", jax.nn.relu6)  # min(max(x, 0), 6), MobileNet's activation
 Sigmoid = elementwise("Sigmoid", jax.nn.sigmoid)
 Tanh = elementwise("Tanh", jnp.tanh)
 Gelu = elementwise("Gelu", partial(jax.nn.gelu, approximate=False))

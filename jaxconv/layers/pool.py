@@ -60,7 +60,8 @@ def _pool(
     strict: bool | None,
     **spec,
 ) -> Layer:
-    """A pooling layer from ``reduce(x, window, strides, padding_pairs)``."""
+    """A pooling layer from ``reduce(x, window, strides, padding_pairs)``; ``spec`` its other
+    hyperparameters, ``ceil_mode`` among them."""
     stride = window if stride is None else stride
     positive(kind, window=window, stride=stride)
 
@@ -68,7 +69,11 @@ def _pool(
         rank = spatial_rank(kind, input_shape, window)
         windows = per_axis(window, rank, kind, "window")
         strides = per_axis(stride, rank, kind, "stride")
-        geo = slide(kind, input_shape[1:-1], windows, strides, padding, (1,) * rank, strict)
+        spatial, dilation, pads = input_shape[1:-1], (1,) * rank, padding
+        if spec.get("ceil_mode"):
+            pads = sizing.padding_pairs(padding, spatial, windows, strides, dilation)
+            pads = ceil_mode_padding(spatial, windows, strides, pads)
+        geo = slide(kind, spatial, windows, strides, pads, dilation, strict)
         for (lo, hi), f in zip(geo.padding, windows, strict=True):
             if max(lo, hi) >= f:
                 raise ShapeError(
@@ -94,18 +99,45 @@ def MaxPool(
     stride: SizeArg | None = None,
     padding: sizing.PaddingLike = 0,
     strict: bool | None = None,
+    ceil_mode: bool = False,
 ) -> Layer:
     """The maximum of each window (padding never wins). Stride defaults to the window.
 
+    With ``ceil_mode=True`` the output size rounds up, ``ceil((W - F + 2P)/S) + 1``, as
+    PyTorch's (and Caffe's) ``ceil_mode``: a last window that runs past the end is kept,
+    provided it starts inside the input or its low padding (GoogLeNet's and SqueezeNet's pools).
+
     Shapes: (N, *spatial, C) -> (N, *out_spatial, C).
     """
+
+    if ceil_mode and isinstance(padding, str):
+        raise ValueError(
+            f"MaxPool(ceil_mode=True, padding={padding!r}): ceil_mode rounds the output size up "
+            "from an int padding; drop ceil_mode ('SAME' rounds up already) or give padding=0"
+        )
 
     def reduce(x, windows, strides, pads):
         if _use_tiled(x, windows, strides, pads):
             return tiled_max(x, windows)
         return reduce_window(x, -jnp.inf, lax.max, windows, strides, pads)
 
-    return _pool("MaxPool", reduce, window, stride, padding, strict)
+    return _pool("MaxPool", reduce, window, stride, padding, strict, ceil_mode=ceil_mode)
+
+
+def ceil_mode_padding(
+    spatial: Shape, windows: tuple[int, ...], strides: tuple[int, ...], pads: tuple[sizing.Pair, ...]
+) -> tuple[sizing.Pair, ...]:
+    """``pads`` with the high sides grown so that the output sizes round up, as PyTorch's ``ceil_mode``."""
+    grown = []
+    for size, window, stride, (low, high) in zip(spatial, windows, strides, pads, strict=True):
+        if size == sizing.UNKNOWN:
+            grown.append((low, high))
+            continue
+        out = -(-(size + low + high - window) // stride) + 1
+        if (out - 1) * stride >= size + low:  # the last window must start inside the input or low pad
+            out -= 1
+        grown.append((low, max(high, (out - 1) * stride + window - size - low)))
+    return tuple(grown)
 
 
 def _use_tiled(x: jax.Array, windows: tuple[int, ...], strides: tuple[int, ...], pads) -> bool:
@@ -229,6 +261,50 @@ def LpPool(
         return jnp.where(positive_sums, safe ** (1.0 / p), 0.0)
 
     return _pool("LpPool", reduce, window, stride, padding, strict, p=p)
+
+
+def AdaptiveAvgPool(output_size: SizeArg) -> Layer:
+    """Average pooling to a fixed output size, as PyTorch's ``AdaptiveAvgPool1d/2d/3d``.
+
+    Along an axis of size W, output ``i`` of ``W_out`` averages inputs ``floor(i W / W_out)`` up to
+    ``ceil((i + 1) W / W_out)`` (exclusive): windows that tile the input when ``W_out`` divides W
+    and overlap by one otherwise. Torchvision's AlexNet and VGG pool to 6x6 and 7x7 before their
+    FC layers, so that other input sizes reach them with the same number of inputs.
+
+    Shapes: (N, *spatial, C) -> (N, *output_size, C); the spatial sizes must be known.
+    """
+    positive("AdaptiveAvgPool", output_size=output_size)
+
+    def output_sizes(input_shape: Shape) -> tuple[int, ...]:
+        rank = spatial_rank("AdaptiveAvgPool", input_shape, output_size)
+        if sizing.UNKNOWN in input_shape[1:-1]:
+            raise ShapeError(
+                f"AdaptiveAvgPool({output_size}) needs known spatial sizes, got {tuple(input_shape)}; "
+                "give the input's H and W at init"
+            )
+        return per_axis(output_size, rank, "AdaptiveAvgPool", "output_size")
+
+    def init(key, input_shape):
+        return (input_shape[0], *output_sizes(input_shape), input_shape[-1]), {}, {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        for axis, out in enumerate(output_sizes(x.shape), start=1):
+            x = _adaptive_mean(floating(x), axis, out)
+        return x, {}
+
+    return layer("AdaptiveAvgPool", init, apply, output_size=output_size)
+
+
+def _adaptive_mean(x: jax.Array, axis: int, out: int) -> jax.Array:
+    """Mean of ``x`` along ``axis`` over `AdaptiveAvgPool`'s ``out`` windows."""
+    size = x.shape[axis]
+    if size % out == 0:
+        return x.reshape(*x.shape[:axis], out, size // out, *x.shape[axis + 1 :]).mean(axis + 1)
+    cells = [
+        lax.slice_in_dim(x, (i * size) // out, -(-(i + 1) * size // out), axis=axis).mean(axis, keepdims=True)
+        for i in range(out)
+    ]
+    return jnp.concatenate(cells, axis)
 
 
 def _global(kind: str, reduce: Callable[..., jax.Array]) -> Layer:

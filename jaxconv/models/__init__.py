@@ -14,6 +14,7 @@ a suffix are the paper's architecture; a ``_tv`` suffix marks torchvision's
 variant where the two differ.
 """
 
+from jaxconv.layers import AdaptiveAvgPool  # re-exported: it used to live here
 from jaxconv.models import (
     alexnet,
     densenet,
@@ -27,7 +28,6 @@ from jaxconv.models import (
     squeezenet,
     vgg,
 )
-from jaxconv.models._common import AdaptiveAvgPool
 from jaxconv.models._registry import ModelSpec, get, input_shape, names, spec
 
 __all__ = [

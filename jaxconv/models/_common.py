@@ -1,4 +1,4 @@
-"""Pieces the model families share: normalisation choice, conv-norm-act units, heads, odd pools."""
+"""Pieces the model families share: normalisation choice, conv-norm-act units, heads."""
 
 from __future__ import annotations
 
@@ -11,9 +11,19 @@ import jax
 import jax.numpy as jnp
 
 from jaxconv.combinators import Identity, fan_in_concat, fan_out, parallel, serial, shape_dependent, wired
-from jaxconv.core import Layer, Shape, info, layer, named
-from jaxconv.errors import ShapeError
-from jaxconv.layers import BatchNorm, Conv, Dense, Dropout, Flatten, GlobalAvgPool, GroupNorm, MaxPool, Relu
+from jaxconv.core import Layer, info, named
+from jaxconv.layers import (
+    AdaptiveAvgPool,
+    BatchNorm,
+    Conv,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool,
+    GroupNorm,
+    MaxPool,
+    Relu,
+)
 
 Norm = Literal["batch", "group"] | None
 NORMS = ("batch", "group", None)
@@ -85,63 +95,9 @@ def fc_classifier(
     return serial(*pool, Flatten, *hidden_layers, named("fc3", Dense(num_classes)))
 
 
-def AdaptiveAvgPool(output_size: int | tuple[int, int]) -> Layer:
-    """Average pooling to a fixed (H_out, W_out), as ``torch.nn.AdaptiveAvgPool2d``.
-
-    Output cell ``i`` averages input rows ``floor(i H / H_out)`` to ``ceil((i + 1) H / H_out)``;
-    when H_out divides H the windows tile the input. Shapes: (N, H, W, C) -> (N, H_out, W_out, C).
-    """
-    out_h, out_w = (output_size, output_size) if isinstance(output_size, int) else output_size
-
-    def check(shape: Shape) -> None:
-        if len(shape) != 4 or min(shape[1:3]) < 1:
-            raise ShapeError(
-                f"AdaptiveAvgPool({output_size}) expects (N, H, W, C) with known H, W; got {shape}"
-            )
-
-    def init(key, input_shape):
-        check(input_shape)
-        return (input_shape[0], out_h, out_w, input_shape[-1]), {}, {}
-
-    def apply(params, state, x, *, key=None, train=False):
-        check(x.shape)
-        n, h, w, c = x.shape
-        if h % out_h == 0 and w % out_w == 0:
-            return x.reshape(n, out_h, h // out_h, out_w, w // out_w, c).mean((2, 4)), {}
-        rows = _cells(x, 1, out_h)
-        return _cells(rows, 2, out_w), {}
-
-    return layer("AdaptiveAvgPool", init, apply, output_size=output_size)
-
-
-def _cells(x, axis: int, out: int):
-    """Average ``x`` along ``axis`` over ``out`` windows from ``floor(i*size/out)`` to ``ceil((i+1)*size/out)``."""
-    size = x.shape[axis]
-    starts = [(i * size) // out for i in range(out)]
-    stops = [-((-(i + 1) * size) // out) for i in range(out)]
-    cells = [
-        jnp.take(x, jnp.arange(a, b), axis=axis).mean(axis, keepdims=True)
-        for a, b in zip(starts, stops, strict=True)
-    ]
-    return jnp.concatenate(cells, axis)
-
-
 def ceil_max_pool(window: int, stride: int, padding: int = 0) -> Layer:
-    """Max pooling with PyTorch's ``ceil_mode=True``: a last partial window is kept.
-
-    Implemented as extra padding on the high side (padding never wins a max).
-    """
-
-    def make(shape: Shape) -> Layer:
-        pads = []
-        for size in shape[1:-1]:
-            out = -(-(size + 2 * padding - window) // stride) + 1
-            if (out - 1) * stride >= size + padding:  # the last window must start inside the input
-                out -= 1
-            pads.append((padding, (out - 1) * stride + window - size - padding))
-        return MaxPool(window, stride, tuple(pads))
-
-    return shape_dependent(make)
+    """``MaxPool(window, stride, padding, ceil_mode=True)``; kept for tests/models/test_model_zoo.py."""
+    return MaxPool(window, stride, padding, ceil_mode=True)
 
 
 def concat_with_input(body: Layer) -> Layer:

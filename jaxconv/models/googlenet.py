@@ -30,11 +30,9 @@ import functools
 
 from jaxconv.combinators import fan_in_concat, fan_out, parallel, serial
 from jaxconv.core import Layer, named
-from jaxconv.layers import AvgPool, Dense, Dropout, Flatten, LocalResponseNorm, MaxPool, Relu
+from jaxconv.layers import AdaptiveAvgPool, AvgPool, Dense, Dropout, Flatten, LocalResponseNorm, MaxPool, Relu
 from jaxconv.models._common import (
-    AdaptiveAvgPool,
     Norm,
-    ceil_max_pool,
     conv_norm,
     pooled_classifier,
     with_aux_heads,
@@ -106,17 +104,18 @@ def googlenet(
     unit = functools.partial(conv_norm, norm=norm, eps=eps)
     lrn = [] if torchvision else [LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0)]
     stem = serial(
-        named("conv1", unit(64, 7, 2, 3)), ceil_max_pool(3, 2), *lrn,
-        named("conv2", unit(64, 1)), named("conv3", unit(192, 3, 1, 1)), *lrn, ceil_max_pool(3, 2),
+        named("conv1", unit(64, 7, 2, 3)), MaxPool(3, 2, ceil_mode=True), *lrn,
+        named("conv2", unit(64, 1)), named("conv3", unit(192, 3, 1, 1)), *lrn, MaxPool(3, 2, ceil_mode=True),
     )  # fmt: skip
     third_kernel = 3 if torchvision else 5
     stages = [("stem", stem)]
     for name, row in GOOGLENET.items():
         stages.append((name, module(_inception_v1(row, third_kernel), unit)))
         if name == "inception3b":
-            stages.append(("pool3", ceil_max_pool(3, 2)))
+            stages.append(("pool3", MaxPool(3, 2, ceil_mode=True)))
         if name == "inception4e":
-            stages.append(("pool4", ceil_max_pool(2, 2) if torchvision else ceil_max_pool(3, 2)))
+            window = 2 if torchvision else 3
+            stages.append(("pool4", MaxPool(window, 2, ceil_mode=True)))
     stages.append(("head", pooled_classifier(num_classes, dropout=0.2 if torchvision else 0.4)))
     if not aux_logits:
         return serial(*(named(name, stage) for name, stage in stages))

@@ -7,15 +7,11 @@ that keep the shape add their input. Activations are ReLU6.
 
 from __future__ import annotations
 
-import jax
-
 from jaxconv.combinators import residual, serial
 from jaxconv.core import Layer, named
-from jaxconv.layers import elementwise
+from jaxconv.layers import Relu6
 from jaxconv.models._common import Norm, conv_norm, pooled_classifier
 from jaxconv.models._registry import register
-
-Relu6 = elementwise("Relu6", jax.nn.relu6)
 
 # (expansion t, output channels c, repeats n, first stride s): the paper's Table 2
 MOBILENET_V2: tuple[tuple[int, int, int, int], ...] = (

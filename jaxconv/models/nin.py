@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from jaxconv.combinators import serial, shape_dependent
 from jaxconv.core import Layer, named
-from jaxconv.layers import AvgPool, Dropout, GlobalAvgPool
-from jaxconv.models._common import Norm, ceil_max_pool, conv_norm
+from jaxconv.layers import AvgPool, Dropout, GlobalAvgPool, MaxPool
+from jaxconv.models._common import Norm, conv_norm
 from jaxconv.models._registry import register
 
 # stages: (features, kernel, stride, padding, 1x1 features, 1x1 features), then what follows
@@ -57,7 +57,7 @@ def nin(num_classes: int = 1000, cifar: bool = False, dropout: float = 0.5, norm
     """Network in Network, (N, 224, 224, 3) (or (N, 32, 32, 3) with ``cifar``) -> (N, num_classes)."""
     rows = NIN_CIFAR if cifar else NIN_IMAGENET
     after = {
-        "max": lambda: ceil_max_pool(3, 2),
+        "max": lambda: MaxPool(3, 2, ceil_mode=True),
         "avg": lambda: _ceil_avg_pool(3, 2),
         "global": lambda: GlobalAvgPool,
     }

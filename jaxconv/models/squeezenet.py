@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from jaxconv.combinators import serial
 from jaxconv.core import Layer, named
-from jaxconv.layers import Conv, Dropout, GlobalAvgPool, Relu
-from jaxconv.models._common import ceil_max_pool, conv_norm
+from jaxconv.layers import Conv, Dropout, GlobalAvgPool, MaxPool, Relu
+from jaxconv.models._common import conv_norm
 from jaxconv.models._registry import register
 from jaxconv.models.googlenet import module
 
@@ -71,7 +71,7 @@ def squeezenet(version: str = "1_0", num_classes: int = 1000, dropout: float = 0
     layers, fires = [named("stem", _unit(stem_features, stem_kernel, 2))], 0
     for row in rows:
         if row == "pool":
-            layers.append(ceil_max_pool(3, 2))
+            layers.append(MaxPool(3, 2, ceil_mode=True))
         else:
             fires += 1
             layers.append(named(f"fire{fires + 1}", fire(*row)))
