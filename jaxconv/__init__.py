@@ -20,8 +20,9 @@ from jaxconv.combinators import (
     wired,
 )
 from jaxconv.core import Layer, LayerInfo, info, named
-from jaxconv.errors import MissingKeyError, ShapeError, SizeError
+from jaxconv.errors import MissingKeyError, ShapeError, SizeError, StateDictError
 from jaxconv.layers import (
+    AdaptiveAvgPool,
     AvgPool,
     BatchNorm,
     Conv,
@@ -42,6 +43,7 @@ from jaxconv.layers import (
     LpPool,
     MaxPool,
     Relu,
+    Relu6,
     Sigmoid,
     Softmax,
     StochasticDepth,
@@ -57,7 +59,7 @@ from jaxconv.summary import Summary, summary
 __version__ = "0.1.0"
 
 # heavier imports (dp_accounting, matplotlib, multi-device code), loaded on first use
-_LAZY_MODULES = ("distributed", "privacy", "train")
+_LAZY_MODULES = ("distributed", "interop", "privacy", "train")
 
 
 def __getattr__(name: str):
@@ -67,6 +69,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "AdaptiveAvgPool",
     "AvgPool",
     "BatchNorm",
     "Conv",
@@ -94,10 +97,12 @@ __all__ = [
     "MissingKeyError",
     "PatternError",
     "Relu",
+    "Relu6",
     "ShapeError",
     "Sigmoid",
     "SizeError",
     "Softmax",
+    "StateDictError",
     "StochasticDepth",
     "Summary",
     "Tanh",

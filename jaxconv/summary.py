@@ -66,7 +66,7 @@ import jax.numpy as jnp
 from jaxconv import core, im2col, receptive, sizing
 from jaxconv.core import Layer, Record, ShapeTree
 from jaxconv.layers._util import per_axis
-from jaxconv.layers.pool import uses_tiled_max
+from jaxconv.layers.pool import ceil_mode_padding, uses_tiled_max
 
 IN_PLACE = frozenset(
     {"Relu", "LeakyRelu", "Elu", "Sigmoid", "Tanh", "Dropout", "StochasticDepth"}
@@ -84,7 +84,8 @@ SAVED: dict[str, tuple[int, int]] = (
     dict.fromkeys(("Flatten", "Identity", "FanOut", "Residual", "FanInSum"), (0, 0))
     | dict.fromkeys(("Conv", "Dense", "LocallyConnected", "ConvTranspose", "FanInConcat"), (0, 1))
     | dict.fromkeys(ACTIVATIONS, (0, 1))
-    | dict.fromkeys(NORMALIZATIONS, (0, 2))
+    | dict.fromkeys(NORMALIZATIONS - {"BatchNorm"}, (0, 2))
+    | {"BatchNorm": (0, 0)}  # one multiply-add per element: its gradient reads only its input
     | dict.fromkeys(("Dropout", "StochasticDepth"), (0, 2))  # the mask and the output
     | dict.fromkeys(("LpPool", "GlobalMaxPool"), (1, 1))
 )
@@ -399,6 +400,8 @@ def _window(record: Record) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int
     stride = per_axis(spec.get("stride", 1), len(spatial), kind, "stride")
     dilation = per_axis(spec.get("dilation", 1), len(spatial), kind, "dilation")
     pads = sizing.padding_pairs(spec.get("padding", 0), spatial, window, stride, dilation)
+    if spec.get("ceil_mode"):
+        pads = ceil_mode_padding(spatial, window, stride, pads)
     return window, stride, dilation, pads
 
 
