@@ -193,10 +193,14 @@ def _evaluate(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 
 def _models(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    from jaxconv.train import DEFAULT_MODEL, model_names
+    from jaxconv.train.default_model import DEFAULT_MODEL, model_names, param_counts
 
-    for name in model_names():
-        print(f"{name}  (default)" if name == DEFAULT_MODEL else name)
+    counts = param_counts()
+    names = model_names()
+    width = max(map(len, names))
+    for name in names:
+        count = f"{counts[name]:>13,} parameters" if name in counts else ""
+        print(f"{name:<{width}}  {count}{'  (default)' if name == DEFAULT_MODEL else ''}".rstrip())
     return 0
 
 

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import json
+import math
 from collections.abc import Callable
+from pathlib import Path
+
+import jax
 
 from jaxconv.combinators import serial
 from jaxconv.core import Layer
@@ -18,6 +23,7 @@ from jaxconv.layers import BatchNorm, Conv, Dense, Dropout, Flatten, MaxPool, Re
 from jaxconv.train.errors import ConfigError
 
 DEFAULT_MODEL = "convnet"
+PARAM_COUNTS = Path(__file__).with_name("param_counts.json")
 
 
 def convnet(num_classes: int = 10, width: int = 32, hidden: int = 128, dropout: float = 0.3) -> Layer:
@@ -78,6 +84,20 @@ def get_model(name: str, num_classes: int | None = None) -> Layer:
     if name in _LOCAL:
         return _LOCAL[name](**({} if num_classes is None else {"num_classes": num_classes}))
     return _zoo().get(name, num_classes=num_classes)
+
+
+def count_model_params(name: str) -> int:
+    """Trainable parameters of ``name`` at its native input and default classes, computed from
+    shapes alone (`jax.eval_shape`, nothing allocated)."""
+    net = get_model(name)
+    params = jax.eval_shape(lambda key: net.init(key, input_shape(name))[1], jax.random.key(0))
+    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params))
+
+
+def param_counts() -> dict[str, int]:
+    """``{name: parameters}`` from the table that `jaxconv models` prints (tracing every model
+    takes minutes, so it is computed once by scripts/param_counts.py and checked by the tests)."""
+    return json.loads(PARAM_COUNTS.read_text()) if PARAM_COUNTS.is_file() else {}
 
 
 def input_shape(name: str) -> tuple[int, int, int, int]:
