@@ -1,0 +1,239 @@
+"""What every experiment shares: budgets, the command line, Fashion-MNIST subsets, training, results.
+
+An experiment script states its budgets at the top (`Budget` for ``--smoke``,
+the default and ``--full``), calls `parse_args`, trains its nets with
+`train_and_evaluate` (which is `jaxconv.train.fit`) and ends with `finish`,
+which writes ``results.json`` to ``experiments/results/<name>/`` (or ``--out``)
+and prints its rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import jax
+import numpy as np
+
+import jaxconv as jc
+from jaxconv.receptive import trace
+from jaxconv.train import TrainConfig, fit
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "experiments" / "results"
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """How much an experiment trains: examples (None: the whole split), epochs, batch size."""
+
+    name: str  # 'smoke', 'default' or 'full'
+    train_size: int | None
+    test_size: int | None
+    epochs: int
+    batch_size: int = 128
+
+    def describe(self) -> str:
+        train = "60k" if self.train_size is None else f"{self.train_size:,}"
+        test = "10k" if self.test_size is None else f"{self.test_size:,}"
+        return f"{train} train / {test} test images, {self.epochs} epoch(s), batch {self.batch_size}"
+
+
+SMOKE = Budget("smoke", 256, 128, 1, 64)
+
+
+def parse_args(doc: str, default: Budget, full: Budget, smoke: Budget = SMOKE) -> argparse.Namespace:
+    """``--smoke`` / ``--full`` / ``--out``: the namespace gets ``budget`` and ``out`` (a Path)."""
+    parser = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--smoke", action="store_true", help=f"seconds, for the tests: {smoke.describe()}")
+    size.add_argument("--full", action="store_true", help=f"the paper-like setting: {full.describe()}")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="results folder (default experiments/results/<name>)"
+    )
+    args = parser.parse_args()
+    args.budget = smoke if args.smoke else full if args.full else default
+    return args
+
+
+def load_fashion_mnist(
+    budget: Budget, *, pad_to: int | None = None, channels: int = 1
+) -> tuple[jc.data.Dataset, jc.data.Dataset]:
+    """The first ``budget`` train and test images of Fashion-MNIST, (N, 28, 28, 1) uint8.
+
+    ``pad_to`` zero-pads to (N, pad_to, pad_to, C) (LeNet-5 reads 32x32), ``channels=3``
+    repeats the grey channel (an ImageNet backbone). A smoke run without the data
+    files gets random images of the same shapes, so the tests run anywhere.
+    """
+    try:
+        splits = [jc.data.load("fashion_mnist", split) for split in ("train", "test")]
+    except jc.data.DatasetNotFoundError:
+        if budget.name != "smoke":
+            raise
+        splits = [
+            _synthetic(split, size)
+            for split, size in (("train", budget.train_size), ("test", budget.test_size))
+        ]
+    sizes = (budget.train_size, budget.test_size)
+    return tuple(_shaped(data, size, pad_to, channels) for data, size in zip(splits, sizes, strict=True))
+
+
+def _synthetic(split: str, size: int) -> jc.data.Dataset:
+    rng = np.random.default_rng(0 if split == "train" else 1)
+    images = rng.integers(0, 256, (size, 28, 28, 1), dtype=np.uint8)
+    labels = rng.integers(0, 10, size).astype(np.int32)
+    names = tuple(f"class {k}" for k in range(10))
+    return jc.data.Dataset("fashion_mnist", split, images, labels, names, (0.5,), (0.29,))
+
+
+def _shaped(data: jc.data.Dataset, size: int | None, pad_to: int | None, channels: int) -> jc.data.Dataset:
+    images, labels = data.images[:size], data.labels[:size]
+    if pad_to is not None:
+        before = (pad_to - images.shape[1]) // 2
+        after = pad_to - images.shape[1] - before
+        images = np.pad(images, ((0, 0), (before, after), (before, after), (0, 0)))
+    if channels != images.shape[-1]:
+        images = np.repeat(images, channels, axis=-1)
+    repeat = channels if len(data.mean) == 1 else 1  # a grey image's statistics, per channel
+    return dataclasses.replace(
+        data, images=images, labels=labels, mean=data.mean * repeat, std=data.std * repeat
+    )
+
+
+def train_and_evaluate(
+    net: jc.Layer, train: jc.data.Dataset, test: jc.data.Dataset, budget: Budget, **options: Any
+) -> dict[str, Any]:
+    """Train ``net`` with `jaxconv.train.fit` (``options`` override `TrainConfig` fields).
+
+    Returns the test top-1 (final and best), the last epoch's training loss and
+    accuracy, the parameter count, the seconds taken and the per-epoch history.
+    """
+    config = TrainConfig(epochs=budget.epochs, batch_size=budget.batch_size, **options)
+    started = time.perf_counter()
+    result = fit(net, train, test, config, progress=False)
+    history = result.history
+    return {
+        "test_top1": history[-1]["test_top1"],
+        "best_test_top1": max(record["test_top1"] for record in history),
+        "train_loss": history[-1]["train_loss"],
+        "train_top1": history[-1]["train_top1"],
+        "params": jc.train.count_params(result.train_state.params),
+        "seconds": round(time.perf_counter() - started, 1),
+        "history": [{key: _plain(value) for key, value in record.items()} for record in history],
+    }
+
+
+def with_params(net: jc.Layer, params: Any, state: Any) -> jc.Layer:
+    """``net`` whose ``init`` returns the given ``params`` and ``state`` (imported or pre-trained
+    weights), so that `jaxconv.train.fit` starts from them."""
+
+    def init(key, input_shape):
+        return trace(net, input_shape).output_shape, params, state  # shapes only, no arrays
+
+    return jc.Layer(init, net.apply)
+
+
+def results_dir(name: str, out: Path | None) -> Path:
+    path = out if out is not None else RESULTS / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def finish(name: str, args: argparse.Namespace, rows: list[dict[str, Any]], **extra: Any) -> Path:
+    """Write ``results.json`` (rows, budget, command, machine) and print the rows as a table."""
+    path = results_dir(name, args.out) / "results.json"
+    record = {
+        "experiment": name,
+        "command": "python " + shlex.join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]),
+        "budget": dataclasses.asdict(args.budget) | {"description": args.budget.describe()},
+        "rows": rows,
+        **extra,
+        "machine": {
+            "device": jax.devices()[0].device_kind,
+            "cpus": os.cpu_count(),
+            "load_average": os.getloadavg()[0],
+            "python": platform.python_version(),
+            "jax": jax.__version__,
+        },
+    }
+    path.write_text(json.dumps(record, indent=2, default=_plain) + "\n")
+    print(format_table(rows))
+    print(f"[{args.budget.describe()}; results in {os.path.relpath(path, Path.cwd())}]")
+    return path
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """The rows as an aligned text table of their scalar columns."""
+    columns = [key for key in rows[0] if not isinstance(rows[0][key], (list, dict))] if rows else []
+    cells = [[_cell(row.get(column)) for column in columns] for row in rows]
+    widths = [max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(columns)]
+    lines = ["  ".join(column.ljust(width) for column, width in zip(columns, widths, strict=True))]
+    lines += [
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)) for line in cells
+    ]
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        if value and abs(value) < 1e-3:
+            return f"{value:.2e}"
+        return f"{value:.4f}" if abs(value) < 1 else f"{value:.3f}" if abs(value) < 100 else f"{value:,.1f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as plain JSON data (NumPy and JAX scalars and arrays become numbers and lists)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (np.generic, jax.Array)):
+        return np.asarray(value).item() if np.ndim(value) == 0 else np.asarray(value).tolist()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """Import ``benchmarks/<name>.py`` (with ``benchmarks/`` on the path for its helpers)."""
+    folder = ROOT / "benchmarks"
+    if str(folder) not in sys.path:
+        sys.path.append(str(folder))
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", folder / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def input_gradient_field(
+    net: jc.Layer, params: Any, state: Any, input_shape: tuple[int, ...]
+) -> tuple[int, int]:
+    """The receptive field measured by gradients: the (rows, cols) extent of input pixels whose
+    gradient is non-zero for the centre output neuron (summed over its channels).
+
+    Averages |gradient| over 4 random inputs so that a ReLU switched off by one input
+    does not hide a pixel. ``input_shape`` is (1, H, W, C).
+    """
+
+    def centre(x):
+        y, _ = net.apply(params, state, x)
+        return y[0, y.shape[1] // 2, y.shape[2] // 2].sum()
+
+    inputs = jax.random.normal(jax.random.key(0), (4, *input_shape[1:]))
+    grads = jax.vmap(lambda x: jax.grad(centre)(x[None])[0])(inputs)
+    seen = np.asarray(jax.numpy.abs(grads).sum(axis=(0, 3))) > 0
+    rows, cols = np.nonzero(seen.any(axis=1))[0], np.nonzero(seen.any(axis=0))[0]
+    return int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
