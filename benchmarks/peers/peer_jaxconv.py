@@ -1,0 +1,39 @@
+"""jaxconv through its public API: the default model or the zoo, and `jaxconv.train`'s step."""
+
+from __future__ import annotations
+
+import jax
+from harness import Contestant, xla_memory
+from jax_common import batches, carried, sgd
+from workloads import Workload
+
+import jaxconv as jc
+import jaxconv.train as jt
+
+ZOO_NAMES = {"resnet20": "resnet20", "resnet50": "resnet50_tv"}
+
+
+def build(workload: Workload) -> Contestant:
+    if workload.resnet is None:
+        net = jt.convnet(num_classes=workload.num_classes)
+    else:
+        net = jc.models.get(ZOO_NAMES[workload.name], num_classes=workload.num_classes)
+    optimizer = sgd()
+    images, labels, infer_images = batches(workload)
+    train_state = jt.init_train_state(net, optimizer, (-1, *workload.image_shape), jax.random.key(0))
+    step = jt.make_train_step(net, optimizer)  # jitted, donates the train state
+
+    def train(train_state, images, labels):
+        train_state, metrics = step(train_state, images, labels)
+        return train_state, metrics["loss"]
+
+    train_step, current = carried(train, train_state, images, labels)
+    predict = jax.jit(lambda params, state, x: net.apply(params, state, x, train=False)[0])
+
+    def infer():
+        return predict(current().params, current().state, infer_images)
+
+    def peak_memory():
+        return xla_memory(step.lower(current(), images, labels))
+
+    return Contestant(jt.count_params(train_state.params), train_step, infer, peak_memory, jc.__version__)
