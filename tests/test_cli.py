@@ -165,4 +165,5 @@ def test_the_console_script_is_installed():
     if not script.exists():
         pytest.skip("jaxconv is not installed in this environment (pip install -e .)")
     result = subprocess.run([script, "models"], capture_output=True, text=True, check=True, timeout=120)
-    assert result.stdout.startswith("convnet  (default)\n")
+    first = result.stdout.splitlines()[0]
+    assert first.startswith("convnet ") and first.endswith("parameters  (default)")
