@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
-
-import jax
-import jax.numpy as jnp
+from typing import Literal
 
 from jaxconv.combinators import Identity, fan_in_concat, fan_out, parallel, serial, shape_dependent, wired
-from jaxconv.core import Layer, info, named
+from jaxconv.core import Layer, named
 from jaxconv.layers import (
     AdaptiveAvgPool,
     BatchNorm,
@@ -129,34 +125,3 @@ def with_aux_heads(stages: Sequence[tuple[str, Layer]], heads: Sequence[tuple[st
         return (x, *(step(name, head, taps[after]) for after, name, head in heads))
 
     return wired("WithAuxHeads", children, run)
-
-
-def computing_in(net: Layer, dtype: Any) -> Layer:
-    """``net`` computing in ``dtype`` (e.g. ``jnp.bfloat16``), with float32 params and outputs.
-
-    The input is cast to ``dtype``; the layers cast their float32 kernels to the
-    input's dtype, and normalisation computes its statistics in float32 and
-    returns ``dtype``. The outputs come back as floating point of at least float32
-    (the input's dtype if wider), for the loss. ``init``, params, state and the
-    description are ``net``'s, with ``dtype`` added to its spec.
-    """
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise ValueError(
-            f"dtype={jnp.dtype(dtype).name} is not a floating-point dtype; "
-            "use jnp.bfloat16, jnp.float16 or jnp.float32"
-        )
-    dtype = jnp.dtype(dtype)
-
-    def init(key, input_shape):
-        return net.init(key, input_shape)
-
-    description = info(net)
-    spec = {**description.spec, "dtype": dtype.name}
-    init.info = dataclasses.replace(description, spec=spec)  # type: ignore[attr-defined]
-
-    def apply(params, state, x, *, key=None, train=False):
-        y, new_state = net.apply(params, state, jnp.asarray(x).astype(dtype), key=key, train=train)
-        out_dtype = jnp.promote_types(jnp.asarray(x).dtype, jnp.float32)
-        return jax.tree.map(lambda leaf: leaf.astype(out_dtype), y), new_state
-
-    return Layer(init, apply)
