@@ -42,3 +42,14 @@ def init_shapes(net: jc.Layer, input_shape: tuple[int, ...]):
 
     params, state = jax.eval_shape(init, jax.random.key(0))
     return shapes["output"], params, state
+
+
+def loop_of_grads(loss_fn, params, state, x, y, key):
+    """The per-example reference: one jitted `jax.grad` per example, each with its batch axis of
+    one and key ``fold_in(key, i)``; leaves stacked along a leading example axis."""
+    grad_fn = jax.jit(jax.grad(loss_fn))
+    grads = [
+        grad_fn(params, state, x[i : i + 1], y[i : i + 1], jax.random.fold_in(key, i))
+        for i in range(x.shape[0])
+    ]
+    return jax.tree_util.tree_map(lambda *leaves: np.stack(leaves), *grads)

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import loop_of_grads
 
 import jaxconv as jc
 from jaxconv.per_example import choose_strategy, net_loss, per_example_grad_norms, per_example_grads
@@ -56,15 +57,8 @@ def setup(name):
 def reference_grads(name):
     net, params, state, x, y = setup(name)
     with jax.default_matmul_precision("highest"):
-        return loop_of_grads(net_loss(net), params, state, x, y, KEY)
-
-
-def loop_of_grads(loss_fn, params, state, x, y, key):
-    grad_fn = jax.jit(jax.grad(loss_fn))
-    grads = [
-        grad_fn(params, state, x[i : i + 1], y[i : i + 1], jax.random.fold_in(key, i)) for i in range(NUM)
-    ]
-    return jax.tree.map(lambda *leaves: np.stack(leaves).astype(np.float64), *grads)
+        grads = loop_of_grads(net_loss(net), params, state, x, y, KEY)
+    return jax.tree.map(lambda leaf: leaf.astype(np.float64), grads)
 
 
 def numpy_clipped_sum(grads, clip, mask):

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import loop_of_grads
 
 import jaxconv as jc
 from jaxconv.per_example import net_loss, per_example_grad_norms, per_example_grads
@@ -41,15 +42,6 @@ def setup(name):
     x = jax.random.normal(jax.random.key(1), (NUM, 6, 6, 2))
     y = jnp.arange(NUM) % 4
     return net_loss(net), params, state, x, y
-
-
-def loop_of_grads(loss_fn, params, state, x, y, key):
-    """The reference: one jax.grad per example, each with its batch axis of one and key fold_in(key, i)."""
-    grad_fn = jax.jit(jax.grad(loss_fn))
-    grads = [
-        grad_fn(params, state, x[i : i + 1], y[i : i + 1], jax.random.fold_in(key, i)) for i in range(NUM)
-    ]
-    return jax.tree.map(lambda *leaves: np.stack(leaves), *grads)
 
 
 def assert_trees_close(actual, expected, rtol=1e-4, atol=1e-6):
