@@ -159,12 +159,12 @@ def _train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if result.evaluation is not None:
         ev = result.evaluation
         print(f"test: top-1 {ev.top1:.2%}  top-5 {ev.top5:.2%}  loss {ev.loss:.4f}")
-    if result.privacy is not None:
+    if result.privacy is not None and result.history:
         plan = result.privacy
         print(
-            f"privacy: ({plan.epsilon(len(result.history) * plan.steps // config.epochs):.3g}, "
-            f"{plan.delta:g})-DP by DP-SGD, noise multiplier {plan.noise_multiplier:.4g}, clip "
-            f"{plan.l2_norm_clip:g}, sampling rate {plan.sampling_rate:.4g}, {plan.steps} steps planned"
+            f"privacy: ({result.history[-1]['epsilon']:.3g}, {plan.delta:g})-DP by DP-SGD, noise "
+            f"multiplier {plan.noise_multiplier:.4g}, clip {plan.l2_norm_clip:g}, sampling rate "
+            f"{plan.sampling_rate:.4g}, {plan.steps} steps planned"
         )
     print(f"run written to {run_dir}: config.json metrics.jsonl checkpoint.npz results.json and figures")
     return 0

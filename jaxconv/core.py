@@ -99,11 +99,18 @@ def named(name: str, net: Layer) -> Layer:
     if not name or not isinstance(name, str):
         raise ValueError(f"named: the name must be a non-empty string, got {name!r}")
 
+    return redescribed(net, name=name)
+
+
+def redescribed(net: Layer, apply: ApplyFn | None = None, **changes: Any) -> Layer:
+    """``net`` with its description's fields replaced (``name=``, ``spec=``), the same ``init``
+    and ``apply`` (or the wrapper ``apply`` given): for layers that wrap another one."""
+
     def init(key: Key | None, input_shape: ShapeTree) -> tuple[ShapeTree, Params, State]:
         return net.init(key, input_shape)
 
-    init.info = dataclasses.replace(info(net), name=name)  # type: ignore[attr-defined]
-    return Layer(init, net.apply)
+    init.info = dataclasses.replace(info(net), **changes)  # type: ignore[attr-defined]
+    return Layer(init, apply or net.apply)
 
 
 def child_names(layers: Sequence[Layer]) -> tuple[str, ...]:

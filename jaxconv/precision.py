@@ -31,13 +31,12 @@ gradients by it after), or prefer bfloat16.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from jaxconv.core import Layer, PyTree, info
+from jaxconv.core import Layer, PyTree, info, redescribed
 
 DTypeLike = Any  # jnp.bfloat16, 'bfloat16', np.dtype(...)
 
@@ -61,13 +60,6 @@ def mixed_precision(
     compute = _floating_dtype("compute_dtype", compute_dtype)
     output = None if output_dtype is None else _floating_dtype("output_dtype", output_dtype)
 
-    def init(key, input_shape):
-        return net.init(key, input_shape)
-
-    description = info(net)
-    spec = {**description.spec, "dtype": compute.name, "output_dtype": output and output.name}
-    init.info = dataclasses.replace(description, spec=spec)  # type: ignore[attr-defined]
-
     def apply(params, state, x, *, key=None, train=False):
         y, new_state = net.apply(cast(params, compute), state, cast(x, compute), key=key, train=train)
         new_state = jax.tree.map(
@@ -75,7 +67,8 @@ def mixed_precision(
         )
         return (y if output is None else cast(y, output)), new_state
 
-    return Layer(init, apply)
+    spec = {**info(net).spec, "dtype": compute.name, "output_dtype": output and output.name}
+    return redescribed(net, apply, spec=spec)
 
 
 def cast(tree: PyTree, dtype: DTypeLike) -> PyTree:

@@ -19,7 +19,6 @@ same keys, so the two can share weights and checkpoints.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxconv.combinators import parallel, serial
-from jaxconv.core import Layer, LayerInfo, info, named
+from jaxconv.core import Layer, LayerInfo, info, named, redescribed
 
 Policy = Callable[..., bool]  # a jax.checkpoint_policies entry
 
@@ -57,12 +56,6 @@ def remat(net: Layer, policy: Policy | None = None) -> Layer:
     its spec. Shapes are ``net``'s.
     """
 
-    def init(key, input_shape):
-        return net.init(key, input_shape)
-
-    description = info(net)
-    init.info = dataclasses.replace(description, spec={**description.spec, "remat": True})  # type: ignore[attr-defined]
-
     def apply(params, state, x, *, key=None, train=False):
         def run(params, state, x, key):
             return net.apply(params, state, x, key=key, train=train)
@@ -70,7 +63,7 @@ def remat(net: Layer, policy: Policy | None = None) -> Layer:
         rematerialised = _recompute_in_backward(run) if policy is None else jax.checkpoint(run, policy=policy)
         return rematerialised(params, state, x, key)
 
-    return Layer(init, apply)
+    return redescribed(net, apply, spec={**info(net).spec, "remat": True})
 
 
 def _recompute_in_backward(run: Callable[..., Any]) -> Callable[..., Any]:

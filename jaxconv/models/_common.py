@@ -17,7 +17,6 @@ from jaxconv.layers import (
     Flatten,
     GlobalAvgPool,
     GroupNorm,
-    MaxPool,
     Relu,
 )
 
@@ -89,11 +88,6 @@ def fc_classifier(
     for index in (1, 2):
         hidden_layers += [named(f"fc{index}", Dense(hidden)), Relu, Dropout(dropout)]
     return serial(*pool, Flatten, *hidden_layers, named("fc3", Dense(num_classes)))
-
-
-def ceil_max_pool(window: int, stride: int, padding: int = 0) -> Layer:
-    """``MaxPool(window, stride, padding, ceil_mode=True)``; kept for tests/models/test_model_zoo.py."""
-    return MaxPool(window, stride, padding, ceil_mode=True)
 
 
 def concat_with_input(body: Layer) -> Layer:

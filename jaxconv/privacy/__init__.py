@@ -26,7 +26,13 @@ from jaxconv.privacy.clipping import (
     noisy_mean,
 )
 from jaxconv.privacy.ghost import ghost_clipped_grad_sum, ghost_grad_norms, tapped_per_example_grads
-from jaxconv.privacy.sampling import Batch, poisson_batch, poisson_batches, shuffled_batches
+from jaxconv.privacy.sampling import (
+    Batch,
+    padded_batch_size,
+    poisson_batch,
+    poisson_batches,
+    shuffled_batches,
+)
 
 __all__ = [
     "ACCOUNTANTS",
@@ -43,6 +49,7 @@ __all__ = [
     "ghost_grad_norms",
     "noise_multiplier_for",
     "noisy_mean",
+    "padded_batch_size",
     "poisson_batch",
     "poisson_batches",
     "shuffled_batches",

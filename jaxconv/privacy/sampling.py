@@ -41,6 +41,14 @@ def poisson_batch(
     return Batch(indices, jnp.arange(max_batch_size) < size), size
 
 
+def padded_batch_size(num_examples: int, sampling_rate: float) -> int:
+    """Rows to pad Poisson batches to: the expected size plus six standard deviations (overflow
+    odds about 1e-9 a step)."""
+    expected = num_examples * sampling_rate
+    spread = math.sqrt(expected * (1 - sampling_rate))
+    return min(num_examples, math.ceil(expected + 6 * spread) + 1)
+
+
 def poisson_batches(
     num_examples: int,
     sampling_rate: float,
@@ -60,8 +68,7 @@ def poisson_batches(
         raise ValueError(f"poisson_batches(sampling_rate={sampling_rate}): the rate must be in (0, 1]")
     expected = num_examples * sampling_rate
     if max_batch_size is None:
-        spread = math.sqrt(expected * (1 - sampling_rate))
-        max_batch_size = min(num_examples, math.ceil(expected + 6 * spread) + 1)
+        max_batch_size = padded_batch_size(num_examples, sampling_rate)
     steps = round(1 / sampling_rate) if steps is None else steps
     draw = jax.jit(partial(poisson_batch, num_examples=num_examples, sampling_rate=sampling_rate,
                            max_batch_size=max_batch_size))  # fmt: skip

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from collections.abc import Iterator
 
 import jax
@@ -26,10 +25,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxconv.core import Layer, Params, info
+from jaxconv.core import Layer, Params
 from jaxconv.data import Dataset, prefetch_to_device
+from jaxconv.distributed import batch_norm_axes
 from jaxconv.per_example import Strategy, net_loss
-from jaxconv.privacy import clipped_grad_sum, epsilon, noise_multiplier_for, noisy_mean, poisson_batches
+from jaxconv.privacy import (
+    clipped_grad_sum,
+    epsilon,
+    noise_multiplier_for,
+    noisy_mean,
+    padded_batch_size,
+    poisson_batches,
+)
 from jaxconv.train.config import TrainConfig
 from jaxconv.train.errors import ConfigError
 from jaxconv.train.state import TrainState, step_key
@@ -62,9 +69,8 @@ class PrivacyPlan:
 
     @property
     def max_batch_size(self) -> int:
-        """The padded batch: the expected size plus six standard deviations (overflow odds ~1e-9)."""
-        spread = math.sqrt(self.expected_batch_size * (1 - self.sampling_rate))
-        return min(self.num_examples, math.ceil(self.expected_batch_size + 6 * spread) + 1)
+        """The padded batch size (`jaxconv.privacy.padded_batch_size`)."""
+        return padded_batch_size(self.num_examples, self.sampling_rate)
 
     def epsilon(self, steps: int | None = None) -> float:
         """The epsilon spent after ``steps`` steps (default: the whole run)."""
@@ -85,9 +91,11 @@ def privacy_plan(config: TrainConfig, num_examples: int) -> PrivacyPlan:
 def check_private(net: Layer, model_name: str) -> None:
     """Refuse a net with BatchNorm: its statistics mix the examples of a batch, so an example's
     gradient depends on the others and clipping it bounds nothing."""
-    if "BatchNorm" in _kinds(net):
+    batch_norms = batch_norm_axes(net)
+    if batch_norms:
         raise ConfigError(
-            f"model {model_name!r} has BatchNorm, which mixes the examples of a batch, so DP-SGD cannot "
+            f"model {model_name!r} has BatchNorm ({len(batch_norms)} layers, the first at "
+            f"{next(iter(batch_norms))}), which mixes the examples of a batch, so DP-SGD cannot "
             "bound one example's influence; use --model dp_cnn (the CNN of Papernot et al. 2021), or a "
             "zoo model built with norm='group'"
         )
@@ -166,10 +174,3 @@ def _batch_metrics(net: Layer, params: Params, state, x, labels, mask) -> Metric
         return jnp.sum(values * weights)
 
     return {"loss": weighted_mean(losses), **accuracies(logits, labels, weighted_mean)}
-
-
-def _kinds(net: Layer) -> Iterator[str]:
-    layer_info = info(net)
-    yield layer_info.kind
-    for _, child in layer_info.children:
-        yield from _kinds(child)

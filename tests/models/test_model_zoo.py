@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+import jaxconv as jc
 from jaxconv import models
 from jaxconv.core import trace_init
-from jaxconv.models._common import ceil_max_pool
 
 SLOW = {"resnet1202", "preact_resnet1001", "densenet_bc250_24", "densenet_bc190_40"}
 # one architecture per family and variant kind, traced in the default suite; all of them under -m slow
@@ -203,7 +203,7 @@ def test_group_norm_resnet_gives_per_example_gradients():
 
 def test_adaptive_avg_pool_matches_torch():
     x = np.random.default_rng(2).normal(size=(2, 7, 10, 3)).astype(np.float32)
-    y, _ = models.AdaptiveAvgPool((3, 4)).apply({}, {}, x)
+    y, _ = jc.AdaptiveAvgPool((3, 4)).apply({}, {}, x)
     expected = torch.nn.functional.adaptive_avg_pool2d(torch.tensor(x).permute(0, 3, 1, 2), (3, 4))
     np.testing.assert_allclose(y, expected.permute(0, 2, 3, 1).numpy(), rtol=1e-6, atol=1e-6)
 
@@ -211,7 +211,7 @@ def test_adaptive_avg_pool_matches_torch():
 @pytest.mark.parametrize("size", [13, 14, 112, 55])
 def test_ceil_max_pool_matches_torch(size):
     x = np.random.default_rng(size).normal(size=(1, size, size, 2)).astype(np.float32)
-    pool = ceil_max_pool(3, 2)
+    pool = jc.MaxPool(3, 2, ceil_mode=True)
     out_shape, _, _ = pool.init(None, x.shape)
     y, _ = pool.apply({}, {}, x)
     expected = torch.nn.functional.max_pool2d(torch.tensor(x).permute(0, 3, 1, 2), 3, 2, ceil_mode=True)
