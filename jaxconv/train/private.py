@@ -25,9 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxconv import distributed
 from jaxconv.core import Layer, Params
 from jaxconv.data import Dataset, prefetch_to_device
-from jaxconv.distributed import batch_norm_axes
 from jaxconv.per_example import Strategy, net_loss
 from jaxconv.privacy import (
     clipped_grad_sum,
@@ -91,7 +91,7 @@ def privacy_plan(config: TrainConfig, num_examples: int) -> PrivacyPlan:
 def check_private(net: Layer, model_name: str) -> None:
     """Refuse a net with BatchNorm: its statistics mix the examples of a batch, so an example's
     gradient depends on the others and clipping it bounds nothing."""
-    batch_norms = batch_norm_axes(net)
+    batch_norms = distributed.batch_norm_axes(net)
     if batch_norms:
         raise ConfigError(
             f"model {model_name!r} has BatchNorm ({len(batch_norms)} layers, the first at "
