@@ -35,18 +35,21 @@ RESULTS = ROOT / "experiments" / "results"
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
-    """How much an experiment trains: examples (None: the whole split), epochs, batch size."""
+    """How much an experiment trains: examples (None: the whole split), epochs, batch size and
+    the number of seeds each net is trained with (the results average them)."""
 
     name: str  # 'smoke', 'default' or 'full'
     train_size: int | None
     test_size: int | None
     epochs: int
     batch_size: int = 128
+    seeds: int = 1
 
     def describe(self) -> str:
         train = "60k" if self.train_size is None else f"{self.train_size:,}"
         test = "10k" if self.test_size is None else f"{self.test_size:,}"
-        return f"{train} train / {test} test images, {self.epochs} epoch(s), batch {self.batch_size}"
+        seeds = f", mean of {self.seeds} seeds" if self.seeds > 1 else ""
+        return f"{train} train / {test} test images, {self.epochs} epoch(s), batch {self.batch_size}{seeds}"
 
 
 SMOKE = Budget("smoke", 256, 128, 1, 64)
@@ -113,23 +116,52 @@ def _shaped(data: jc.data.Dataset, size: int | None, pad_to: int | None, channel
 def train_and_evaluate(
     net: jc.Layer, train: jc.data.Dataset, test: jc.data.Dataset, budget: Budget, **options: Any
 ) -> dict[str, Any]:
-    """Train ``net`` with `jaxconv.train.fit` (``options`` override `TrainConfig` fields).
+    """Train ``net`` with `jaxconv.train.fit` once per seed of ``budget`` (``options`` override
+    `TrainConfig` fields).
 
-    Returns the test top-1 (final and best), the last epoch's training loss and
-    accuracy, the parameter count, the seconds taken and the per-epoch history.
+    Returns the test top-1 (final and best epoch), the last epoch's training loss and
+    accuracy (each the mean over seeds), the parameter count, the seconds taken (all
+    seeds) and the first seed's per-epoch history; with several seeds also
+    ``test_top1_seeds`` and ``test_top1_spread`` (largest minus smallest).
     """
-    config = TrainConfig(epochs=budget.epochs, batch_size=budget.batch_size, **options)
+    runs = [_train_once(net, train, test, budget, seed, options) for seed in range(budget.seeds)]
+    mean = {
+        key: float(np.mean([run[key] for run in runs]))
+        for key in ("test_top1", "best_test_top1", "train_loss", "train_top1")
+    }
+    spread = {}
+    if len(runs) > 1:
+        finals = [run["test_top1"] for run in runs]
+        spread = {"test_top1_seeds": finals, "test_top1_spread": max(finals) - min(finals)}
+    return {
+        **mean,
+        **spread,
+        "params": runs[0]["params"],
+        "seconds": round(sum(run["seconds"] for run in runs), 1),
+        "history": runs[0]["history"],
+    }
+
+
+def _train_once(
+    net: jc.Layer,
+    train: jc.data.Dataset,
+    test: jc.data.Dataset,
+    budget: Budget,
+    seed: int,
+    options: dict[str, Any],
+) -> dict[str, Any]:
+    config = TrainConfig(epochs=budget.epochs, batch_size=budget.batch_size, seed=seed, **options)
     started = time.perf_counter()
     result = fit(net, train, test, config, progress=False)
-    history = result.history
+    history = [{key: _plain(value) for key, value in record.items()} for record in result.history]
     return {
         "test_top1": history[-1]["test_top1"],
         "best_test_top1": max(record["test_top1"] for record in history),
         "train_loss": history[-1]["train_loss"],
         "train_top1": history[-1]["train_top1"],
         "params": jc.train.count_params(result.train_state.params),
-        "seconds": round(time.perf_counter() - started, 1),
-        "history": [{key: _plain(value) for key, value in record.items()} for record in history],
+        "seconds": time.perf_counter() - started,
+        "history": history,
     }
 
 

@@ -18,9 +18,9 @@ import common
 
 import jaxconv as jc
 
-DEFAULT = common.Budget("default", 5_000, 5_000, 2)
+DEFAULT = common.Budget("default", 20_000, None, 3)
 FULL = common.Budget("full", None, None, 15)
-DEPTHS = {"smoke": (8,), "default": (8, 14), "full": (20, 32, 44, 56)}
+DEPTHS = {"smoke": (8,), "default": (20, 56), "full": (20, 32, 44, 56)}
 WIDTHS = (16, 32, 64)
 RECIPE = {
     "optimizer": "nesterov",

@@ -18,7 +18,7 @@ import common
 
 import jaxconv as jc
 
-DEFAULT = common.Budget("default", 5_000, 5_000, 2)
+DEFAULT = common.Budget("default", 20_000, None, 3, seeds=3)
 FULL = common.Budget("full", None, None, 15)
 WIDTHS = (32, 64)
 

@@ -22,7 +22,7 @@ import common
 
 import jaxconv as jc
 
-DEFAULT = common.Budget("default", 5_000, 5_000, 2)
+DEFAULT = common.Budget("default", None, None, 3)
 FULL = common.Budget("full", None, None, 15)
 FULL_RECIPE = {
     "optimizer": "nesterov",

@@ -21,7 +21,7 @@ import common
 
 import jaxconv as jc
 
-DEFAULT = common.Budget("default", 5_000, 5_000, 2)
+DEFAULT = common.Budget("default", 20_000, None, 3)
 FULL = common.Budget("full", None, None, 15)
 SGD = {"optimizer": "sgd", "lr": 0.05, "schedule": "cosine", "label_smoothing": 0.0}
 

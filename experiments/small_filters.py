@@ -21,7 +21,7 @@ import jax
 import jaxconv as jc
 from jaxconv.receptive import receptive_field
 
-DEFAULT = common.Budget("default", 5_000, 5_000, 2)
+DEFAULT = common.Budget("default", None, None, 3, seeds=3)
 FULL = common.Budget("full", None, None, 15)
 CHANNELS = 32  # C
 
