@@ -26,7 +26,6 @@ import jax
 import numpy as np
 
 import jaxconv as jc
-from jaxconv.receptive import trace
 from jaxconv.train import TrainConfig, fit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,17 +113,22 @@ def _shaped(data: jc.data.Dataset, size: int | None, pad_to: int | None, channel
 
 
 def train_and_evaluate(
-    net: jc.Layer, train: jc.data.Dataset, test: jc.data.Dataset, budget: Budget, **options: Any
+    net: jc.Layer,
+    train: jc.data.Dataset,
+    test: jc.data.Dataset,
+    budget: Budget,
+    initial: tuple[Any, Any] | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
-    """Train ``net`` with `jaxconv.train.fit` once per seed of ``budget`` (``options`` override
-    `TrainConfig` fields).
+    """Train ``net`` with `jaxconv.train.fit` once per seed of ``budget``, from ``initial``
+    (params, state) if given (``options`` override `TrainConfig` fields).
 
     Returns the test top-1 (final and best epoch), the last epoch's training loss and
     accuracy (each the mean over seeds), the parameter count, the seconds taken (all
     seeds) and the first seed's per-epoch history; with several seeds also
     ``test_top1_seeds`` and ``test_top1_spread`` (largest minus smallest).
     """
-    runs = [_train_once(net, train, test, budget, seed, options) for seed in range(budget.seeds)]
+    runs = [_train_once(net, train, test, budget, seed, initial, options) for seed in range(budget.seeds)]
     mean = {
         key: float(np.mean([run[key] for run in runs]))
         for key in ("test_top1", "best_test_top1", "train_loss", "train_top1")
@@ -148,11 +152,12 @@ def _train_once(
     test: jc.data.Dataset,
     budget: Budget,
     seed: int,
+    initial: tuple[Any, Any] | None,
     options: dict[str, Any],
 ) -> dict[str, Any]:
     config = TrainConfig(epochs=budget.epochs, batch_size=budget.batch_size, seed=seed, **options)
     started = time.perf_counter()
-    result = fit(net, train, test, config, progress=False)
+    result = fit(net, train, test, config, initial=initial, progress=False)
     history = [{key: _plain(value) for key, value in record.items()} for record in result.history]
     return {
         "test_top1": history[-1]["test_top1"],
@@ -163,16 +168,6 @@ def _train_once(
         "seconds": time.perf_counter() - started,
         "history": history,
     }
-
-
-def with_params(net: jc.Layer, params: Any, state: Any) -> jc.Layer:
-    """``net`` whose ``init`` returns the given ``params`` and ``state`` (imported or pre-trained
-    weights), so that `jaxconv.train.fit` starts from them."""
-
-    def init(key, input_shape):
-        return trace(net, input_shape).output_shape, params, state  # shapes only, no arrays
-
-    return jc.Layer(init, net.apply)
 
 
 def results_dir(name: str, out: Path | None) -> Path:

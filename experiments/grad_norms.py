@@ -17,7 +17,6 @@ one panel per epoch) and ``per_layer.png`` (box plots per layer, one panel per e
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import jax
@@ -31,7 +30,7 @@ import numpy as np
 
 import jaxconv as jc
 from jaxconv.per_example import net_loss, per_example_grad_norms
-from jaxconv.train import Run, TrainConfig, fit
+from jaxconv.train import TrainConfig, fit
 
 DEFAULT = common.Budget("default", 5_000, 5_000, 3)
 FULL = common.Budget("full", None, None, 10)
@@ -62,26 +61,21 @@ def measure(norms_fn, params, state, images, labels) -> tuple[np.ndarray, dict[s
 
 
 def snapshots(net, train, test, budget, probes) -> list[dict]:
-    """Norms at initialisation and after each epoch of one `fit` run, resumed epoch by epoch."""
+    """Norms at initialisation and after each epoch of one `fit` run (its ``on_epoch`` hook)."""
     config = TrainConfig(epochs=budget.epochs, batch_size=budget.batch_size, label_smoothing=0.0)
     norms_fn = jax.jit(per_example_grad_norms(net_loss(net)))
-    # the initial params `fit` draws: the seed's model key, split again by init_train_state
-    init_key = jax.random.split(jax.random.split(jax.random.key(config.seed))[0])[0]
-    _, params, state = net.init(init_key, (-1, *train.images.shape[1:]))
+    _, params, state = net.init(jax.random.key(config.seed), (-1, *train.images.shape[1:]))
     taken = [{"epoch": 0, "test_top1": None, "norms": measure(norms_fn, params, state, *probes)}]
-    with tempfile.TemporaryDirectory() as folder:
-        run = Run(Path(folder) / "run")
-        for epoch in range(1, budget.epochs + 1):
-            result = fit(
-                net, train, test, config, run=run, resume=epoch > 1, stop_after_epoch=epoch, progress=False
-            )
-            params, state = result.train_state.params, result.train_state.state
-            norms = measure(norms_fn, params, state, *probes)
-            taken.append({"epoch": epoch, "test_top1": result.evaluation.top1, "norms": norms})
-            print(
-                f"epoch {epoch}: test top-1 {result.evaluation.top1:.4f}, median norm {np.median(norms[0]):.4g}",
-                flush=True,
-            )
+
+    def after_epoch(record, train_state):
+        norms = measure(norms_fn, train_state.params, train_state.state, *probes)
+        taken.append({"epoch": record["epoch"], "test_top1": record["test_top1"], "norms": norms})
+        print(
+            f"epoch {record['epoch']}: test top-1 {record['test_top1']:.4f}, median norm {np.median(norms[0]):.4g}",
+            flush=True,
+        )
+
+    fit(net, train, test, config, initial=(params, state), on_epoch=after_epoch, progress=False)
     return taken
 
 

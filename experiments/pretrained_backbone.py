@@ -74,13 +74,11 @@ def main() -> None:
     train, test = common.load_fashion_mnist(args.budget, pad_to=SIZE, channels=3)
     rows = []
     starts = {
-        "torchvision weights (random init), new head": common.with_params(
-            net, new_head(params, fresh_params), state
-        ),
-        "jaxconv's own initialisation": net,
+        "torchvision weights (random init), new head": (new_head(params, fresh_params), state),
+        "jaxconv's own initialisation": None,
     }
-    for start, start_net in starts.items():
-        result = common.train_and_evaluate(start_net, train, test, args.budget)
+    for start, initial in starts.items():
+        result = common.train_and_evaluate(net, train, test, args.budget, initial)
         rows.append({"model": f"{NAME} (torchvision layout)", "start": start, **result})
         print(f"{start}: test top-1 {result['test_top1']:.4f}", flush=True)
     common.finish("pretrained_backbone", args, rows, port_max_relative_difference=difference)

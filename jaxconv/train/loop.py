@@ -85,6 +85,8 @@ def fit(
     test_data: Dataset,
     config: TrainConfig,
     *,
+    initial: tuple[Params, State] | None = None,
+    on_epoch: Callable[[dict[str, Any], TrainState], None] | None = None,
     run: Run | None = None,
     resume: bool = False,
     stop_after_epoch: int | None = None,
@@ -93,6 +95,11 @@ def fit(
     """Train ``net`` on ``train_data`` as ``config`` says, evaluating on ``test_data`` each epoch.
 
     Args:
+      initial: the (params, state) to start from instead of ``net.init``'s, e.g. the weights
+        `jaxconv.interop.from_torchvision` returns (resuming ``run`` starts from its
+        checkpoint instead).
+      on_epoch: called as ``on_epoch(record, train_state)`` after each epoch, with the
+        epoch's history record and the train state (to measure or plot as training goes).
       run: where to log metrics and keep the checkpoint of the last good epoch
         (None: nothing is written); checked with `Run.prepare` first.
       resume: continue from ``run``'s checkpoint instead of starting afresh.
@@ -101,8 +108,9 @@ def fit(
       progress: show a progress bar per epoch.
 
     Raises:
-      ConfigError: before any step, for a bad configuration, a batch larger than the data, or
-        a run of several processes that does not train on all their devices.
+      ConfigError: before any step, for a bad configuration, a batch larger than the data,
+        ``initial`` trees that do not fit the net, or a run of several processes that does
+        not train on all their devices.
       CheckpointError: before any step, when resuming from a corrupt checkpoint.
       NonFiniteLossError: when the loss becomes NaN or infinite; the run's checkpoint
         is still that of the last good epoch.
@@ -116,7 +124,7 @@ def fit(
     optimizer = optim.from_config(config, steps_per_epoch)
     model_key, data_key = jax.random.split(jax.random.key(config.seed))
     input_shape = (-1, *train_data.images.shape[1:])
-    train_state = init_train_state(net, optimizer, input_shape, model_key)
+    train_state = init_train_state(net, optimizer, input_shape, model_key, initial)
     training = _training(net, optimizer, config, train_data, data_key)
     eval_step = distributed.make_eval_step(net, devices=config.devices, preprocess=training.preprocess)
     history, first_epoch, writer = [], 0, is_writer()
@@ -161,6 +169,8 @@ def fit(
                 run.log(record)
             metadata = {"epoch": epoch + 1, "step": record["step"]}
             distributed.save_checkpoint(run.checkpoint, train_state, metadata)  # process 0 writes
+        if on_epoch is not None:
+            on_epoch(record, train_state)
     return FitResult(train_state, history, evaluation, training.privacy)
 
 

@@ -149,3 +149,35 @@ def test_history_keeps_the_last_record_of_each_epoch_and_skips_a_cut_line(tmp_pa
     with open(tmp_path / "metrics.jsonl", "a") as file:
         file.write('{"epoch": 3, "x"')
     assert run.history() == [{"epoch": 1, "x": 1}, {"epoch": 2, "x": 3}]
+
+
+def initial_of(net, config: TrainConfig):
+    """The (params, state) `fit` draws for ``config.seed``: its model key, split by init_train_state."""
+    model_key = jax.random.split(jax.random.key(config.seed))[0]
+    _, params, state = net.init(jax.random.split(model_key)[0], (-1, *TRAIN.images.shape[1:]))
+    return params, state
+
+
+def test_fit_from_initial_params_calls_on_epoch_and_keeps_the_callers_arrays(whole):
+    params, state = initial_of(tiny_net(), CONFIG)
+    seen = []
+    result = fit(
+        tiny_net(), TRAIN, TEST, CONFIG, initial=(params, state), progress=False,
+        on_epoch=lambda record, train_state: seen.append((record, int(train_state.step))),
+    )  # fmt: skip
+    assert_trees_equal(result.train_state, whole[1].train_state)  # the same start gives the same run
+    assert [(record["epoch"], step) for record, step in seen] == [(1, 6), (2, 12), (3, 18)]
+    assert [record for record, _ in seen] == result.history
+    for leaf in jax.tree_util.tree_leaves((params, state)):
+        assert not leaf.is_deleted()  # the donated train state holds copies
+
+
+def test_initial_params_that_do_not_fit_the_net_fail_before_anything_is_written(tmp_path):
+    params, state = initial_of(tiny_net(num_classes=3), CONFIG)
+    run = Run(tmp_path / "run")
+    with pytest.raises(
+        ConfigError,
+        match=r"params\['dense_6'\]\['kernel'\] is float32\[196, 3\] but the net needs float32\[196, 10\]",
+    ):
+        fit(tiny_net(), TRAIN, TEST, CONFIG, initial=(params, state), run=run, progress=False)
+    assert not run.path.exists()
