@@ -18,6 +18,7 @@ import platform
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -54,8 +55,14 @@ class Budget:
 SMOKE = Budget("smoke", 256, 128, 1, 64)
 
 
-def parse_args(doc: str, default: Budget, full: Budget, smoke: Budget = SMOKE) -> argparse.Namespace:
-    """``--smoke`` / ``--full`` / ``--out``: the namespace gets ``budget`` and ``out`` (a Path)."""
+def parse_args(
+    doc: str, default: Budget, full: Budget, smoke: Budget = SMOKE, rows: Sequence[str] = ()
+) -> argparse.Namespace:
+    """``--smoke`` / ``--full`` / ``--out``: the namespace gets ``budget`` and ``out`` (a Path).
+
+    With ``rows`` (the names of the script's nets) also ``--only``: the namespace's ``rows``
+    are those whose names contain one of its comma-separated words (all by default).
+    """
     parser = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--smoke", action="store_true", help=f"seconds, for the tests: {smoke.describe()}")
@@ -63,9 +70,26 @@ def parse_args(doc: str, default: Budget, full: Budget, smoke: Budget = SMOKE) -
     parser.add_argument(
         "--out", type=Path, default=None, help="results folder (default experiments/results/<name>)"
     )
+    if rows:
+        parser.add_argument(
+            "--only",
+            default="",
+            help=f"comma-separated words; train only the nets they name, of: {'; '.join(rows)}",
+        )
     args = parser.parse_args()
     args.budget = smoke if args.smoke else full if args.full else default
+    if rows:
+        args.rows = _chosen(parser, rows, args.only)
     return args
+
+
+def _chosen(parser: argparse.ArgumentParser, rows: Sequence[str], only: str) -> list[str]:
+    """The ``rows`` whose names contain one of ``only``'s comma-separated words (case ignored)."""
+    words = [word.strip().lower() for word in only.split(",") if word.strip()]
+    unmatched = [word for word in words if not any(word in row.lower() for row in rows)]
+    if unmatched:
+        parser.error(f"--only {', '.join(unmatched)} names no net; the nets are: {'; '.join(rows)}")
+    return [row for row in rows if not words or any(word in row.lower() for word in words)]
 
 
 def load_fashion_mnist(

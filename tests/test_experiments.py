@@ -20,13 +20,17 @@ import pytest
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 
 
-def run_smoke(name: str, out: Path) -> dict:
-    """Run ``experiments/<name>.py --smoke --out out`` and return its results.json."""
+def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONWARNINGS": "ignore"}
-    completed = subprocess.run(
-        [sys.executable, str(EXPERIMENTS / f"{name}.py"), "--smoke", "--out", str(out)],
+    return subprocess.run(
+        [sys.executable, str(EXPERIMENTS / f"{name}.py"), *args],
         capture_output=True, text=True, env=env, timeout=600,
     )  # fmt: skip
+
+
+def run_smoke(name: str, out: Path, *args: str) -> dict:
+    """Run ``experiments/<name>.py --smoke --out out [args]`` and return its results.json."""
+    completed = run_script(name, "--smoke", "--out", str(out), *args)
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert results["experiment"] == name
@@ -90,6 +94,31 @@ def test_fashion_mnist_table(tmp_path):
     assert len(results["rows"]) == 6
     assert results["rows"][0]["params"] == 61_706  # LeNet-5 on 32x32 (the textbook variant)
     assert {row["test_top1"] for row in results["cited"]} == {0.94, 0.9265}
+
+
+def test_the_table_trains_only_the_nets_named_and_refuses_an_unknown_name(tmp_path):
+    results = run_smoke("fashion_mnist_table", tmp_path, "--only", "LENET")
+    assert [row["model"] for row in results["rows"]] == ["LeNet-5"]
+    refused = run_script("fashion_mnist_table", "--smoke", "--out", str(tmp_path), "--only", "lenet,alexnet")
+    assert refused.returncode == 2
+    assert "--only alexnet names no net; the nets are: LeNet-5; 2 Conv+pooling" in refused.stderr
+
+
+def test_several_seeds_are_averaged_and_their_spread_reported():
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        import common
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+    budget = common.Budget("smoke", 64, 32, 1, 32, seeds=3)
+    train, test = common._synthetic("train", 64), common._synthetic("test", 32)
+    net = common.jc.serial(common.jc.Flatten, common.jc.Dense(10))
+    result = common.train_and_evaluate(net, train, test, budget, lr=0.1)
+    finals = result["test_top1_seeds"]
+    assert len(finals) == 3 and len(set(finals)) > 1  # each seed draws its own weights and order
+    assert result["test_top1"] == pytest.approx(sum(finals) / 3)
+    assert result["test_top1_spread"] == pytest.approx(max(finals) - min(finals))
+    assert "mean of 3 seeds" in budget.describe()
 
 
 @pytest.mark.slow
