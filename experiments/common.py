@@ -223,10 +223,13 @@ def finish(name: str, args: argparse.Namespace, rows: list[dict[str, Any]], **ex
     return path
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """The rows as an aligned text table of their scalar columns."""
+def format_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
+    """The rows as an aligned text table (or a Markdown one) of their scalar columns."""
     columns = [key for key in rows[0] if not isinstance(rows[0][key], (list, dict))] if rows else []
     cells = [[_cell(row.get(column)) for column in columns] for row in rows]
+    if markdown:
+        lines = [columns, ["---"] * len(columns), *cells]
+        return "\n".join("| " + " | ".join(line) + " |" for line in lines)
     widths = [max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(columns)]
     lines = ["  ".join(column.ljust(width) for column, width in zip(columns, widths, strict=True))]
     lines += [
@@ -239,7 +242,7 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         if value and abs(value) < 1e-3:
             return f"{value:.2e}"
-        return f"{value:.4f}" if abs(value) < 1 else f"{value:.3f}" if abs(value) < 100 else f"{value:,.1f}"
+        return f"{value:.4f}" if abs(value) < 1 else f"{value:.3f}" if abs(value) < 10 else f"{value:,.1f}"
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     return str(value)

@@ -142,3 +142,8 @@ def test_pretrained_backbone(tmp_path):
     results = run_smoke("pretrained_backbone", tmp_path)
     assert results["port_max_relative_difference"] < 1e-4
     assert results["rows"][0]["params"] == 11_181_642  # torchvision's resnet18 with a 10-class head
+
+
+def test_the_readme_tables_are_those_of_the_results_files():
+    completed = run_script("report", "--check")
+    assert completed.returncode == 0, completed.stderr
