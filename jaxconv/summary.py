@@ -84,8 +84,9 @@ SAVED: dict[str, tuple[int, int]] = (
     dict.fromkeys(("Flatten", "Identity", "FanOut", "Residual", "FanInSum"), (0, 0))
     | dict.fromkeys(("Conv", "Dense", "LocallyConnected", "ConvTranspose", "FanInConcat"), (0, 1))
     | dict.fromkeys(ACTIVATIONS, (0, 1))
-    | dict.fromkeys(NORMALIZATIONS - {"BatchNorm"}, (0, 2))
-    | {"BatchNorm": (0, 0)}  # one multiply-add per element: its gradient reads only its input
+    | dict.fromkeys(("LayerNorm", "LocalResponseNorm"), (0, 2))
+    # BatchNorm and GroupNorm are one multiply-add per element: their gradients read only the input
+    | dict.fromkeys(("BatchNorm", "GroupNorm"), (0, 0))
     | dict.fromkeys(("Dropout", "StochasticDepth"), (0, 2))  # the mask and the output
     | dict.fromkeys(("LpPool", "GlobalMaxPool"), (1, 1))
 )

@@ -255,6 +255,7 @@ MEMORY_NETS = {
         (-1, 32, 32, 3),
     ),
     "resnet20": lambda: (models.get("resnet20"), models.input_shape("resnet20")),
+    "resnet20_group_norm": lambda: (models.get("resnet20", norm="group"), models.input_shape("resnet20")),
     "all_cnn_c": lambda: (models.get("all_cnn_c"), models.input_shape("all_cnn_c")),
 }
 

