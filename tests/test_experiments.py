@@ -125,10 +125,10 @@ def test_several_seeds_are_averaged_and_their_spread_reported():
 def test_normalisation(tmp_path):
     rows = run_smoke("normalisation", tmp_path)["rows"]
     assert [(row["net"], row["normalisation"]) for row in rows] == [
-        ("VGG-style 6 conv", "BatchNorm"), ("VGG-style 6 conv", "none"),
+        ("VGG-style 6 conv", "BatchNorm"), ("VGG-style 6 conv", "none"), ("VGG-style 6 conv", "none, lr / 5"),
         ("AlexNet-style", "LRN"), ("AlexNet-style", "none"),
     ]  # fmt: skip
-    assert rows[2]["params"] == rows[3]["params"]  # LRN has no weights
+    assert rows[3]["params"] == rows[4]["params"]  # LRN has no weights
 
 
 @pytest.mark.slow
