@@ -22,6 +22,7 @@ from typing import Any
 import common
 
 import jaxconv as jc
+from jaxconv.distributed import batch_norm_axes
 
 DEFAULT = common.Budget("default", None, None, 3)
 FULL = common.Budget("full", None, None, 15)
@@ -35,7 +36,6 @@ FULL_RECIPE = {
 # Nets without BatchNorm keep AdamW's one-cycle at 3e-3: SGD at 0.1 took the 2 Conv+pooling
 # net to 0.8315 after 15 epochs (below its 3-epoch AdamW result).
 FULL_RECIPE_WITHOUT_BATCH_NORM = {"augment": "crop=2,flip"}
-WITHOUT_BATCH_NORM = {"LeNet-5", "2 Conv+pooling"}
 
 
 def two_conv_pool(num_classes: int = 10) -> jc.Layer:
@@ -114,8 +114,8 @@ CITED = [
 ]
 
 
-def full_recipe(name: str) -> dict[str, Any]:
-    return FULL_RECIPE_WITHOUT_BATCH_NORM if name in WITHOUT_BATCH_NORM else FULL_RECIPE
+def full_recipe(net: jc.Layer) -> dict[str, Any]:
+    return FULL_RECIPE if batch_norm_axes(net) else FULL_RECIPE_WITHOUT_BATCH_NORM
 
 
 def run_model(name: str, entry: Entry, budget: common.Budget, data: dict) -> dict[str, Any]:
@@ -123,8 +123,9 @@ def run_model(name: str, entry: Entry, budget: common.Budget, data: dict) -> dic
     if pad_to not in data:
         data[pad_to] = common.load_fashion_mnist(budget, pad_to=pad_to)
     train, test = data[pad_to]
+    net = build(budget.name)
     result = common.train_and_evaluate(
-        build(budget.name), train, test, budget, **(full_recipe(name) if budget.name == "full" else {})
+        net, train, test, budget, **(full_recipe(net) if budget.name == "full" else {})
     )
     return {"model": name, "published_row": row, "published": published, **result}
 
