@@ -49,7 +49,8 @@ from jaxconv.layers import (
     StochasticDepth,
     Tanh,
 )
-from jaxconv.pattern import PatternError, pattern
+from jaxconv.errors import PatternError
+from jaxconv.pattern import pattern
 from jaxconv.per_example import per_example_grad_norms, per_example_grads
 from jaxconv.precision import mixed_precision
 from jaxconv.receptive import Field, receptive_field

@@ -16,6 +16,7 @@ at init from its children's, without running anything.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,12 +24,15 @@ import chex
 import jax.numpy as jnp
 
 from jaxconv.core import (
-    BATCH,
+    UNKNOWN,
+    VIEW,
     Array,
     Layer,
     Shape,
     ShapeTree,
+    Traits,
     apply_child,
+    check_layer,
     child_names,
     eval_output_shape,
     init_child,
@@ -38,16 +42,14 @@ from jaxconv.core import (
 )
 from jaxconv.errors import ShapeError
 
+_COMBINATOR = Traits(saved=(0, 0))  # its children hold the volumes and the work
 
-def serial(*layers: Layer, remat: bool = False) -> Layer:
-    """Apply ``layers`` one after another; params and state are keyed by child name.
 
-    ``remat=True`` keeps only the chain's input for the backward pass and recomputes the rest
-    there (`jaxconv.remat.remat`): the same values and gradients in less memory.
-    """
+def serial(*layers: Layer) -> Layer:
+    """Apply ``layers`` one after another; params and state are keyed by child name."""
     if not layers:
         raise ValueError("serial() needs at least one layer; use Identity for a no-op")
-    names = child_names(layers)
+    names = child_names(layers, "serial")
 
     def init(key, input_shape):
         params, state, shape = {}, {}, input_shape
@@ -64,17 +66,12 @@ def serial(*layers: Layer, remat: bool = False) -> Layer:
             put(new_state, name, child_state)
         return x, new_state
 
-    net = layer("Serial", init, apply, children=tuple(zip(names, layers, strict=True)))
-    if remat:
-        from jaxconv.remat import remat as rematerialise  # jaxconv.remat imports this module
-
-        return rematerialise(net)
-    return net
+    return layer("Serial", init, apply, children=tuple(zip(names, layers, strict=True)), traits=_COMBINATOR)
 
 
 def parallel(*layers: Layer) -> Layer:
     """Apply the i-th layer to the i-th input of a tuple; returns a tuple."""
-    names = child_names(layers)
+    names = child_names(layers, "parallel")
 
     def init(key, input_shape):
         _check_arity("parallel", input_shape, len(layers))
@@ -96,7 +93,7 @@ def parallel(*layers: Layer) -> Layer:
             put(new_state, name, child_state)
         return tuple(outputs), new_state
 
-    return layer("Parallel", init, apply, children=tuple(zip(names, layers, strict=True)))
+    return layer("Parallel", init, apply, children=tuple(zip(names, layers, strict=True)), traits=_COMBINATOR)
 
 
 def fan_out(num: int) -> Layer:
@@ -110,7 +107,7 @@ def fan_out(num: int) -> Layer:
     def apply(params, state, x, *, key=None, train=False):
         return (x,) * num, {}
 
-    return layer("FanOut", init, apply, num=num)
+    return layer("FanOut", init, apply, traits=dataclasses.replace(VIEW, field="fan_out"), num=num)
 
 
 def _fan_in_sum() -> Layer:
@@ -125,7 +122,7 @@ def _fan_in_sum() -> Layer:
         chex.assert_equal_shape(xs)  # checked while tracing; free at run time
         return sum(xs[1:], start=xs[0]), {}
 
-    return layer("FanInSum", init, apply)
+    return layer("FanInSum", init, apply, traits=Traits(saved=(0, 0), field="fan_in"))
 
 
 fan_in_sum = _fan_in_sum()
@@ -156,7 +153,7 @@ def fan_in_concat(axis: int = -1) -> Layer:
     def apply(params, state, xs, *, key=None, train=False):
         return jnp.concatenate(xs, axis=axis), {}
 
-    return layer("FanInConcat", init, apply, axis=axis)
+    return layer("FanInConcat", init, apply, traits=Traits(field="fan_in"), axis=axis)
 
 
 def residual(body: Layer, shortcut: Layer | None = None) -> Layer:
@@ -165,6 +162,9 @@ def residual(body: Layer, shortcut: Layer | None = None) -> Layer:
     The shapes must agree; when the body changes size or width, give a
     projection such as ``shortcut=Conv(features, 1, stride=2)``.
     """
+    check_layer(body, "residual: body")
+    if shortcut is not None:
+        check_layer(shortcut, "residual: shortcut")
     children = (("body", body),) + ((("shortcut", shortcut),) if shortcut is not None else ())
 
     def init(key, input_shape):
@@ -199,7 +199,7 @@ def residual(body: Layer, shortcut: Layer | None = None) -> Layer:
         chex.assert_equal_shape((y, x))
         return y + x, new_state
 
-    return layer("Residual", init, apply, children=children)
+    return layer("Residual", init, apply, children=children, traits=Traits(saved=(0, 0), new_volume=True))
 
 
 def wired(kind: str, children: Sequence[tuple[str, Layer]], run: Callable[..., Any]) -> Layer:
@@ -210,6 +210,8 @@ def wired(kind: str, children: Sequence[tuple[str, Layer]], run: Callable[..., A
     ``run`` works out shapes at init (``value`` is a shape) and computes at apply (``value`` is an
     array). Each child is stepped once, in a fixed order, and gets its own key.
     """
+    for name, child in children:
+        check_layer(child, f"{kind}: child {name!r}")
 
     def init(key, input_shape):
         params, state, keys = {}, {}, iter(split_key(key, len(children)))
@@ -232,7 +234,7 @@ def wired(kind: str, children: Sequence[tuple[str, Layer]], run: Callable[..., A
 
         return run(step, x), new_state
 
-    return layer(kind, init, apply, children=tuple(children))
+    return layer(kind, init, apply, children=tuple(children), traits=_COMBINATOR)
 
 
 def _identity() -> Layer:
@@ -242,7 +244,7 @@ def _identity() -> Layer:
     def apply(params, state, x, *, key=None, train=False):
         return x, {}
 
-    return layer("Identity", init, apply)
+    return layer("Identity", init, apply, traits=VIEW)
 
 
 Identity = _identity()
@@ -262,7 +264,7 @@ def Lambda(fn: Callable[[Array], Array], name: str = "Lambda") -> Layer:
     def apply(params, state, x, *, key=None, train=False):
         return fn(x), {}
 
-    return layer(name, init, apply, fn=fn)
+    return layer(name, init, apply, traits=Traits(), fn=fn)
 
 
 def shape_dependent(make_layer: Callable[[Shape], Layer]) -> Layer:
@@ -274,13 +276,13 @@ def shape_dependent(make_layer: Callable[[Shape], Layer]) -> Layer:
     """
 
     def init(key, input_shape):
-        return make_layer((BATCH, *input_shape[1:])).init(key, input_shape)
+        return make_layer((UNKNOWN, *input_shape[1:])).init(key, input_shape)
 
     def apply(params, state, x, *, key=None, train=False):
-        shape = (BATCH, *x.shape[1:])
+        shape = (UNKNOWN, *x.shape[1:])
         return make_layer(shape).apply(params, state, x, key=key, train=train)
 
-    return layer("ShapeDependent", init, apply, make_layer=make_layer)
+    return layer("ShapeDependent", init, apply, traits=_COMBINATOR, make_layer=make_layer)
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -296,13 +298,13 @@ def _check_arity(name: str, input_shape: ShapeTree, expected: int | None = None)
 
 
 def _compatible(a: Shape, b: Shape) -> bool:
-    return len(a) == len(b) and all(x == y or BATCH in (x, y) for x, y in zip(a, b, strict=True))
+    return len(a) == len(b) and all(x == y or UNKNOWN in (x, y) for x, y in zip(a, b, strict=True))
 
 
 def _merge_shapes(name: str, a: Shape, b: Shape) -> Shape:
     if not _compatible(a, b):
         raise ShapeError(f"{name}: branch shapes {a} and {b} differ; they must be equal to add")
-    return tuple(y if x == BATCH else x for x, y in zip(a, b, strict=True))
+    return tuple(y if x == UNKNOWN else x for x, y in zip(a, b, strict=True))
 
 
 __all__ = [

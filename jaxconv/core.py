@@ -31,6 +31,8 @@ from typing import Any, NamedTuple, Protocol
 import jax
 import numpy as np
 
+from jaxconv.errors import LayerTypeError
+
 Shape = tuple[int, ...]
 ShapeTree = Any  # a Shape, or a tuple of them for multi-input layers
 PyTree = Any
@@ -39,7 +41,8 @@ State = PyTree
 Array = jax.Array
 Key = jax.Array
 
-BATCH = -1  # the batch size in a shape, unknown until data arrives
+UNKNOWN = -1  # a size known only when data arrives: the batch, or a free spatial size
+LayerPath = tuple[str, ...]  # where a layer sits in a net: its keys in params, ('stage1', 'conv_0')
 
 
 class InitFn(Protocol):
@@ -58,15 +61,72 @@ class Layer(NamedTuple):
     init: InitFn
     apply: ApplyFn
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        kind = info(self).kind
+        raise LayerTypeError(
+            f"{kind} is already a layer, not a constructor: write {kind}, not {kind}() "
+            f"(to run it, call {kind}.apply(params, state, x))"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Traits:
+    """What the tools around the layers need to know about a kind of layer, declared where it is
+    built (`layer`), so that no tool keeps a table of kinds.
+
+    Attributes:
+      elementwise: each output value depends on its input value (and per-channel or per-position
+        statistics) alone: activations, normalisation, views. Its fused gradient is one volume.
+      in_place: it stores no activation of its own for the backward pass (the notes' memory
+        model): ReLU-like activations, Dropout and views such as Flatten.
+      output_derivative: its derivative is a function of its output alone (Tanh, Sigmoid), so
+        the layer before it need not keep its own output.
+      saved: the (input, output) volumes XLA keeps for its backward pass (the 'xla' memory model).
+      window: the spec key of a sliding window's size (``'kernel_size'``, ``'window'``): each
+        output sees a window of its input, moved by ``spec['stride']``.
+      field: how the receptive field passes through it: ``'window'`` (see ``window``),
+        ``'whole'`` (each output sees the whole input volume), ``'fan_out'``, ``'fan_in'``
+        (branches), ``'unknown'`` (lost from here on), or ``'auto'``: unchanged where the
+        spatial size is (the layer acts on each position alone), else unknown.
+      macs: how its multiply-adds are counted: ``'output_positions'`` (kernel size per output
+        position, Conv), ``'input_positions'`` (ConvTranspose), ``'kernel'`` (one per kernel
+        value, Dense and LocallyConnected), or None (no multiply-adds counted).
+      tap: its per-example weight gradient is the product of its input patches and its output
+        gradient (Conv with one group, Dense): the per-example taps' einsum and ghost norms.
+      mixes_examples: in training, one example's output depends on the rest of the batch
+        (BatchNorm's batch statistics): no per-example privacy through it.
+      new_volume: a combinator whose own operation makes a new volume (residual's sum).
+    """
+
+    elementwise: bool = False
+    in_place: bool = False
+    output_derivative: bool = False
+    saved: tuple[int, int] = (0, 1)
+    window: str | None = None
+    field: str = "auto"
+    macs: str | None = None
+    tap: bool = False
+    mixes_examples: bool = False
+    new_volume: bool = False
+
+
+ACTIVATION = Traits(elementwise=True, in_place=True)
+"""An activation whose derivative reads its output, computed in place (ReLU-like)."""
+
+VIEW = Traits(elementwise=True, in_place=True, saved=(0, 0))
+"""A layer that only reshapes or copies: stores nothing, computes nothing."""
+
 
 @dataclasses.dataclass(frozen=True)
 class LayerInfo:
-    """What a layer is: its kind (``'Conv'``), hyperparameters and sub-layers."""
+    """What a layer is: its kind (``'Conv'``), hyperparameters, sub-layers and `Traits`
+    (None for a hand-written layer, whose insides nothing knows)."""
 
     kind: str
     spec: dict[str, Any]
     children: tuple[tuple[str, Layer], ...] = ()
     name: str | None = None
+    traits: Traits | None = None
 
 
 def layer(
@@ -74,10 +134,12 @@ def layer(
     init: InitFn,
     apply: ApplyFn,
     children: Sequence[tuple[str, Layer]] = (),
+    *,
+    traits: Traits,
     **spec: Any,
 ) -> Layer:
-    """Make a `Layer` that describes itself as ``kind`` with hyperparameters ``spec``."""
-    info = LayerInfo(kind, spec, tuple(children))
+    """Make a `Layer` that describes itself as ``kind`` with hyperparameters ``spec`` and ``traits``."""
+    info = LayerInfo(kind, spec, tuple(children), traits=traits)
 
     def described_init(key: Key | None, input_shape: ShapeTree) -> tuple[ShapeTree, Params, State]:
         input_shape = normalize_shape(input_shape)
@@ -113,13 +175,28 @@ def redescribed(net: Layer, apply: ApplyFn | None = None, **changes: Any) -> Lay
     return Layer(init, apply or net.apply)
 
 
-def child_names(layers: Sequence[Layer]) -> tuple[str, ...]:
+def child_names(layers: Sequence[Layer], combinator: str = "serial") -> tuple[str, ...]:
     """Keys for a combinator's children: a chosen name, else ``'<kind>_<index>'``."""
+    for index, child in enumerate(layers):
+        check_layer(child, f"{combinator}: child {index}")
     names = tuple(info(child).name or f"{info(child).kind.lower()}_{i}" for i, child in enumerate(layers))
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"two layers are named {duplicates}; give each a distinct name")
     return names
+
+
+def check_layer(candidate: Any, where: str) -> None:
+    """Raise `LayerTypeError` unless ``candidate`` is a `Layer`, showing the likely right call."""
+    if isinstance(candidate, Layer):
+        return
+    name = getattr(candidate, "__name__", None)
+    if callable(candidate) and name:
+        raise LayerTypeError(f"{where} is the constructor {name}, not a layer: write {name}(...)")
+    raise LayerTypeError(
+        f"{where} is {candidate!r} ({type(candidate).__name__}), not a layer; "
+        "layers are jc.Relu, jc.Conv(32, 3), jc.serial(...) or jc.Layer(init, apply)"
+    )
 
 
 # --- threading keys, params and state through children --------------------------------------
@@ -180,7 +257,7 @@ def normalize_shape(shape: ShapeTree) -> ShapeTree:
         raise ValueError(f"input_shape={shape!r} is not a shape: use ints, with -1 for the batch")
     if not isinstance(shape, Sequence):
         raise ValueError(f"input_shape={shape!r} is not a shape: use a tuple such as (-1, 28, 28, 1)")
-    return tuple(BATCH if d is None else int(d) for d in shape)
+    return tuple(UNKNOWN if d is None else int(d) for d in shape)
 
 
 def _is_shape(value: object) -> bool:
@@ -193,7 +270,7 @@ def _is_dim(d: object) -> bool:
 
 def concrete(shape: Shape, batch: int = 1) -> Shape:
     """A shape with unknown sizes replaced by ``batch``, for `jax.eval_shape`."""
-    return tuple(batch if d == BATCH else d for d in shape)
+    return tuple(batch if d == UNKNOWN else d for d in shape)
 
 
 def with_batch(shape: Shape, like: Shape) -> Shape:
@@ -220,7 +297,7 @@ def eval_output_shape(fn: Callable[[Array], Any], input_shape: Shape, dtype: Any
 class Record:
     """One layer's view during `init`: where it sits, what it is, what goes in and out."""
 
-    path: tuple[str, ...]
+    path: LayerPath
     info: LayerInfo
     input_shape: ShapeTree
     output_shape: ShapeTree
@@ -228,7 +305,7 @@ class Record:
     state: State
 
 
-_path: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("jaxconv_path", default=())
+_path: contextvars.ContextVar[LayerPath] = contextvars.ContextVar("jaxconv_path", default=())
 _records: contextvars.ContextVar[list[Record] | None] = contextvars.ContextVar(
     "jaxconv_records", default=None
 )
@@ -260,3 +337,56 @@ def trace_init(
     finally:
         _records.reset(token)
     return result, records
+
+
+@dataclasses.dataclass(frozen=True)
+class ShapeTrace:
+    """What `trace` learns from a net's ``init`` without allocating arrays: the output shape,
+    params and state as trees of `jax.ShapeDtypeStruct`, and a `Record` per layer."""
+
+    output_shape: ShapeTree
+    params: PyTree
+    state: PyTree
+    records: list[Record]
+
+    def by_path(self) -> dict[LayerPath, Record]:
+        """The record of each path; for `shape_dependent` layers, the outer one."""
+        return {record.path: record for record in self.records}
+
+
+def trace(net: Layer, input_shape: ShapeTree) -> ShapeTrace:
+    """Run ``net.init`` under `jax.eval_shape`: every layer's shapes, and no array allocated (a
+    150-layer net at 224x224 takes seconds). The one shape-only pass over a net."""
+    captured: dict[str, Any] = {}
+    input_shape = normalize_shape(input_shape)
+
+    def run(key):
+        (output_shape, params, state), records = trace_init(net, key, input_shape)
+        captured["records"] = [
+            dataclasses.replace(r, params=_abstract(r.params), state=_abstract(r.state)) for r in records
+        ]
+        captured["output_shape"] = output_shape
+        return params, state
+
+    params, state = jax.eval_shape(run, jax.random.key(0))
+    return ShapeTrace(captured["output_shape"], params, state, captured["records"])
+
+
+def _abstract(tree: PyTree) -> PyTree:
+    return jax.tree_util.tree_map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), tree)
+
+
+def walk(net: Layer, path: LayerPath = ()) -> Iterator[tuple[LayerPath, LayerInfo]]:
+    """Every layer of ``net`` with its path, parents before children (the net itself at ``()``):
+    the one walk over a net's descriptions. A hand-written layer hides its insides."""
+    description = info(net)
+    yield path, description
+    for name, child in description.children:
+        yield from walk(child, (*path, name))
+
+
+def subtree(tree: PyTree, path: LayerPath) -> PyTree:
+    """The part of a params or state tree under ``path`` (``{}`` where a layer keeps nothing)."""
+    for name in path:
+        tree = tree.get(name, {})
+    return tree

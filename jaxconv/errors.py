@@ -1,8 +1,9 @@
-"""The errors jaxconv raises for user mistakes.
+"""Every error jaxconv raises for a user mistake, in one place.
 
-Every one is a `ValueError`, so `except ValueError` still catches them; the
+Each is a `ValueError`, so ``except ValueError`` catches them all; the
 subclasses let a caller (or a test) tell the kind of mistake apart. Messages
-name the layer, put the numbers into the rule that failed and offer a fix.
+name the layer, file or option, put the numbers into the rule that failed and
+offer a fix.
 """
 
 
@@ -18,6 +19,56 @@ class MissingKeyError(ValueError):
     """A layer needs a `jax.random` key (Dropout in training mode) and got none."""
 
 
+class LayerTypeError(ValueError, TypeError):
+    """Something that is not a layer where a layer belongs, e.g. the constructor ``Elu`` where
+    ``Elu()`` was meant, or a layer called as if it were a constructor (``Relu()``)."""
+
+
 class StateDictError(ValueError):
     """Weights to import (a torchvision ``state_dict``) do not fit the architecture: a tensor is
     missing, unexpected or has the wrong shape."""
+
+
+class PatternError(ValueError):
+    """A malformed layer pattern; the message shows the pattern with a caret at the fault."""
+
+    def __init__(self, message: str, pattern: str, position: int):
+        super().__init__(f"{message}\n  {pattern}\n  {' ' * position}^")
+        self.position = position
+
+
+class DatasetError(ValueError):
+    """A dataset file is malformed: wrong magic number, truncated, too long, bad gzip.
+
+    The message names the file and what is wrong with the numbers (expected and found bytes,
+    dimensions, label values).
+    """
+
+
+class DatasetNotFoundError(DatasetError, FileNotFoundError):
+    """No searched directory holds the files of the requested dataset split; the message lists
+    every directory searched, what each one lacks, and how to get the files. Also a
+    `FileNotFoundError`, so ``except OSError`` works as it would for `open`."""
+
+
+class ConfigError(ValueError):
+    """A training option is out of range or unknown (a negative learning rate, a batch larger
+    than the dataset, an unknown model or dataset name)."""
+
+
+class RunDirError(ValueError):
+    """The run directory cannot be used: not writable, already holding another run, or (to
+    resume) missing its configuration or checkpoint."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is unreadable, truncated, corrupt, or does not fit the model."""
+
+
+class DataParallelError(ValueError):
+    """The devices, the mesh or the net do not fit a data-parallel step."""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the last good checkpoint is kept. A
+    `FloatingPointError`, not a user mistake caught before training."""

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from jaxconv import sizing
 from jaxconv.errors import ShapeError
-from jaxconv.layers._util import SizeArg, per_axis, spatial_rank
+from jaxconv.sizing import SizeArg, per_axis, spatial_rank
 
 
 def _geometry(name: str, input_shape, kernel_size, stride, padding, dilation):

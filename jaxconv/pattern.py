@@ -27,17 +27,10 @@ from collections.abc import Mapping, Sequence
 
 from jaxconv.combinators import Identity, serial, shape_dependent
 from jaxconv.core import Layer
+from jaxconv.errors import PatternError
 from jaxconv.layers import AvgPool, BatchNorm, Conv, Dense, Dropout, Flatten, MaxPool, Relu
 
 LAYER_NAMES = ("INPUT", "CONV", "RELU", "POOL", "FC", "NORM", "BN", "DROPOUT")
-
-
-class PatternError(ValueError):
-    """A malformed pattern; the message shows the pattern with a caret at the fault."""
-
-    def __init__(self, message: str, pattern: str, position: int):
-        super().__init__(f"{message}\n  {pattern}\n  {' ' * position}^")
-        self.position = position
 
 
 @dataclasses.dataclass(frozen=True)

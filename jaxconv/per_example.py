@@ -55,6 +55,7 @@ import optax
 from jax import lax
 
 from jaxconv.core import Key, Layer, Params, PyTree, State
+from jaxconv.losses import cross_entropy
 
 Strategy = Literal["auto", "vmap", "chunked", "loop", "einsum"]
 STRATEGIES = ("auto", "vmap", "chunked", "loop", "einsum")
@@ -89,12 +90,7 @@ def net_loss(
     ``loss(outputs, labels)`` defaults to the mean softmax cross-entropy with
     integer labels, outputs (N, classes) and labels (N,).
     """
-    return NetLoss(net, loss or softmax_cross_entropy, train)
-
-
-def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Mean cross-entropy of logits (N, classes) against integer labels (N,)."""
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    return NetLoss(net, loss or cross_entropy, train)
 
 
 def per_example_grads(
@@ -324,5 +320,4 @@ __all__ = [
     "per_example_grad_norms",
     "per_example_grads",
     "resolve_strategy",
-    "softmax_cross_entropy",
 ]

@@ -31,7 +31,7 @@ import jax
 
 from jaxconv import core, sizing
 from jaxconv.core import Layer, Record, ShapeTree
-from jaxconv.layers._util import per_axis
+from jaxconv.sizing import per_axis
 
 Path = tuple[str, ...]
 

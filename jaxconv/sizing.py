@@ -29,13 +29,18 @@ import contextlib
 import contextvars
 import numbers
 from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
-from jaxconv.errors import SizeError
+import numpy as np
+
+from jaxconv.core import UNKNOWN, LayerInfo, Shape, ShapeTree
+from jaxconv.errors import ShapeError, SizeError
 
 PaddingLike = int | str | Sequence[int] | Sequence[tuple[int, int]]
 Pair = tuple[int, int]
+SizeArg = int | Sequence[int]
 
-UNKNOWN = -1  # a size known only when data arrives (the batch, or a free spatial size)
+_SPATIAL_LETTERS = "DHW"
 
 _strict = contextvars.ContextVar("jaxconv_strict_sizes", default=False)
 
@@ -200,8 +205,125 @@ def _fixes(W: int, F: int, S: int, P: Pair, D: int) -> list[str]:
     return fixes[:3]
 
 
+def ceil_mode_padding(
+    W: Sequence[int], F: Sequence[int], S: Sequence[int], pads: Sequence[Pair]
+) -> tuple[Pair, ...]:
+    """``pads`` with the high sides grown so that the output sizes round up, as PyTorch's
+    ``ceil_mode`` (a last window that runs past the end is kept if it starts inside the input or
+    its low padding)."""
+    grown = []
+    for size, window, stride, (low, high) in zip(W, F, S, pads, strict=True):
+        if size == UNKNOWN:
+            grown.append((low, high))
+            continue
+        out = -(-(size + low + high - window) // stride) + 1
+        if (out - 1) * stride >= size + low:  # the last window must start inside the input or low pad
+            out -= 1
+        grown.append((low, max(high, (out - 1) * stride + window - size - low)))
+    return tuple(grown)
+
+
 def fits(W: int, F: int, S: int = 1, P: int | Pair = 0, D: int = 1) -> bool:
     """Whether the filter tiles the padded input exactly (the notes' "sizes fit neatly")."""
     lo, hi = (P, P) if isinstance(P, int) else P
     span = W + lo + hi - effective_filter(F, D)
     return span >= 0 and span % S == 0
+
+
+# --- a sliding window on a whole input: every spatial axis at once -------------------------------
+
+
+class Window(NamedTuple):
+    """A sliding window's geometry on one input, per spatial axis: its size F, stride S,
+    dilation D, ``(P_lo, P_hi)`` padding, and the output sizes."""
+
+    size: tuple[int, ...]
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    padding: tuple[Pair, ...]
+    out_spatial: tuple[int, ...]
+
+
+def per_axis(value: SizeArg, rank: int, layer: str, name: str, minimum: int = 1) -> tuple[int, ...]:
+    """An int (same on every spatial axis) or one int per axis, as a tuple of ``rank`` ints >= minimum."""
+    is_ints = isinstance(value, Sequence) and len(value) > 0 and all(_is_int(v) for v in value)
+    if not (_is_int(value) or is_ints):
+        raise ValueError(f"{layer}: {name}={value!r} is not a size; give an int or one int per axis")
+    values = (value,) * rank if _is_int(value) else tuple(value)
+    if len(values) != rank:
+        raise ShapeError(
+            f"{layer}: {name}={value!r} has {len(values)} entries but the input has {rank} "
+            f"spatial axes; give one int or {rank}"
+        )
+    if any(v < minimum for v in values):
+        bound = "positive" if minimum == 1 else f">= {minimum}"
+        raise ValueError(f"{layer}: {name}={value!r} must be {bound}")
+    return tuple(int(v) for v in values)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def spatial_rank(layer: str, input_shape: Shape, fixed: SizeArg | None = None) -> int:
+    """The number of spatial axes of an (N, *spatial, C) input, checked against ``fixed``."""
+    rank = len(input_shape) - 2
+    expected = None if fixed is None or _is_int(fixed) else len(tuple(fixed))
+    if rank < 1 or (expected is not None and rank != expected):
+        want = f"(N, {', '.join(_SPATIAL_LETTERS[-expected:])}, C)" if expected else "(N, ..., C)"
+        raise ShapeError(
+            f"{layer} expects a rank-{(expected or 1) + 2}{'' if expected else '+'} input {want}, "
+            f"got shape {tuple(input_shape)}; under vmap over single examples keep a batch axis "
+            "of 1 (x[:, None]) so every example is still (1, H, W, C)"
+        )
+    return rank
+
+
+def channel_last(rank: int) -> tuple[str, str, str]:
+    """XLA dimension numbers for NHWC activations and HWIO kernels (any spatial rank)."""
+    spatial = _SPATIAL_LETTERS[-rank:] if rank <= 3 else "".join(chr(ord("a") + i) for i in range(rank))
+    return f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"
+
+
+def slide(
+    layer: str,
+    W: Sequence[int],
+    F: Sequence[int],
+    S: Sequence[int],
+    padding: PaddingLike,
+    D: Sequence[int],
+    strict: bool | None,
+    ceil_mode: bool = False,
+) -> Window:
+    """Resolve ``padding`` (grown for ``ceil_mode``) and apply the sizing rule on every spatial
+    axis of an input of spatial sizes ``W``; raises `SizeError` as `output_size` does."""
+    pads = padding_pairs(padding, W, F, S, D)
+    if ceil_mode:
+        pads = ceil_mode_padding(W, F, S, pads)
+    out = tuple(
+        output_size(w, f, s, p[0] if p[0] == p[1] else p, d, strict=strict, layer=layer)
+        for w, f, s, p, d in zip(W, F, S, pads, D, strict=True)
+    )
+    return Window(tuple(F), tuple(S), tuple(D), pads, out)
+
+
+def layer_window(description: LayerInfo, input_shape: ShapeTree) -> Window | None:
+    """The window of a sliding layer (its `Traits.window` set) on an (N, *spatial, C) input, for
+    the tools that read a net's description (summary, receptive fields, im2col, per-example taps);
+    None for any other layer, another layout (``dimension_numbers``) or a tuple of inputs."""
+    traits, spec, kind = description.traits, description.spec, description.kind
+    plain = isinstance(input_shape, tuple) and all(isinstance(d, int) for d in input_shape)
+    if traits is None or traits.window is None or not plain or spec.get("dimension_numbers"):
+        return None
+    spatial = input_shape[1:-1]
+    rank = len(spatial)
+    return slide(
+        kind,
+        spatial,
+        per_axis(spec[traits.window], rank, kind, traits.window),
+        per_axis(spec.get("stride", 1), rank, kind, "stride"),
+        spec.get("padding", 0),
+        per_axis(spec.get("dilation", 1), rank, kind, "dilation"),
+        strict=False,
+        ceil_mode=bool(spec.get("ceil_mode")),
+    )

@@ -65,8 +65,8 @@ import jax.numpy as jnp
 
 from jaxconv import core, im2col, receptive, sizing
 from jaxconv.core import Layer, Record, ShapeTree
-from jaxconv.layers._util import per_axis
-from jaxconv.layers.pool import ceil_mode_padding, uses_tiled_max
+from jaxconv.layers.pool import uses_tiled_max
+from jaxconv.sizing import ceil_mode_padding, per_axis
 
 IN_PLACE = frozenset(
     {"Relu", "LeakyRelu", "Elu", "Sigmoid", "Tanh", "Dropout", "StochasticDepth"}

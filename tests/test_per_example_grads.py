@@ -88,7 +88,7 @@ def test_has_aux_stacks_the_aux_over_examples():
 
     def loss_with_logits(params, state, x, y, key):
         logits, _ = net.apply(params, state, x)
-        return jc.per_example.softmax_cross_entropy(logits, y), logits
+        return jc.losses.cross_entropy(logits, y), logits
 
     grads, logits = jax.jit(
         per_example_grads(loss_with_logits, strategy="chunked", chunk_size=2, has_aux=True)

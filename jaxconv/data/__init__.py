@@ -34,7 +34,7 @@ from jaxconv.data.datasets import (
     names,
     search_dirs,
 )
-from jaxconv.data.errors import DatasetError, DatasetNotFoundError
+from jaxconv.errors import DatasetError, DatasetNotFoundError
 from jaxconv.data.idx import IMAGES_MAGIC, LABELS_MAGIC, parse_idx, read_idx
 
 __all__ = [

@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from jaxconv.data.errors import DatasetError
+from jaxconv.errors import DatasetError
 
 __all__ = ["CIFAR10_RECORD_BYTES", "read_cifar10_batch"]
 

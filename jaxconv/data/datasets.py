@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxconv.data.cifar import read_cifar10_batch
-from jaxconv.data.errors import DatasetError, DatasetNotFoundError
+from jaxconv.errors import DatasetError, DatasetNotFoundError
 from jaxconv.data.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
 
 __all__ = [

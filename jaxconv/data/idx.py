@@ -25,7 +25,7 @@ import zlib
 
 import numpy as np
 
-from jaxconv.data.errors import DatasetError
+from jaxconv.errors import DatasetError
 
 __all__ = ["IDX_TYPES", "IMAGES_MAGIC", "LABELS_MAGIC", "parse_idx", "read_idx"]
 

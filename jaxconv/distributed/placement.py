@@ -18,13 +18,9 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxconv.core import PyTree
-from jaxconv.errors import ShapeError
+from jaxconv.errors import DataParallelError, ShapeError
 
 DATA = "data"  # the default name of the mesh axis the batch is split along
-
-
-class DataParallelError(ValueError):
-    """The devices, the mesh or the net do not fit a data-parallel step."""
 
 
 def make_mesh(devices: int | Sequence[jax.Device] | None = None, axis_name: str = DATA) -> Mesh:

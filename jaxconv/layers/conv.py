@@ -19,18 +19,10 @@ import numpy as np
 from jax import lax
 
 from jaxconv import sizing
-from jaxconv.core import BATCH, Layer, Shape, layer
+from jaxconv.core import UNKNOWN, Layer, Shape, Traits, layer
 from jaxconv.errors import ShapeError
-from jaxconv.layers._util import (
-    SizeArg,
-    channel_last,
-    floating,
-    init_key,
-    per_axis,
-    positive,
-    slide,
-    spatial_rank,
-)
+from jaxconv.layers.shared import floating, init_key, positive
+from jaxconv.sizing import SizeArg, channel_last, per_axis, slide, spatial_rank
 from jaxconv.layers.initializers import Initializer, initializer
 
 zeros = jax.nn.initializers.zeros
@@ -142,6 +134,12 @@ def Conv(
         name,
         init,
         apply,
+        traits=Traits(
+            window="kernel_size",
+            field="window",
+            macs="output_positions",
+            tap=groups == 1 and dimension_numbers is None,
+        ),
         features=features,
         kernel_size=kernel_size,
         stride=stride,
@@ -198,7 +196,7 @@ def ConvTranspose(
             sizing.transpose_output_size(w, f, s, p, d, e)
             for w, f, s, p, d, e in zip(spatial, window, strides, pads, dilations, extra, strict=True)
         )
-        if any(o != BATCH and o < 1 for o in out):
+        if any(o != UNKNOWN and o < 1 for o in out):
             most = [
                 (w - 1) * s + d * (f - 1) + e
                 for w, f, s, d, e in zip(spatial, window, strides, dilations, extra, strict=True)
@@ -246,6 +244,7 @@ def ConvTranspose(
         name,
         init,
         apply,
+        traits=Traits(field="unknown", macs="input_positions"),
         features=features,
         kernel_size=kernel_size,
         stride=stride,
@@ -268,7 +267,7 @@ def _transpose_padding(padding, window, strides, dilations) -> tuple[tuple[int, 
             )
         return tuple((t // 2, t - t // 2) for t in totals)
     rank = len(window)
-    return sizing.padding_pairs(padding, (BATCH,) * rank, window, strides, dilations)
+    return sizing.padding_pairs(padding, (UNKNOWN,) * rank, window, strides, dilations)
 
 
 def LocallyConnected(
@@ -298,7 +297,7 @@ def LocallyConnected(
         rank = spatial_rank(name, input_shape, kernel_size)
         window = per_axis(kernel_size, rank, name, "kernel_size")
         strides = per_axis(stride, rank, name, "stride")
-        if BATCH in input_shape[1:]:
+        if UNKNOWN in input_shape[1:]:
             raise ShapeError(
                 f"LocallyConnected needs fixed spatial sizes (a filter per position), got {input_shape}"
             )
@@ -350,6 +349,7 @@ def LocallyConnected(
         name,
         init,
         apply,
+        traits=Traits(window="kernel_size", field="window", macs="kernel"),
         features=features,
         kernel_size=kernel_size,
         stride=stride,

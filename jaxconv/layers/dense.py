@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
 import jax.numpy as jnp
 from einops import rearrange
 
-from jaxconv.core import BATCH, Layer, layer
+from jaxconv.core import UNKNOWN, VIEW, Layer, Traits, layer
 from jaxconv.errors import ShapeError
-from jaxconv.layers._util import floating, init_key, positive
+from jaxconv.layers.shared import floating, init_key, positive
 from jaxconv.layers.initializers import Initializer, initializer
 
 zeros = jax.nn.initializers.zeros
@@ -38,7 +39,7 @@ def Dense(
 
     def init(key, input_shape):
         check(input_shape)
-        if input_shape[1] == BATCH:
+        if input_shape[1] == UNKNOWN:
             raise ShapeError(f"Dense({features}) needs a fixed input size D, got {input_shape}")
         kernel_key, bias_key = jax.random.split(init_key("Dense", key))
         params = {"kernel": initializer(kernel_init)(kernel_key, (input_shape[1], features))}
@@ -54,19 +55,21 @@ def Dense(
             y = y + params["bias"].astype(y.dtype)
         return y, {}
 
-    return layer("Dense", init, apply, features=features, use_bias=use_bias)
+    return layer(
+        "Dense", init, apply, traits=Traits(macs="kernel", tap=True), features=features, use_bias=use_bias
+    )
 
 
 def _flatten() -> Layer:
     def init(key, input_shape):
-        if BATCH in input_shape[1:]:
+        if UNKNOWN in input_shape[1:]:
             raise ShapeError(f"Flatten needs fixed sizes after the batch axis, got {input_shape}")
         return (input_shape[0], math.prod(input_shape[1:])), {}, {}
 
     def apply(params, state, x, *, key=None, train=False):
         return rearrange(x, "n ... -> n (...)"), {}
 
-    return layer("Flatten", init, apply)
+    return layer("Flatten", init, apply, traits=dataclasses.replace(VIEW, field="whole"))
 
 
 Flatten = _flatten()

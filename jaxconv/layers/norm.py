@@ -14,9 +14,16 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxconv.core import BATCH, Layer, layer
+from jaxconv.core import UNKNOWN, Layer, Traits, layer
 from jaxconv.errors import ShapeError
-from jaxconv.layers._util import floating, positive
+from jaxconv.layers.shared import floating, positive
+
+
+# BatchNorm and GroupNorm apply one multiply-add per element, so their gradients read only the
+# input; LayerNorm and LRN keep two volumes for their backward pass
+_MULTIPLY_ADD = Traits(elementwise=True, saved=(0, 0))
+_MIXES_EXAMPLES = Traits(elementwise=True, saved=(0, 0), mixes_examples=True)  # batch statistics
+_KEEPS_TWO = Traits(elementwise=True, saved=(0, 2))
 
 
 def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, axis_name: str | None = None) -> Layer:
@@ -71,7 +78,9 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, axis_name: str | None = 
         shift = params["bias"] - mean * multiplier  # (C,)
         return (x_wide * multiplier + shift).astype(x.dtype), new_state
 
-    return layer("BatchNorm", init, apply, momentum=momentum, eps=eps, axis_name=axis_name)
+    return layer(
+        "BatchNorm", init, apply, traits=_MIXES_EXAMPLES, momentum=momentum, eps=eps, axis_name=axis_name
+    )
 
 
 def _batch_moments(x: jax.Array, axis_name: str | None) -> tuple[jax.Array, jax.Array, int]:
@@ -113,7 +122,7 @@ def LocalResponseNorm(size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k:
         sums = lax.reduce_window(squares, 0.0, lax.add, window, (1,) * x.ndim, pads)
         return (x / (k + alpha * sums) ** beta).astype(x.dtype), {}
 
-    return layer("LocalResponseNorm", init, apply, size=size, alpha=alpha, beta=beta, k=k)
+    return layer("LocalResponseNorm", init, apply, traits=_KEEPS_TWO, size=size, alpha=alpha, beta=beta, k=k)
 
 
 def LayerNorm(eps: float = 1e-5, axis: int | Sequence[int] = -1) -> Layer:
@@ -144,7 +153,7 @@ def LayerNorm(eps: float = 1e-5, axis: int | Sequence[int] = -1) -> Layer:
 
     def init(key, input_shape):
         shape = tuple(input_shape[a] for a in axes_of(input_shape))
-        if BATCH in shape:
+        if UNKNOWN in shape:
             raise ShapeError(
                 f"LayerNorm(axis={axis}) needs fixed sizes along the normalised axes, got {input_shape}"
             )
@@ -159,7 +168,7 @@ def LayerNorm(eps: float = 1e-5, axis: int | Sequence[int] = -1) -> Layer:
         scale, bias = params["scale"].reshape(broadcast), params["bias"].reshape(broadcast)
         return ((x_wide - mean) * lax.rsqrt(var + eps) * scale + bias).astype(x.dtype), {}
 
-    return layer("LayerNorm", init, apply, eps=eps, axis=axis)
+    return layer("LayerNorm", init, apply, traits=_KEEPS_TWO, eps=eps, axis=axis)
 
 
 def GroupNorm(groups: int = 32, eps: float = 1e-5) -> Layer:
@@ -197,7 +206,7 @@ def GroupNorm(groups: int = 32, eps: float = 1e-5) -> Layer:
         positions = (slice(None), *[None] * (x.ndim - 2), slice(None))
         return (x_wide * multiplier[positions] + shift[positions]).astype(x.dtype), {}
 
-    return layer("GroupNorm", init, apply, groups=groups, eps=eps)
+    return layer("GroupNorm", init, apply, traits=_MULTIPLY_ADD, groups=groups, eps=eps)
 
 
 def _upcast(x: jax.Array) -> jax.Array:

@@ -35,9 +35,10 @@ import numpy as np
 from jax import lax
 
 from jaxconv import sizing
-from jaxconv.core import Layer, Shape, layer
+from jaxconv.core import UNKNOWN, Layer, Shape, Traits, layer
 from jaxconv.errors import ShapeError
-from jaxconv.layers._util import SizeArg, floating, per_axis, positive, reduce_window, slide, spatial_rank
+from jaxconv.layers.shared import floating, positive, reduce_window
+from jaxconv.sizing import SizeArg, per_axis, slide, spatial_rank
 
 FAST_MAXPOOL: bool = True
 """Whether MaxPool may use its tiled formulation (on the backends of `FAST_MAXPOOL_BACKENDS`);
@@ -58,6 +59,7 @@ def _pool(
     stride: SizeArg | None,
     padding: sizing.PaddingLike,
     strict: bool | None,
+    traits: Traits = Traits(window="window", field="window"),
     **spec,
 ) -> Layer:
     """A pooling layer from ``reduce(x, window, strides, padding_pairs)``; ``spec`` its other
@@ -69,11 +71,8 @@ def _pool(
         rank = spatial_rank(kind, input_shape, window)
         windows = per_axis(window, rank, kind, "window")
         strides = per_axis(stride, rank, kind, "stride")
-        spatial, dilation, pads = input_shape[1:-1], (1,) * rank, padding
-        if spec.get("ceil_mode"):
-            pads = sizing.padding_pairs(padding, spatial, windows, strides, dilation)
-            pads = ceil_mode_padding(spatial, windows, strides, pads)
-        geo = slide(kind, spatial, windows, strides, pads, dilation, strict)
+        spatial, dilation = input_shape[1:-1], (1,) * rank
+        geo = slide(kind, spatial, windows, strides, padding, dilation, strict, bool(spec.get("ceil_mode")))
         for (lo, hi), f in zip(geo.padding, windows, strict=True):
             if max(lo, hi) >= f:
                 raise ShapeError(
@@ -91,7 +90,7 @@ def _pool(
         windows, strides, geo = geometry(x.shape)
         return reduce(x, windows, strides, geo.padding), {}
 
-    return layer(kind, init, apply, window=window, stride=stride, padding=padding, **spec)
+    return layer(kind, init, apply, traits=traits, window=window, stride=stride, padding=padding, **spec)
 
 
 def MaxPool(
@@ -122,22 +121,6 @@ def MaxPool(
         return reduce_window(x, -jnp.inf, lax.max, windows, strides, pads)
 
     return _pool("MaxPool", reduce, window, stride, padding, strict, ceil_mode=ceil_mode)
-
-
-def ceil_mode_padding(
-    spatial: Shape, windows: tuple[int, ...], strides: tuple[int, ...], pads: tuple[sizing.Pair, ...]
-) -> tuple[sizing.Pair, ...]:
-    """``pads`` with the high sides grown so that the output sizes round up, as PyTorch's ``ceil_mode``."""
-    grown = []
-    for size, window, stride, (low, high) in zip(spatial, windows, strides, pads, strict=True):
-        if size == sizing.UNKNOWN:
-            grown.append((low, high))
-            continue
-        out = -(-(size + low + high - window) // stride) + 1
-        if (out - 1) * stride >= size + low:  # the last window must start inside the input or low pad
-            out -= 1
-        grown.append((low, max(high, (out - 1) * stride + window - size - low)))
-    return tuple(grown)
 
 
 def _use_tiled(x: jax.Array, windows: tuple[int, ...], strides: tuple[int, ...], pads) -> bool:
@@ -260,7 +243,8 @@ def LpPool(
         safe = jnp.where(positive_sums, sums, 1.0)
         return jnp.where(positive_sums, safe ** (1.0 / p), 0.0)
 
-    return _pool("LpPool", reduce, window, stride, padding, strict, p=p)
+    traits = Traits(window="window", field="window", saved=(1, 1))
+    return _pool("LpPool", reduce, window, stride, padding, strict, traits, p=p)
 
 
 def AdaptiveAvgPool(output_size: SizeArg) -> Layer:
@@ -277,7 +261,7 @@ def AdaptiveAvgPool(output_size: SizeArg) -> Layer:
 
     def output_sizes(input_shape: Shape) -> tuple[int, ...]:
         rank = spatial_rank("AdaptiveAvgPool", input_shape, output_size)
-        if sizing.UNKNOWN in input_shape[1:-1]:
+        if UNKNOWN in input_shape[1:-1]:
             raise ShapeError(
                 f"AdaptiveAvgPool({output_size}) needs known spatial sizes, got {tuple(input_shape)}; "
                 "give the input's H and W at init"
@@ -292,7 +276,7 @@ def AdaptiveAvgPool(output_size: SizeArg) -> Layer:
             x = _adaptive_mean(floating(x), axis, out)
         return x, {}
 
-    return layer("AdaptiveAvgPool", init, apply, output_size=output_size)
+    return layer("AdaptiveAvgPool", init, apply, traits=Traits(), output_size=output_size)
 
 
 def _adaptive_mean(x: jax.Array, axis: int, out: int) -> jax.Array:
@@ -307,7 +291,7 @@ def _adaptive_mean(x: jax.Array, axis: int, out: int) -> jax.Array:
     return jnp.concatenate(cells, axis)
 
 
-def _global(kind: str, reduce: Callable[..., jax.Array]) -> Layer:
+def _global(kind: str, reduce: Callable[..., jax.Array], saved: tuple[int, int]) -> Layer:
     def init(key, input_shape):
         spatial_rank(kind, input_shape)
         return (input_shape[0], input_shape[-1]), {}, {}
@@ -316,11 +300,11 @@ def _global(kind: str, reduce: Callable[..., jax.Array]) -> Layer:
         spatial_rank(kind, x.shape)
         return reduce(x, axis=tuple(range(1, x.ndim - 1))), {}
 
-    return layer(kind, init, apply)
+    return layer(kind, init, apply, traits=Traits(field="whole", saved=saved))
 
 
-GlobalAvgPool = _global("GlobalAvgPool", jnp.mean)
+GlobalAvgPool = _global("GlobalAvgPool", jnp.mean, saved=(0, 1))
 """The mean over all spatial positions: (N, *spatial, C) -> (N, C)."""
 
-GlobalMaxPool = _global("GlobalMaxPool", jnp.max)
+GlobalMaxPool = _global("GlobalMaxPool", jnp.max, saved=(1, 1))
 """The maximum over all spatial positions: (N, *spatial, C) -> (N, C)."""

@@ -8,8 +8,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxconv.core import Layer, Shape, layer
-from jaxconv.layers._util import require_key
+from jaxconv.core import Layer, Shape, Traits, layer
+from jaxconv.layers.shared import require_key
+
+
+_MASKED = Traits(elementwise=True, in_place=True, saved=(0, 2))  # keeps the mask and the output
 
 
 def _drop(kind: str, rate: float, axis_name: str | None, mask_shape: Callable[[Shape], Shape]) -> Layer:
@@ -26,7 +29,7 @@ def _drop(kind: str, rate: float, axis_name: str | None, mask_shape: Callable[[S
         keep = _keep_mask(require_key(kind, key), 1.0 - rate, mask_shape(x.shape), axis_name)
         return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), x.dtype)), {}
 
-    return layer(kind, init, apply, rate=rate, axis_name=axis_name)
+    return layer(kind, init, apply, traits=_MASKED, rate=rate, axis_name=axis_name)
 
 
 def _keep_mask(key: jax.Array, probability: float, shape: Shape, axis_name: str | None = None) -> jax.Array:

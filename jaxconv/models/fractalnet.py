@@ -35,10 +35,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxconv.combinators import Lambda, serial, wired
-from jaxconv.core import Layer, layer, named
+from jaxconv.core import Layer, Traits, layer, named
 from jaxconv.errors import ShapeError
 from jaxconv.layers import Conv, Dropout, MaxPool, Relu
-from jaxconv.layers._util import require_key
+from jaxconv.layers.shared import require_key
 from jaxconv.models._common import Norm, norm_layer, pooled_classifier
 from jaxconv.models._registry import register
 
@@ -70,7 +70,7 @@ def Join(drop_path: float = 0.0) -> Layer:
         weights = weights / weights.sum()
         return sum(weight * x for weight, x in zip(weights, xs, strict=True)), {}
 
-    return layer("Join", init, apply, drop_path=drop_path)
+    return layer("Join", init, apply, traits=Traits(field="fan_in"), drop_path=drop_path)
 
 
 def _kept(key: jax.Array, num: int, drop_path: float) -> jax.Array:

@@ -47,8 +47,9 @@ import numpy as np
 from jax import lax
 
 from jaxconv.core import Key, Layer, Params, PyTree, State, info, split_key
-from jaxconv.layers._util import per_axis, slide
-from jaxconv.per_example import example_keys, softmax_cross_entropy
+from jaxconv.sizing import per_axis, slide
+from jaxconv.losses import cross_entropy
+from jaxconv.per_example import example_keys
 from jaxconv.privacy.clipping import _check_clip, clip_factors
 
 Path = tuple[str, ...]
@@ -67,7 +68,7 @@ def ghost_grad_norms(
     ``loss(outputs, labels)`` (default: softmax cross-entropy) sees one example
     with its batch axis of one. No layer's output gradient outlives its layer.
     """
-    norms_pass = _norms_pass(net, loss or softmax_cross_entropy, train)
+    norms_pass = _norms_pass(net, loss or cross_entropy, train)
 
     def norms(params: Params, state: State, x: PyTree, y: PyTree, key: Key | None = None):
         squared = norms_pass(params, state, x, y, key)
@@ -94,7 +95,7 @@ def ghost_clipped_grad_sum(
     norms-only pass and a second backward pass (least memory).
     """
     _check_clip(l2_norm_clip)
-    loss = loss or softmax_cross_entropy
+    loss = loss or cross_entropy
     taps_pass, norms_pass = _bookkeeping_pass(net, loss, train), _norms_pass(net, loss, train)
 
     def fn(params: Params, state: State, x: PyTree, y: PyTree, key: Key | None = None, mask=None):
@@ -124,7 +125,7 @@ def tapped_per_example_grads(
     example's input patches and output gradients (Opacus' method), not vmapped
     weight gradients.
     """
-    taps_pass = _bookkeeping_pass(net, loss or softmax_cross_entropy, train)
+    taps_pass = _bookkeeping_pass(net, loss or cross_entropy, train)
 
     def grads(params: Params, state: State, x: PyTree, y: PyTree, key: Key | None = None) -> Params:
         taps = taps_pass(params, state, x, y, key)

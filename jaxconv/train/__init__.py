@@ -16,14 +16,15 @@ or, piece by piece::
 from jaxconv.train.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from jaxconv.train.config import OPTIMIZERS, SCHEDULES, Augmentation, TrainConfig
 from jaxconv.train.default_model import DEFAULT_MODEL, convnet, get_model, model_names
-from jaxconv.train.errors import CheckpointError, ConfigError, NonFiniteLossError, RunDirError
+from jaxconv.errors import CheckpointError, ConfigError, NonFiniteLossError, RunDirError
 from jaxconv.train.experiment import default_run_dir, evaluate_run, train
 from jaxconv.train.figures import confusion_matrix, plot_confusion, plot_curves, plot_filters
 from jaxconv.train.loop import Evaluation, FitResult, evaluate, fit
 from jaxconv.train.optim import make_optimizer, make_schedule
 from jaxconv.train.run import Run
 from jaxconv.train.state import TrainState, count_params, init_train_state
-from jaxconv.train.step import correct, cross_entropy, make_eval_step, make_preprocess, make_train_step
+from jaxconv.losses import correct, cross_entropy
+from jaxconv.train.step import make_eval_step, make_preprocess, make_train_step
 
 __all__ = [
     "DEFAULT_MODEL",

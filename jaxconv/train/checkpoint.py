@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 from jaxconv.core import PyTree
-from jaxconv.train.errors import CheckpointError
+from jaxconv.errors import CheckpointError
 
 FORMAT = "jaxconv-checkpoint"
 VERSION = 1

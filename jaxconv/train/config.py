@@ -13,7 +13,7 @@ import json
 import re
 from typing import Any
 
-from jaxconv.train.errors import ConfigError
+from jaxconv.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step", "onecycle")

@@ -20,7 +20,7 @@ import jax
 from jaxconv.combinators import serial
 from jaxconv.core import Layer
 from jaxconv.layers import BatchNorm, Conv, Dense, Dropout, Flatten, MaxPool, Relu, Tanh
-from jaxconv.train.errors import ConfigError
+from jaxconv.errors import ConfigError
 
 DEFAULT_MODEL = "convnet"
 PARAM_COUNTS = Path(__file__).with_name("param_counts.json")

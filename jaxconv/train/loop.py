@@ -31,7 +31,7 @@ from jaxconv.core import Layer, Params, State
 from jaxconv.data import Dataset, batches, num_batches
 from jaxconv.train import optim, private
 from jaxconv.train.config import TrainConfig
-from jaxconv.train.errors import ConfigError, NonFiniteLossError
+from jaxconv.errors import ConfigError, NonFiniteLossError
 from jaxconv.train.figures import confusion_matrix
 from jaxconv.train.private import PrivacyPlan
 from jaxconv.train.run import Run, is_writer

@@ -13,7 +13,7 @@ import jax
 import optax
 
 from jaxconv.train.config import OPTIMIZERS, SCHEDULES, TrainConfig
-from jaxconv.train.errors import ConfigError
+from jaxconv.errors import ConfigError
 
 
 def make_schedule(name: str, peak: float, total_steps: int, warmup_steps: int = 0) -> optax.Schedule:

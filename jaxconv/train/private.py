@@ -38,9 +38,10 @@ from jaxconv.privacy import (
     poisson_batches,
 )
 from jaxconv.train.config import TrainConfig
-from jaxconv.train.errors import ConfigError
+from jaxconv.errors import ConfigError
 from jaxconv.train.state import TrainState, step_key
-from jaxconv.train.step import Metrics, Preprocess, accuracies, cross_entropy
+from jaxconv.losses import Metrics, accuracies, cross_entropy
+from jaxconv.train.step import Preprocess
 
 
 @dataclasses.dataclass(frozen=True)

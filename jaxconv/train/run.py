@@ -27,7 +27,7 @@ from typing import Any
 import jax
 
 from jaxconv.train.config import TrainConfig
-from jaxconv.train.errors import ConfigError, RunDirError
+from jaxconv.errors import ConfigError, RunDirError
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"

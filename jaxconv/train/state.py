@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxconv.core import Layer, Params, PyTree, Shape, State
-from jaxconv.train.errors import ConfigError
+from jaxconv.errors import ConfigError
 
 
 class TrainState(NamedTuple):

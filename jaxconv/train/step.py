@@ -18,35 +18,12 @@ import optax
 
 from jaxconv.core import Layer, Params, State
 from jaxconv.data import augment, normalize
+from jaxconv.losses import Metrics, accuracies, cross_entropy
 from jaxconv.train.state import TrainState, step_key
 
-Metrics = dict[str, jax.Array]
 Preprocess = Callable[[jax.Array | None, jax.Array], jax.Array]  # (key or None, images) -> x
 TrainStep = Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, Metrics]]
 EvalStep = Callable[[Params, State, jax.Array, jax.Array], Metrics]
-
-TOP_K = 5
-
-
-def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
-    """Mean softmax cross-entropy of (N, K) ``logits`` against (N,) integer ``labels``.
-
-    With ``label_smoothing`` = a, the target is ``(1 - a) * one_hot + a / K``
-    (Szegedy et al. 2016).
-    """
-    if not label_smoothing:
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
-    return optax.softmax_cross_entropy(logits, targets).mean()
-
-
-def correct(logits: jax.Array, labels: jax.Array, k: int = 1) -> jax.Array:
-    """(N,) bools: whether each label is among the ``k`` largest of its (N, K) logits."""
-    k = min(k, logits.shape[-1])
-    if k == 1:
-        return jnp.argmax(logits, -1) == labels
-    _, top = jax.lax.top_k(logits, k)  # (N, k)
-    return jnp.any(top == labels[:, None], axis=-1)
 
 
 def make_train_step(
@@ -100,15 +77,6 @@ def make_eval_step(net: Layer, *, preprocess: Preprocess | None = None) -> EvalS
         return {"loss": loss, **accuracies(logits, labels, jnp.sum), "predictions": predictions}
 
     return jax.jit(eval_step)
-
-
-def accuracies(logits: jax.Array, labels: jax.Array, reduce: Callable[..., Any]) -> Metrics:
-    """``top1`` and ``top5``: ``reduce`` (a mean or a sum over the batch) of the correct flags."""
-    as_float = jnp.float32
-    return {
-        "top1": reduce(correct(logits, labels, 1).astype(as_float)),
-        f"top{TOP_K}": reduce(correct(logits, labels, TOP_K).astype(as_float)),
-    }
 
 
 def make_preprocess(mean: Any, std: Any, *, crop_padding: int = 0, flip: bool = False) -> Preprocess:

@@ -1,0 +1,50 @@
+"""What the layers share: argument checks, the key a random layer needs, dtypes, window reductions.
+
+The sliding-window geometry is `jaxconv.sizing`'s."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxconv.core import Key
+from jaxconv.errors import MissingKeyError
+
+
+def positive(layer: str, **values: int | float) -> None:
+    """Raise unless every named hyperparameter is > 0."""
+    for name, value in values.items():
+        items = value if isinstance(value, Sequence) else (value,)
+        if any(not v > 0 for v in items):  # also rejects NaN
+            raise ValueError(f"{layer}: {name}={value!r} must be positive")
+
+
+def require_key(layer: str, key: Key | None) -> Key:
+    """The key a random layer needs in training mode, or an error that shows the call."""
+    if key is None:
+        raise MissingKeyError(
+            f"{layer} is random in training mode and needs a key: call "
+            "net.apply(params, state, x, key=jax.random.key(seed), train=True), "
+            "or train=False for evaluation"
+        )
+    return key
+
+
+def init_key(layer: str, key: Key | None) -> Key:
+    if key is None:
+        raise MissingKeyError(f"{layer} has parameters; init needs a key: net.init(jax.random.key(0), shape)")
+    return key
+
+
+def reduce_window(x, init_value, op, window, stride, padding) -> jax.Array:
+    """`lax.reduce_window` over the spatial axes of an (N, *spatial, C) array."""
+    return lax.reduce_window(x, init_value, op, (1, *window, 1), (1, *stride, 1), ((0, 0), *padding, (0, 0)))
+
+
+def floating(x: jax.Array, dtype: Any = jnp.float32) -> jax.Array:
+    """Integer inputs (uint8 pixels) computed in ``dtype`` (a layer's parameter dtype); floats keep theirs."""
+    return x if jnp.issubdtype(x.dtype, jnp.inexact) else x.astype(dtype)
