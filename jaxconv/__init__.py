@@ -20,7 +20,7 @@ from jaxconv.combinators import (
     wired,
 )
 from jaxconv.core import Layer, LayerInfo, info, named
-from jaxconv.errors import MissingKeyError, ShapeError, SizeError, StateDictError
+from jaxconv.errors import MissingKeyError, PatternError, ShapeError, SizeError, StateDictError
 from jaxconv.layers import (
     AdaptiveAvgPool,
     AvgPool,
@@ -49,7 +49,6 @@ from jaxconv.layers import (
     StochasticDepth,
     Tanh,
 )
-from jaxconv.errors import PatternError
 from jaxconv.pattern import pattern
 from jaxconv.per_example import per_example_grad_norms, per_example_grads
 from jaxconv.precision import mixed_precision

@@ -51,7 +51,6 @@ from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
-import optax
 from jax import lax
 
 from jaxconv.core import Key, Layer, Params, PyTree, State

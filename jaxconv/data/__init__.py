@@ -34,8 +34,8 @@ from jaxconv.data.datasets import (
     names,
     search_dirs,
 )
-from jaxconv.errors import DatasetError, DatasetNotFoundError
 from jaxconv.data.idx import IMAGES_MAGIC, LABELS_MAGIC, parse_idx, read_idx
+from jaxconv.errors import DatasetError, DatasetNotFoundError
 
 __all__ = [
     "CIFAR10_MEAN",

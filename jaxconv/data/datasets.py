@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from jaxconv.data.cifar import read_cifar10_batch
-from jaxconv.errors import DatasetError, DatasetNotFoundError
 from jaxconv.data.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
+from jaxconv.errors import DatasetError, DatasetNotFoundError
 
 __all__ = [
     "CIFAR10_MEAN",

@@ -21,9 +21,9 @@ from jax import lax
 from jaxconv import sizing
 from jaxconv.core import UNKNOWN, Layer, Shape, Traits, layer
 from jaxconv.errors import ShapeError
+from jaxconv.layers.initializers import Initializer, initializer
 from jaxconv.layers.shared import floating, init_key, positive
 from jaxconv.sizing import SizeArg, channel_last, per_axis, slide, spatial_rank
-from jaxconv.layers.initializers import Initializer, initializer
 
 zeros = jax.nn.initializers.zeros
 

@@ -11,8 +11,8 @@ from einops import rearrange
 
 from jaxconv.core import UNKNOWN, VIEW, Layer, Traits, layer
 from jaxconv.errors import ShapeError
-from jaxconv.layers.shared import floating, init_key, positive
 from jaxconv.layers.initializers import Initializer, initializer
+from jaxconv.layers.shared import floating, init_key, positive
 
 zeros = jax.nn.initializers.zeros
 

@@ -18,7 +18,6 @@ from jaxconv.core import UNKNOWN, Layer, Traits, layer
 from jaxconv.errors import ShapeError
 from jaxconv.layers.shared import floating, positive
 
-
 # BatchNorm and GroupNorm apply one multiply-add per element, so their gradients read only the
 # input; LayerNorm and LRN keep two volumes for their backward pass
 _MULTIPLY_ADD = Traits(elementwise=True, saved=(0, 0))

@@ -49,6 +49,8 @@ FAST_MAXPOOL_BACKENDS: dict[str, bool] = {"cpu": True, "gpu": False, "tpu": Fals
 
 _MAX_TILED_WINDOW = 64  # window elements; the custom gradient unrolls one comparison per element
 
+_SLIDING = Traits(window="window", field="window")
+
 Reduce = Callable[[jax.Array, tuple[int, ...], tuple[int, ...], tuple], jax.Array]
 
 
@@ -59,7 +61,7 @@ def _pool(
     stride: SizeArg | None,
     padding: sizing.PaddingLike,
     strict: bool | None,
-    traits: Traits = Traits(window="window", field="window"),
+    traits: Traits = _SLIDING,
     **spec,
 ) -> Layer:
     """A pooling layer from ``reduce(x, window, strides, padding_pairs)``; ``spec`` its other

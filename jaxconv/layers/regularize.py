@@ -11,7 +11,6 @@ from jax import lax
 from jaxconv.core import Layer, Shape, Traits, layer
 from jaxconv.layers.shared import require_key
 
-
 _MASKED = Traits(elementwise=True, in_place=True, saved=(0, 2))  # keeps the mask and the output
 
 

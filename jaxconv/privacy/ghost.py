@@ -47,10 +47,10 @@ import numpy as np
 from jax import lax
 
 from jaxconv.core import Key, Layer, Params, PyTree, State, info, split_key
-from jaxconv.sizing import per_axis, slide
 from jaxconv.losses import cross_entropy
 from jaxconv.per_example import example_keys
 from jaxconv.privacy.clipping import _check_clip, clip_factors
+from jaxconv.sizing import per_axis, slide
 
 Path = tuple[str, ...]
 OutputLoss = Callable[[jax.Array, jax.Array], jax.Array]

@@ -13,17 +13,17 @@ or, piece by piece::
     train_state, metrics = step(train_state, images, labels)
 """
 
+from jaxconv.errors import CheckpointError, ConfigError, NonFiniteLossError, RunDirError
+from jaxconv.losses import correct, cross_entropy
 from jaxconv.train.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from jaxconv.train.config import OPTIMIZERS, SCHEDULES, Augmentation, TrainConfig
 from jaxconv.train.default_model import DEFAULT_MODEL, convnet, get_model, model_names
-from jaxconv.errors import CheckpointError, ConfigError, NonFiniteLossError, RunDirError
 from jaxconv.train.experiment import default_run_dir, evaluate_run, train
 from jaxconv.train.figures import confusion_matrix, plot_confusion, plot_curves, plot_filters
 from jaxconv.train.loop import Evaluation, FitResult, evaluate, fit
 from jaxconv.train.optim import make_optimizer, make_schedule
 from jaxconv.train.run import Run
 from jaxconv.train.state import TrainState, count_params, init_train_state
-from jaxconv.losses import correct, cross_entropy
 from jaxconv.train.step import make_eval_step, make_preprocess, make_train_step
 
 __all__ = [

@@ -19,8 +19,8 @@ import jax
 
 from jaxconv.combinators import serial
 from jaxconv.core import Layer
-from jaxconv.layers import BatchNorm, Conv, Dense, Dropout, Flatten, MaxPool, Relu, Tanh
 from jaxconv.errors import ConfigError
+from jaxconv.layers import BatchNorm, Conv, Dense, Dropout, Flatten, MaxPool, Relu, Tanh
 
 DEFAULT_MODEL = "convnet"
 PARAM_COUNTS = Path(__file__).with_name("param_counts.json")

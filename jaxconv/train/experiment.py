@@ -20,11 +20,11 @@ import jax
 
 from jaxconv.core import Layer
 from jaxconv.data import Dataset, load
+from jaxconv.errors import ConfigError, NonFiniteLossError
 from jaxconv.train import optim
 from jaxconv.train.checkpoint import load_checkpoint
 from jaxconv.train.config import TrainConfig
 from jaxconv.train.default_model import check_model_name, get_model
-from jaxconv.errors import ConfigError, NonFiniteLossError
 from jaxconv.train.figures import first_conv_kernel, plot_confusion, plot_curves, plot_filters
 from jaxconv.train.loop import Evaluation, FitResult, evaluate, fit
 from jaxconv.train.run import CONFUSION, CURVES, FILTERS, Run, is_writer

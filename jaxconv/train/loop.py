@@ -29,9 +29,9 @@ from tqdm.auto import tqdm
 from jaxconv import distributed
 from jaxconv.core import Layer, Params, State
 from jaxconv.data import Dataset, batches, num_batches
+from jaxconv.errors import ConfigError, NonFiniteLossError
 from jaxconv.train import optim, private
 from jaxconv.train.config import TrainConfig
-from jaxconv.errors import ConfigError, NonFiniteLossError
 from jaxconv.train.figures import confusion_matrix
 from jaxconv.train.private import PrivacyPlan
 from jaxconv.train.run import Run, is_writer

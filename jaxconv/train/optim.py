@@ -12,8 +12,8 @@ from __future__ import annotations
 import jax
 import optax
 
-from jaxconv.train.config import OPTIMIZERS, SCHEDULES, TrainConfig
 from jaxconv.errors import ConfigError
+from jaxconv.train.config import OPTIMIZERS, SCHEDULES, TrainConfig
 
 
 def make_schedule(name: str, peak: float, total_steps: int, warmup_steps: int = 0) -> optax.Schedule:

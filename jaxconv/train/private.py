@@ -28,6 +28,8 @@ import optax
 from jaxconv import distributed
 from jaxconv.core import Layer, Params
 from jaxconv.data import Dataset, prefetch_to_device
+from jaxconv.errors import ConfigError
+from jaxconv.losses import Metrics, accuracies, cross_entropy
 from jaxconv.per_example import Strategy, net_loss
 from jaxconv.privacy import (
     clipped_grad_sum,
@@ -38,9 +40,7 @@ from jaxconv.privacy import (
     poisson_batches,
 )
 from jaxconv.train.config import TrainConfig
-from jaxconv.errors import ConfigError
 from jaxconv.train.state import TrainState, step_key
-from jaxconv.losses import Metrics, accuracies, cross_entropy
 from jaxconv.train.step import Preprocess
 
 

@@ -26,8 +26,8 @@ from typing import Any
 
 import jax
 
-from jaxconv.train.config import TrainConfig
 from jaxconv.errors import ConfigError, RunDirError
+from jaxconv.train.config import TrainConfig
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
