@@ -232,12 +232,35 @@ def apply_child(
     key: Key | None,
     train: bool,
 ) -> tuple[Any, State]:
-    """Apply a child to its entry of ``params`` and ``state`` (absent entries are empty)."""
+    """Apply a child to its entry of ``params`` and ``state`` (absent entries are empty), through
+    the hook of an enclosing `intercept` block if there is one."""
+    hook = _hook.get()
     try:
-        return child.apply(params.get(name, {}), state.get(name, {}), x, key=key, train=train)
+        with _scope(name):
+            if hook is None:
+                return child.apply(params.get(name, {}), state.get(name, {}), x, key=key, train=train)
+            return hook(_path.get(), child, params.get(name, {}), state.get(name, {}), x, key, train)
     except ValueError as error:
         error.add_note(f"in {name} ({info(child).kind})")
         raise
+
+
+Hook = Callable[[LayerPath, Layer, Params, State, Any, "Key | None", bool], tuple[Any, State]]
+"""``hook(path, layer, params, state, x, key, train) -> (y, new_state)``: runs in place of
+``layer.apply(params, state, x, key=key, train=train)`` for every child a combinator applies."""
+
+
+@contextlib.contextmanager
+def intercept(hook: Hook) -> Iterator[None]:
+    """Within this block every combinator applies its children through ``hook``, with the child's
+    path in the net: to watch or replace what layers compute (the per-example taps), while the
+    combinators keep threading keys, params and state as they always do. Python-level and
+    trace-time only: under `jax.jit` it shapes the traced program, not each run."""
+    token = _hook.set(hook)
+    try:
+        yield
+    finally:
+        _hook.reset(token)
 
 
 def put(tree: dict[str, PyTree], name: str, value: PyTree) -> None:
@@ -309,6 +332,7 @@ _path: contextvars.ContextVar[LayerPath] = contextvars.ContextVar("jaxconv_path"
 _records: contextvars.ContextVar[list[Record] | None] = contextvars.ContextVar(
     "jaxconv_records", default=None
 )
+_hook: contextvars.ContextVar[Hook | None] = contextvars.ContextVar("jaxconv_apply_hook", default=None)
 
 
 @contextlib.contextmanager
