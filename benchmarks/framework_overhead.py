@@ -157,10 +157,9 @@ def main() -> None:
     states = {"jaxconv": copy(jaxconv[1]), plain: copy(jaxconv[1]), "jax.lax": copy(handwritten[1])}
     steps_of = {"jaxconv": jaxconv[0], plain: setup(args.batch_size)[0][0], "jax.lax": handwritten[0]}
     times: dict[str, list[float]] = {name: [] for name in states}
-    for name in states:  # warm up (compile) each; the flag is read while tracing
-        pool.FAST_MAXPOOL = name != plain
-        _, states[name] = time_steps(steps_of[name], states[name], images, labels, 1)
-    pool.FAST_MAXPOOL = True
+    for name in states:  # warm up (compile) each; the formulation is chosen while tracing
+        with pool.max_pool_impl("reduce_window" if name == plain else "auto"):
+            _, states[name] = time_steps(steps_of[name], states[name], images, labels, 1)
     for repeat in range(repeats):
         order = list(states) if repeat % 2 == 0 else list(states)[::-1]
         for name in order:

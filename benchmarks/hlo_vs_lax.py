@@ -9,7 +9,7 @@ optimiser state and layer state donated. For each, the optimised HLO
 instruction of the module, fused or not, by opcode; fusions counted as
 instructions), with XLA's flop count, and the two steps are timed (medians of
 interleaved repeats). The small CNN is also compiled with jaxconv's plain
-``reduce_window`` max pooling (``pool.FAST_MAXPOOL = False``), the like-for-like
+``reduce_window`` max pooling (``pool.max_pool_impl('reduce_window')``), the like-for-like
 comparison: on CPU jaxconv deliberately pools non-overlapping windows as a
 reshape and a max.
 
@@ -181,13 +181,12 @@ def compare(title: str, entries: dict, batch_size: int, repeats: int) -> None:
     key = jax.random.key(1)
     compiled, runs, losses = {}, {}, {}
     for name, (apply, params, state, images) in entries.items():
-        pool.FAST_MAXPOOL = name != "jaxconv, plain pool"  # read while tracing
         step = jax.jit(make_step(apply))
         arguments = (params, state, OPTIMIZER.init(params), images, labels, key)
-        compiled[name] = jax.jit(make_step(apply), donate_argnums=(0, 1, 2)).lower(*arguments).compile()
-        losses[name] = float(step(*arguments)[-1])
+        with pool.max_pool_impl("reduce_window" if name == "jaxconv, plain pool" else "auto"):
+            compiled[name] = jax.jit(make_step(apply), donate_argnums=(0, 1, 2)).lower(*arguments).compile()
+            losses[name] = float(step(*arguments)[-1])  # traced here, with this formulation
         runs[name] = lambda step=step, arguments=arguments: step(*arguments)[-1]
-    pool.FAST_MAXPOOL = True
     counts = {name: op_counts(c.as_text()) for name, c in compiled.items()}
     names = list(entries)
     print(f"## {title}, batch {batch_size}: optimised HLO of one train step")

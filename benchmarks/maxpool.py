@@ -2,7 +2,7 @@
 
 XLA's CPU backend lowers max pooling's gradient (``select_and_scatter``) slowly. For windows that
 tile the input, `jaxconv.layers.pool` computes the same numbers as a reshape and a max
-(`pool.tiled_max`); `pool.FAST_MAXPOOL`, read at trace time, switches it off. Two comparisons,
+(`pool.tiled_max`); `pool.max_pool_impl(...)`, read at trace time, switches it off. Two comparisons,
 each first checked to compute identical results, then timed in interleaved repeats (medians):
 
 1. the default model's train step (`jaxconv.train.convnet`, AdamW, batch 128, float32 images);
@@ -28,18 +28,15 @@ import jaxconv as jc
 import jaxconv.layers.pool as pool
 import jaxconv.train as jt
 
-PATHS = {"tiled": True, "reduce_window": False}  # name -> pool.FAST_MAXPOOL while tracing
+PATHS = {"tiled": True, "reduce_window": False}  # name -> whether the tiled form is traced
 
 
 def traced_with(fast: bool, fn: Callable, *args):
-    """Call the jitted ``fn`` once (tracing and compiling it) with ``pool.FAST_MAXPOOL = fast``,
+    """Call the jitted ``fn`` once (tracing and compiling it) with the tiled max pool or not,
     after checking that its program has a ``select_and_scatter`` exactly when ``fast`` is off."""
-    saved, pool.FAST_MAXPOOL = pool.FAST_MAXPOOL, fast
-    try:
+    with pool.max_pool_impl("tiled" if fast else "reduce_window"):
         assert ("select_and_scatter" in fn.lower(*args).as_text()) != fast, "not the intended path"
         return jax.block_until_ready(fn(*args))
-    finally:
-        pool.FAST_MAXPOOL = saved
 
 
 def interleaved(run: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:

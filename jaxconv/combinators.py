@@ -37,6 +37,7 @@ from jaxconv.core import (
     eval_output_shape,
     init_child,
     layer,
+    named,
     put,
     split_key,
 )
@@ -285,6 +286,37 @@ def shape_dependent(make_layer: Callable[[Shape], Layer]) -> Layer:
     return layer("ShapeDependent", init, apply, traits=_COMBINATOR, make_layer=make_layer)
 
 
+def concat_with_input(body: Layer) -> Layer:
+    """``concat([x, body(x)], channels)``, DenseNet's connection; params under ``['paths']['new']``."""
+    return serial(fan_out(2), named("paths", parallel(Identity, named("new", body))), fan_in_concat())
+
+
+def with_aux_heads(stages: Sequence[tuple[str, Layer]], heads: Sequence[tuple[str, str, Layer]]) -> Layer:
+    """Run named ``stages`` in order, also feeding the output of stage ``after`` to each head.
+
+    ``heads`` are ``(after, name, head)``; the layer returns ``(final, *head outputs)`` in the
+    order of ``heads`` (GoogLeNet's and Inception v3's auxiliary classifiers). Params are keyed
+    by the stage and head names, side by side.
+    """
+    names = [name for name, _ in stages]
+    for after, name, _ in heads:
+        if after not in names:
+            raise ValueError(
+                f"with_aux_heads: head {name!r} follows unknown stage {after!r}; stages: {names}"
+            )
+    children = [*stages, *((name, head) for _, name, head in heads)]
+
+    def run(step, x):
+        """Thread ``x`` through the stages and heads with ``step(name, child, x)``."""
+        taps = {}
+        for name, stage in stages:
+            x = step(name, stage, x)
+            taps[name] = x
+        return (x, *(step(name, head, taps[after]) for after, name, head in heads))
+
+    return wired("WithAuxHeads", children, run)
+
+
 # --- helpers -----------------------------------------------------------------------------------
 
 
@@ -310,6 +342,7 @@ def _merge_shapes(name: str, a: Shape, b: Shape) -> Shape:
 __all__ = [
     "Identity",
     "Lambda",
+    "concat_with_input",
     "fan_in_concat",
     "fan_in_sum",
     "fan_out",
@@ -318,4 +351,5 @@ __all__ = [
     "serial",
     "shape_dependent",
     "wired",
+    "with_aux_heads",
 ]

@@ -25,9 +25,11 @@ tpu        no           not measured
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -40,12 +42,15 @@ from jaxconv.errors import ShapeError
 from jaxconv.layers.shared import floating, positive, reduce_window
 from jaxconv.sizing import SizeArg, per_axis, slide, spatial_rank
 
-FAST_MAXPOOL: bool = True
-"""Whether MaxPool may use its tiled formulation (on the backends of `FAST_MAXPOOL_BACKENDS`);
-read at trace time, so set it before a function is jitted. Benchmarks turn it off to compare."""
+MAX_POOL_IMPLS = ("auto", "tiled", "reduce_window")
+"""How MaxPool computes: ``'auto'`` the tiled form where the windows tile the input and the
+backend is one of `TILED_BACKENDS`, ``'tiled'`` wherever the windows tile the input (any
+backend), ``'reduce_window'`` always ``lax.reduce_window``."""
 
-FAST_MAXPOOL_BACKENDS: dict[str, bool] = {"cpu": True, "gpu": False, "tpu": False}
-"""Per `jax.default_backend()`: whether the tiled max pool is the faster formulation there."""
+TILED_BACKENDS = frozenset({"cpu"})
+"""The backends (`jax.default_backend()`) where the tiled max pool measured faster."""
+
+_max_pool_impl = contextvars.ContextVar("jaxconv_max_pool_impl", default="auto")
 
 _MAX_TILED_WINDOW = 64  # window elements; the custom gradient unrolls one comparison per element
 
@@ -101,6 +106,7 @@ def MaxPool(
     padding: sizing.PaddingLike = 0,
     strict: bool | None = None,
     ceil_mode: bool = False,
+    impl: str | None = None,
 ) -> Layer:
     """The maximum of each window (padding never wins). Stride defaults to the window.
 
@@ -108,8 +114,13 @@ def MaxPool(
     PyTorch's (and Caffe's) ``ceil_mode``: a last window that runs past the end is kept,
     provided it starts inside the input or its low padding (GoogLeNet's and SqueezeNet's pools).
 
+    ``impl`` picks the formulation (`MAX_POOL_IMPLS`; both give identical values and
+    gradients); None follows the enclosing `max_pool_impl` block, ``'auto'`` by default. It is
+    read while tracing.
+
     Shapes: (N, *spatial, C) -> (N, *out_spatial, C).
     """
+    _check_impl(f"MaxPool(impl={impl!r})", impl, allow_none=True)
 
     if ceil_mode and isinstance(padding, str):
         raise ValueError(
@@ -118,25 +129,40 @@ def MaxPool(
         )
 
     def reduce(x, windows, strides, pads):
-        if _use_tiled(x, windows, strides, pads):
+        if uses_tiled_max(x.shape[1:-1], windows, strides, pads, x.dtype, impl):
             return tiled_max(x, windows)
         return reduce_window(x, -jnp.inf, lax.max, windows, strides, pads)
 
-    return _pool("MaxPool", reduce, window, stride, padding, strict, ceil_mode=ceil_mode)
+    return _pool("MaxPool", reduce, window, stride, padding, strict, ceil_mode=ceil_mode, impl=impl)
 
 
-def _use_tiled(x: jax.Array, windows: tuple[int, ...], strides: tuple[int, ...], pads) -> bool:
-    """Whether the windows tile a floating-point ``x`` exactly and the backend prefers `tiled_max`."""
-    return uses_tiled_max(x.shape[1:-1], windows, strides, pads, x.dtype)
+@contextlib.contextmanager
+def max_pool_impl(impl: str) -> Iterator[None]:
+    """Within this block, MaxPool layers built with ``impl=None`` compute with ``impl`` (one of
+    `MAX_POOL_IMPLS`) when traced, e.g. ``with max_pool_impl("reduce_window"): jax.jit(step)...``
+    to compare the formulations."""
+    _check_impl(f"max_pool_impl({impl!r})", impl)
+    token = _max_pool_impl.set(impl)
+    try:
+        yield
+    finally:
+        _max_pool_impl.reset(token)
 
 
-def uses_tiled_max(spatial, windows, strides, pads, dtype=jnp.float32) -> bool:
-    """Whether a MaxPool on inputs of these spatial sizes runs as `tiled_max` on this backend."""
+def _check_impl(where: str, impl: str | None, allow_none: bool = False) -> None:
+    if not (impl in MAX_POOL_IMPLS or (allow_none and impl is None)):
+        raise ValueError(f"{where}: impl must be one of {MAX_POOL_IMPLS}")
+
+
+def uses_tiled_max(spatial, windows, strides, pads, dtype=jnp.float32, impl: str | None = None) -> bool:
+    """Whether a MaxPool with ``impl`` (None: the enclosing `max_pool_impl`) on inputs of these
+    spatial sizes and ``dtype`` runs as `tiled_max` on this backend."""
+    impl = impl or _max_pool_impl.get()
     tiles = tuple(windows) == tuple(strides) and not any(p for pair in pads for p in pair)
     tiles = tiles and all(size % f == 0 for size, f in zip(spatial, windows, strict=True))
     small = np.prod(windows) <= _MAX_TILED_WINDOW
-    fast_here = FAST_MAXPOOL and FAST_MAXPOOL_BACKENDS.get(jax.default_backend(), False)
-    return bool(tiles and small and fast_here and jnp.issubdtype(dtype, jnp.floating))
+    wanted = impl == "tiled" or (impl == "auto" and jax.default_backend() in TILED_BACKENDS)
+    return bool(tiles and small and wanted and jnp.issubdtype(dtype, jnp.floating))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))

@@ -14,7 +14,6 @@ a suffix are the paper's architecture; a ``_tv`` suffix marks torchvision's
 variant where the two differ.
 """
 
-from jaxconv.layers import AdaptiveAvgPool  # re-exported: it used to live here
 from jaxconv.models import (
     alexnet,
     densenet,
@@ -31,7 +30,6 @@ from jaxconv.models import (
 from jaxconv.models._registry import ModelSpec, get, input_shape, names, spec
 
 __all__ = [
-    "AdaptiveAvgPool",
     "ModelSpec",
     "alexnet",
     "densenet",

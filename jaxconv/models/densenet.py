@@ -15,18 +15,17 @@ from __future__ import annotations
 
 import math
 
-from jaxconv.combinators import serial
+from jaxconv.combinators import concat_with_input, serial
 from jaxconv.core import Layer, named
 from jaxconv.layers import AvgPool, Conv, MaxPool, Relu
-from jaxconv.models._common import (
+from jaxconv.models._registry import register
+from jaxconv.models.blocks import (
     Norm,
-    concat_with_input,
     conv_norm,
     norm_act_conv,
     norm_layer,
     pooled_classifier,
 )
-from jaxconv.models._registry import register
 
 # depth -> (growth rate, layers per block, stem features)
 IMAGENET: dict[int, tuple[int, tuple[int, ...], int]] = {
@@ -113,11 +112,6 @@ def cifar_options(depth: int, growth: int, bottleneck: bool = True) -> dict:
         "stem_features": 2 * growth if bottleneck else 16,
         "compression": 0.5 if bottleneck else 1.0,
     }
-
-
-def densenet121(num_classes: int = 1000, **options) -> Layer:
-    """DenseNet-121, (N, 224, 224, 3) -> (N, num_classes); see `densenet` for ``options``."""
-    return densenet(num_classes=num_classes, **{**imagenet_options(121), **options})
 
 
 for _depth in IMAGENET:

@@ -28,18 +28,11 @@ from __future__ import annotations
 
 import functools
 
-from jaxconv.combinators import fan_in_concat, fan_out, parallel, serial
+from jaxconv.combinators import serial, with_aux_heads
 from jaxconv.core import Layer, named
 from jaxconv.layers import AdaptiveAvgPool, AvgPool, Dense, Dropout, Flatten, LocalResponseNorm, MaxPool, Relu
-from jaxconv.models._common import (
-    Norm,
-    conv_norm,
-    pooled_classifier,
-    with_aux_heads,
-)
 from jaxconv.models._registry import register
-
-Branch = tuple[tuple, ...]
+from jaxconv.models.blocks import Branch, Norm, conv_norm, module, pooled_classifier
 
 # name -> (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj), the paper's Table 1
 GOOGLENET: dict[str, tuple[int, int, int, int, int, int]] = {
@@ -53,26 +46,6 @@ GOOGLENET: dict[str, tuple[int, int, int, int, int, int]] = {
     "inception5a": (256, 160, 320, 32, 128, 128),
     "inception5b": (384, 192, 384, 48, 128, 128),
 }
-
-
-def branch(steps: Branch, unit) -> Layer:
-    """One branch of an Inception module from its table row; ``unit(features, kernel, stride, padding)``."""
-    layers, convs = [], 0
-    for step in steps:
-        if step[0] in ("max", "avg"):
-            layers.append((MaxPool if step[0] == "max" else AvgPool)(*step[1:]))
-        elif step[0] == "split":
-            layers.append(named("split", module({"a": step[1], "b": step[2]}, unit)))
-        else:
-            convs += 1
-            layers.append(named(f"conv{convs}", unit(*step)))
-    return serial(*layers)
-
-
-def module(branches: dict[str, Branch], unit) -> Layer:
-    """An Inception module: the named branches side by side, channels concatenated."""
-    paths = parallel(*(named(name, branch(steps, unit)) for name, steps in branches.items()))
-    return serial(fan_out(len(branches)), named("branches", paths), fan_in_concat())
 
 
 def _inception_v1(row: tuple[int, ...], third_kernel: int) -> dict[str, Branch]:

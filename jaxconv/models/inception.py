@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import functools
 
-from jaxconv.combinators import serial
+from jaxconv.combinators import serial, with_aux_heads
 from jaxconv.core import Layer, named
 from jaxconv.layers import AdaptiveAvgPool, AvgPool, Dense, Flatten, MaxPool
-from jaxconv.models._common import Norm, conv_norm, pooled_classifier, with_aux_heads
 from jaxconv.models._registry import register
-from jaxconv.models.googlenet import Branch, module
+from jaxconv.models.blocks import Branch, Norm, conv_norm, module, pooled_classifier
 
 AVG = ("avg", 3, 1, 1)
 

@@ -29,18 +29,17 @@ block whose shortcut is a projection normalises once for both paths:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import jax.numpy as jnp
 
 from jaxconv.combinators import Lambda, residual, serial
 from jaxconv.core import Layer, named
 from jaxconv.layers import Conv, Dropout, MaxPool, Relu, StochasticDepth
-from jaxconv.models._common import Norm, conv_norm, norm_act_conv, norm_layer, pooled_classifier
 from jaxconv.models._registry import register
+from jaxconv.models.blocks import Norm, conv_norm, norm_act_conv, norm_layer, pooled_classifier
 
 BlockKind = Literal["basic", "bottleneck"]
-EXPANSION = {"basic": 1, "bottleneck": 4}
 
 # depth -> (block kind, blocks per stage)
 IMAGENET: dict[int, tuple[BlockKind, tuple[int, ...]]] = {
@@ -56,7 +55,15 @@ CIFAR_WIDTHS = (16, 32, 64)
 
 # --- blocks -----------------------------------------------------------------------------------
 
-ConvSpec = tuple[int, int, int, int, int]  # features, kernel, stride, padding, groups
+
+class ConvSpec(NamedTuple):
+    """One convolution of a block."""
+
+    features: int
+    kernel_size: int
+    stride: int
+    padding: int
+    groups: int = 1
 
 
 def _convs(
@@ -64,10 +71,14 @@ def _convs(
 ) -> list[ConvSpec]:
     """The convolutions of a basic (3x3, 3x3) or bottleneck (1x1, 3x3, 1x1) block."""
     if kind == "basic":
-        return [(width, 3, stride, 1, 1), (width, 3, 1, 1, 1)]
+        return [ConvSpec(width, 3, stride, 1), ConvSpec(width, 3, 1, 1)]
     inner = groups * int(width * base_width / 64)
     stride_1x1, stride_3x3 = (stride, 1) if stride_on == "1x1" else (1, stride)
-    return [(inner, 1, stride_1x1, 0, 1), (inner, 3, stride_3x3, 1, groups), (width * 4, 1, 1, 0, 1)]
+    return [
+        ConvSpec(inner, 1, stride_1x1, 0),
+        ConvSpec(inner, 3, stride_3x3, 1, groups),
+        ConvSpec(width * 4, 1, 1, 0),
+    ]
 
 
 def _zero_pad_shortcut(features: int, stride: int) -> Layer:
@@ -95,18 +106,18 @@ def _block(
     dropout: float, drop_rate: float,
 ) -> list[Layer]:  # fmt: skip
     """One residual block as stage members: ``relu(body(x) + shortcut(x))``, or pre-activated."""
-    out, stride = convs[-1][0], max(spec[2] for spec in convs)
+    out, stride = convs[-1].features, max(spec.stride for spec in convs)
     projection = stride != 1 or in_channels != out
     if preact:
-        units = [norm_act_conv(*spec[:4], groups=spec[4], norm=norm) for spec in convs]
+        units = [norm_act_conv(*spec[:4], groups=spec.groups, norm=norm) for spec in convs]
     else:
         last = len(convs) - 1
         units = [
-            conv_norm(*spec[:4], groups=spec[4], norm=norm, activation=None if i == last else Relu)
+            conv_norm(*spec[:4], groups=spec.groups, norm=norm, activation=None if i == last else Relu)
             for i, spec in enumerate(convs)
         ]
     if preact and projection:  # both paths start from norm-relu(x): the first unit keeps only its conv
-        units[0] = Conv(*convs[0][:4], groups=convs[0][4], use_bias=norm is None)
+        units[0] = Conv(*convs[0][:4], groups=convs[0].groups, use_bias=norm is None)
     layers = [named(f"conv{i}", unit) for i, unit in enumerate(units, 1)]
     if dropout:
         layers.insert(-1, Dropout(dropout))
@@ -210,23 +221,6 @@ def cifar_options(depth: int, kind: BlockKind = "basic", widen: int = 1, extra_l
         "stem_width": 16,
         "cifar": True,
     }
-
-
-def resnet50(num_classes: int = 1000, **options) -> Layer:
-    """ResNet-50 as published, (N, 224, 224, 3) -> (N, num_classes); see `resnet` for ``options``."""
-    return resnet(num_classes=num_classes, **{**imagenet_options(50), **options})
-
-
-def resnet20(num_classes: int = 10, **options) -> Layer:
-    """He et al.'s CIFAR ResNet-20 (option A shortcuts), (N, 32, 32, 3) -> (N, num_classes)."""
-    return resnet(num_classes=num_classes, **{**cifar_options(20), "shortcut": "A", **options})
-
-
-def wrn28_10(num_classes: int = 10, **options) -> Layer:
-    """WRN-28-10 (Zagoruyko & Komodakis 2016), (N, 32, 32, 3) -> (N, num_classes); ``dropout=0.3`` as in the paper's best."""
-    return resnet(
-        num_classes=num_classes, **{**cifar_options(28, widen=10, extra_layers=4), "preact": True, **options}
-    )
 
 
 CIFAR = (32, 32, 3)

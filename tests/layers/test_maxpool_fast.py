@@ -171,13 +171,24 @@ def test_same_padding_that_pads_nothing_is_tiled():
 def test_switch_and_backend_table(monkeypatch):
     x = jnp.asarray(RNG.standard_normal((2, 8, 8, 3)), jnp.float32)
     assert uses_tiled(jc.MaxPool(2), x)
-    monkeypatch.setattr(pool, "FAST_MAXPOOL", False)
-    assert not uses_tiled(jc.MaxPool(2), x)
-    monkeypatch.setattr(pool, "FAST_MAXPOOL", True)
+    with pool.max_pool_impl("reduce_window"):
+        assert not uses_tiled(jc.MaxPool(2), x)
+        assert uses_tiled(jc.MaxPool(2, impl="tiled"), x)  # the layer's own choice wins
+    assert not uses_tiled(jc.MaxPool(2, impl="reduce_window"), x)
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     assert not uses_tiled(jc.MaxPool(2), x)
-    monkeypatch.setattr(pool, "FAST_MAXPOOL_BACKENDS", {**pool.FAST_MAXPOOL_BACKENDS, "gpu": True})
-    assert uses_tiled(jc.MaxPool(2), x)
+    with pool.max_pool_impl("tiled"):
+        assert uses_tiled(jc.MaxPool(2), x)
+
+
+def test_impl_is_checked():
+    with pytest.raises(ValueError, match=r"MaxPool\(impl='fast'\): impl must be one of"):
+        jc.MaxPool(2, impl="fast")
+    with (
+        pytest.raises(ValueError, match=r"max_pool_impl\('fast'\): impl must be one of"),
+        pool.max_pool_impl("fast"),
+    ):
+        pass
 
 
 def test_integer_inputs_keep_reduce_window():

@@ -1,15 +1,16 @@
-"""Pieces the model families share: normalisation choice, conv-norm-act units, heads."""
+"""Pieces the model families share: normalisation choice, conv-norm-act units, heads, and
+Inception modules built from branch tables."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Literal
 
-from jaxconv.combinators import Identity, fan_in_concat, fan_out, parallel, serial, shape_dependent, wired
+from jaxconv.combinators import Identity, fan_in_concat, fan_out, parallel, serial, shape_dependent
 from jaxconv.core import Layer, named
 from jaxconv.layers import (
     AdaptiveAvgPool,
+    AvgPool,
     BatchNorm,
     Conv,
     Dense,
@@ -17,6 +18,7 @@ from jaxconv.layers import (
     Flatten,
     GlobalAvgPool,
     GroupNorm,
+    MaxPool,
     Relu,
 )
 
@@ -90,32 +92,28 @@ def fc_classifier(
     return serial(*pool, Flatten, *hidden_layers, named("fc3", Dense(num_classes)))
 
 
-def concat_with_input(body: Layer) -> Layer:
-    """``concat([x, body(x)], channels)``, DenseNet's connection; params under ``['paths']['new']``."""
-    return serial(fan_out(2), named("paths", parallel(Identity, named("new", body))), fan_in_concat())
+# --- Inception modules from branch tables -----------------------------------------------------
+
+Branch = tuple[tuple, ...]
+"""A branch as a table row: conv steps ``(features, kernel, stride, padding)``, pools
+``("max" | "avg", window, stride, padding)`` and ``("split", branch_a, branch_b)``."""
 
 
-def with_aux_heads(stages: Sequence[tuple[str, Layer]], heads: Sequence[tuple[str, str, Layer]]) -> Layer:
-    """Run named ``stages`` in order, also feeding the output of stage ``after`` to each head.
+def branch(steps: Branch, unit) -> Layer:
+    """One branch of an Inception module from its table row; ``unit(features, kernel, stride, padding)``."""
+    layers, convs = [], 0
+    for step in steps:
+        if step[0] in ("max", "avg"):
+            layers.append((MaxPool if step[0] == "max" else AvgPool)(*step[1:]))
+        elif step[0] == "split":
+            layers.append(named("split", module({"a": step[1], "b": step[2]}, unit)))
+        else:
+            convs += 1
+            layers.append(named(f"conv{convs}", unit(*step)))
+    return serial(*layers)
 
-    ``heads`` are ``(after, name, head)``; the layer returns ``(final, *head outputs)`` in the
-    order of ``heads`` (GoogLeNet's and Inception v3's auxiliary classifiers). Params are keyed
-    by the stage and head names, side by side.
-    """
-    names = [name for name, _ in stages]
-    for after, name, _ in heads:
-        if after not in names:
-            raise ValueError(
-                f"with_aux_heads: head {name!r} follows unknown stage {after!r}; stages: {names}"
-            )
-    children = [*stages, *((name, head) for _, name, head in heads)]
 
-    def run(step, x):
-        """Thread ``x`` through the stages and heads with ``step(name, child, x)``."""
-        taps = {}
-        for name, stage in stages:
-            x = step(name, stage, x)
-            taps[name] = x
-        return (x, *(step(name, head, taps[after]) for after, name, head in heads))
-
-    return wired("WithAuxHeads", children, run)
+def module(branches: dict[str, Branch], unit) -> Layer:
+    """An Inception module: the named branches side by side, channels concatenated."""
+    paths = parallel(*(named(name, branch(steps, unit)) for name, steps in branches.items()))
+    return serial(fan_out(len(branches)), named("branches", paths), fan_in_concat())
