@@ -12,11 +12,13 @@ from jaxconv.layers.activation import (
     Tanh,
     elementwise,
 )
-from jaxconv.layers.conv import Conv, ConvTranspose, LocallyConnected
+from jaxconv.layers.conv import Conv
 from jaxconv.layers.dense import Dense, Flatten
+from jaxconv.layers.local import LocallyConnected
 from jaxconv.layers.norm import BatchNorm, GroupNorm, LayerNorm, LocalResponseNorm
 from jaxconv.layers.pool import AdaptiveAvgPool, AvgPool, GlobalAvgPool, GlobalMaxPool, LpPool, MaxPool
 from jaxconv.layers.regularize import Dropout, StochasticDepth
+from jaxconv.layers.transpose import ConvTranspose
 
 __all__ = [
     "AdaptiveAvgPool",
