@@ -10,6 +10,7 @@ from jaxconv import data, im2col, models, per_example, receptive, sizing, surger
 from jaxconv.combinators import (
     Identity,
     Lambda,
+    concat_with_input,
     fan_in_concat,
     fan_in_sum,
     fan_out,
@@ -18,9 +19,17 @@ from jaxconv.combinators import (
     serial,
     shape_dependent,
     wired,
+    with_aux_heads,
 )
 from jaxconv.core import Layer, LayerInfo, info, named
-from jaxconv.errors import MissingKeyError, PatternError, ShapeError, SizeError, StateDictError
+from jaxconv.errors import (
+    LayerTypeError,
+    MissingKeyError,
+    PatternError,
+    ShapeError,
+    SizeError,
+    StateDictError,
+)
 from jaxconv.layers import (
     AdaptiveAvgPool,
     AvgPool,
@@ -88,6 +97,7 @@ __all__ = [
     "Layer",
     "LayerInfo",
     "LayerNorm",
+    "LayerTypeError",
     "LeakyRelu",
     "LocalResponseNorm",
     "LocallyConnected",
@@ -106,6 +116,7 @@ __all__ = [
     "StochasticDepth",
     "Summary",
     "Tanh",
+    "concat_with_input",
     "data",
     "distributed",
     "fan_in_concat",
@@ -134,4 +145,5 @@ __all__ = [
     "surgery",
     "train",
     "wired",
+    "with_aux_heads",
 ]

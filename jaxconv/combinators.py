@@ -25,12 +25,10 @@ import jax.numpy as jnp
 
 from jaxconv.core import (
     UNKNOWN,
-    VIEW,
     Array,
     Layer,
     Shape,
     ShapeTree,
-    Traits,
     apply_child,
     check_layer,
     child_names,
@@ -42,6 +40,7 @@ from jaxconv.core import (
     split_key,
 )
 from jaxconv.errors import ShapeError
+from jaxconv.traits import VIEW, Traits
 
 _COMBINATOR = Traits(saved=(0, 0))  # its children hold the volumes and the work
 

@@ -32,6 +32,7 @@ import jax
 import numpy as np
 
 from jaxconv.errors import LayerTypeError
+from jaxconv.traits import Traits
 
 Shape = tuple[int, ...]
 ShapeTree = Any  # a Shape, or a tuple of them for multi-input layers
@@ -67,54 +68,6 @@ class Layer(NamedTuple):
             f"{kind} is already a layer, not a constructor: write {kind}, not {kind}() "
             f"(to run it, call {kind}.apply(params, state, x))"
         )
-
-
-@dataclasses.dataclass(frozen=True)
-class Traits:
-    """What the tools around the layers need to know about a kind of layer, declared where it is
-    built (`layer`), so that no tool keeps a table of kinds.
-
-    Attributes:
-      elementwise: each output value depends on its input value (and per-channel or per-position
-        statistics) alone: activations, normalisation, views. Its fused gradient is one volume.
-      in_place: it stores no activation of its own for the backward pass (the notes' memory
-        model): ReLU-like activations, Dropout and views such as Flatten.
-      output_derivative: its derivative is a function of its output alone (Tanh, Sigmoid), so
-        the layer before it need not keep its own output.
-      saved: the (input, output) volumes XLA keeps for its backward pass (the 'xla' memory model).
-      window: the spec key of a sliding window's size (``'kernel_size'``, ``'window'``): each
-        output sees a window of its input, moved by ``spec['stride']``.
-      field: how the receptive field passes through it: ``'window'`` (see ``window``),
-        ``'whole'`` (each output sees the whole input volume), ``'fan_out'``, ``'fan_in'``
-        (branches), ``'unknown'`` (lost from here on), or ``'auto'``: unchanged where the
-        spatial size is (the layer acts on each position alone), else unknown.
-      macs: how its multiply-adds are counted: ``'output_positions'`` (kernel size per output
-        position, Conv), ``'input_positions'`` (ConvTranspose), ``'kernel'`` (one per kernel
-        value, Dense and LocallyConnected), or None (no multiply-adds counted).
-      tap: its per-example weight gradient is the product of its input patches and its output
-        gradient (Conv with one group, Dense): the per-example taps' einsum and ghost norms.
-      mixes_examples: in training, one example's output depends on the rest of the batch
-        (BatchNorm's batch statistics): no per-example privacy through it.
-      new_volume: a combinator whose own operation makes a new volume (residual's sum).
-    """
-
-    elementwise: bool = False
-    in_place: bool = False
-    output_derivative: bool = False
-    saved: tuple[int, int] = (0, 1)
-    window: str | None = None
-    field: str = "auto"
-    macs: str | None = None
-    tap: bool = False
-    mixes_examples: bool = False
-    new_volume: bool = False
-
-
-ACTIVATION = Traits(elementwise=True, in_place=True)
-"""An activation whose derivative reads its output, computed in place (ReLU-like)."""
-
-VIEW = Traits(elementwise=True, in_place=True, saved=(0, 0))
-"""A layer that only reshapes or copies: stores nothing, computes nothing."""
 
 
 @dataclasses.dataclass(frozen=True)

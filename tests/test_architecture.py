@@ -159,7 +159,9 @@ def function_lengths(name: str) -> list[tuple[str, int]]:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             first = node.body[0]
             docstring = first.end_lineno - first.lineno + 1 if ast.get_docstring(node) else 0
-            lengths.append((f"{name}.{node.name}:{node.lineno}", node.end_lineno - node.lineno + 1 - docstring))
+            lengths.append(
+                (f"{name}.{node.name}:{node.lineno}", node.end_lineno - node.lineno + 1 - docstring)
+            )
     return lengths
 
 

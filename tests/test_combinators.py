@@ -240,3 +240,25 @@ def test_lambda_takes_several_inputs(key):
 def test_numpy_integers_are_sizes(key):
     shape = (np.int64(-1), *np.array([5, 5, 1]))
     assert jc.Conv(2, 3, padding=np.int64(1)).init(key, shape)[0] == (-1, 5, 5, 2)
+
+
+def test_a_constructor_where_a_layer_belongs_is_named():
+    with pytest.raises(
+        jc.LayerTypeError, match=r"serial: child 1 is the constructor Elu, not a layer: write Elu\(\.\.\.\)"
+    ):
+        jc.serial(jc.Conv(4, 3), jc.Elu)
+    with pytest.raises(jc.LayerTypeError, match=r"parallel: child 0 is the constructor Conv"):
+        jc.parallel(jc.Conv, jc.Relu)
+    with pytest.raises(jc.LayerTypeError, match=r"residual: body is the constructor BatchNorm"):
+        jc.residual(jc.BatchNorm)
+    with pytest.raises(jc.LayerTypeError, match=r"Skip: child 'a' is 3 \(int\), not a layer"):
+        jc.wired("Skip", [("a", 3)], lambda step, x: x)
+
+
+def test_calling_a_layer_says_it_is_one_already():
+    with pytest.raises(
+        jc.LayerTypeError, match=r"Relu is already a layer, not a constructor: write Relu, not Relu\(\)"
+    ):
+        jc.serial(jc.Relu())
+    with pytest.raises(TypeError):  # also a TypeError, as Python would raise
+        jc.Flatten()

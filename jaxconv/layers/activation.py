@@ -9,7 +9,8 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from jaxconv.core import ACTIVATION, Layer, Traits, layer
+from jaxconv.core import Layer, layer
+from jaxconv.traits import ACTIVATION, Traits
 
 
 def elementwise(

@@ -19,11 +19,12 @@ import numpy as np
 from jax import lax
 
 from jaxconv import sizing
-from jaxconv.core import Layer, Shape, Traits, layer
+from jaxconv.core import Layer, Shape, layer
 from jaxconv.errors import ShapeError
 from jaxconv.layers.initializers import Initializer, initializer
 from jaxconv.layers.shared import floating, init_key, positive
 from jaxconv.sizing import SizeArg, channel_last, per_axis, slide, spatial_rank
+from jaxconv.traits import Traits
 
 zeros = jax.nn.initializers.zeros
 

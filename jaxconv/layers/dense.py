@@ -9,10 +9,11 @@ import jax
 import jax.numpy as jnp
 from einops import rearrange
 
-from jaxconv.core import UNKNOWN, VIEW, Layer, Traits, layer
+from jaxconv.core import UNKNOWN, Layer, layer
 from jaxconv.errors import ShapeError
 from jaxconv.layers.initializers import Initializer, initializer
 from jaxconv.layers.shared import floating, init_key, positive
+from jaxconv.traits import VIEW, Traits
 
 zeros = jax.nn.initializers.zeros
 

@@ -14,9 +14,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxconv.core import UNKNOWN, Layer, Traits, layer
+from jaxconv.core import UNKNOWN, Layer, layer
 from jaxconv.errors import ShapeError
 from jaxconv.layers.shared import floating, positive
+from jaxconv.traits import Traits
 
 # BatchNorm and GroupNorm apply one multiply-add per element, so their gradients read only the
 # input; LayerNorm and LRN keep two volumes for their backward pass

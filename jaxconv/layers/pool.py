@@ -37,10 +37,11 @@ import numpy as np
 from jax import lax
 
 from jaxconv import sizing
-from jaxconv.core import UNKNOWN, Layer, Shape, Traits, layer
+from jaxconv.core import UNKNOWN, Layer, Shape, layer
 from jaxconv.errors import ShapeError
 from jaxconv.layers.shared import floating, positive, reduce_window
 from jaxconv.sizing import SizeArg, per_axis, slide, spatial_rank
+from jaxconv.traits import Traits
 
 MAX_POOL_IMPLS = ("auto", "tiled", "reduce_window")
 """How MaxPool computes: ``'auto'`` the tiled form where the windows tile the input and the

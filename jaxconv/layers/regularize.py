@@ -8,8 +8,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxconv.core import Layer, Shape, Traits, layer
+from jaxconv.core import Layer, Shape, layer
 from jaxconv.layers.shared import require_key
+from jaxconv.traits import Traits
 
 _MASKED = Traits(elementwise=True, in_place=True, saved=(0, 2))  # keeps the mask and the output
 

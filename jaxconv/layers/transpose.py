@@ -9,12 +9,13 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxconv import sizing
-from jaxconv.core import UNKNOWN, Layer, Shape, Traits, layer
+from jaxconv.core import UNKNOWN, Layer, Shape, layer
 from jaxconv.errors import ShapeError
 from jaxconv.layers.conv import check_channels, check_sizes
 from jaxconv.layers.initializers import Initializer, initializer
 from jaxconv.layers.shared import floating, init_key, positive
 from jaxconv.sizing import SizeArg, channel_last, per_axis, spatial_rank
+from jaxconv.traits import Traits
 
 zeros = jax.nn.initializers.zeros
 

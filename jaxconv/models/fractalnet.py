@@ -35,12 +35,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxconv.combinators import Lambda, serial, wired
-from jaxconv.core import Layer, Traits, layer, named
+from jaxconv.core import Layer, layer, named
 from jaxconv.errors import ShapeError
 from jaxconv.layers import Conv, Dropout, MaxPool, Relu
 from jaxconv.layers.shared import require_key
 from jaxconv.models._registry import register
 from jaxconv.models.blocks import Norm, norm_layer, pooled_classifier
+from jaxconv.traits import Traits
 
 CIFAR_WIDTHS = (64, 128, 256, 512, 512)
 PAPER_DROPOUT = (0.0, 0.1, 0.2, 0.3, 0.4)
