@@ -6,7 +6,7 @@ Layers are pure ``(init, apply)`` pairs composed with combinators; see
 
 import importlib
 
-from jaxconv import data, im2col, models, per_example, receptive, sizing, surgery
+from jaxconv import data, im2col, losses, models, per_example, receptive, sizing, surgery
 from jaxconv.combinators import (
     Identity,
     Lambda,
