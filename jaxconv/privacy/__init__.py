@@ -5,10 +5,11 @@ sums, adds Gaussian noise of std ``noise_multiplier * C`` and divides by the
 (expected) batch size; the accountant turns the sampling rate, noise
 multiplier and number of steps into (epsilon, delta).
 
-- clipping: `clip_per_example`, `clipped_grad_sum` (strategies 'einsum', 'ghost', 'vmap',
-  'chunked', 'loop'), `ghost_clipped_grad_sum` (per-example norms from each layer's inputs and
-  output gradients, then the clipped sum in the same pass: Bu et al. 2022 and 2023's
-  book-keeping), `ghost_grad_norms`, `tapped_per_example_grads`;
+- clipping: `clip_factors`, `clip_per_example`, `clipped_grad_sum` (strategies 'einsum',
+  'ghost', 'vmap', 'chunked', 'loop'), `ghost_clipped_grad_sum` (per-example norms from each
+  layer's inputs and output gradients, then the clipped sum in the same pass: Bu et al. 2022
+  and 2023's book-keeping; the taps themselves, `ghost_grad_norms` and
+  `tapped_per_example_grads`, are in `jaxconv.per_example`);
 - the Gaussian mechanism: `noisy_mean`, `dp_aggregate` (an Optax transformation),
   `dp_sgd` (the optimiser);
 - sampling: `poisson_batches`, `shuffled_batches`, `poisson_batch`;
@@ -16,16 +17,8 @@ multiplier and number of steps into (epsilon, delta).
 """
 
 from jaxconv.privacy.accounting import ACCOUNTANTS, Accountant, epsilon, noise_multiplier_for
-from jaxconv.privacy.clipping import (
-    DPAggregateState,
-    clip_factors,
-    clip_per_example,
-    clipped_grad_sum,
-    dp_aggregate,
-    dp_sgd,
-    noisy_mean,
-)
-from jaxconv.privacy.ghost import ghost_clipped_grad_sum, ghost_grad_norms, tapped_per_example_grads
+from jaxconv.privacy.clipping import clip_factors, clip_per_example, clipped_grad_sum, ghost_clipped_grad_sum
+from jaxconv.privacy.mechanism import DPAggregateState, dp_aggregate, dp_sgd, noisy_mean
 from jaxconv.privacy.sampling import (
     Batch,
     padded_batch_size,
@@ -46,12 +39,10 @@ __all__ = [
     "dp_sgd",
     "epsilon",
     "ghost_clipped_grad_sum",
-    "ghost_grad_norms",
     "noise_multiplier_for",
     "noisy_mean",
     "padded_batch_size",
     "poisson_batch",
     "poisson_batches",
     "shuffled_batches",
-    "tapped_per_example_grads",
 ]

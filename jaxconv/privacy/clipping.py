@@ -1,30 +1,33 @@
-"""Per-example clipping and the Gaussian mechanism of DP-SGD (Abadi et al. 2016).
+"""Per-example clipping (Abadi et al. 2016): the sum over examples of each example's gradient
+scaled to L2 norm at most C,
 
-One DP-SGD step on a batch of B examples (B the expected batch size under
-Poisson sampling):
+    sum = sum_i g_i * min(1, C / ||g_i||)
 
-    g_i   = gradient of example i's loss
-    sum   = sum_i g_i * min(1, C / ||g_i||)            # each example's norm at most C
-    noisy = (sum + N(0, (sigma * C)^2 I)) / B          # sigma: the noise multiplier
-
-`dp_aggregate` is that step as an Optax transformation, the first of a chain;
-``optax.contrib.differentially_private_aggregate`` follows the same convention
-(noise std ``noise_multiplier * l2_norm_clip``, division by the number of rows)
-but cannot mask padded rows or divide by an expected batch size.
+from stacked per-example gradients (`clip_per_example`), from any per-example loss without
+storing N gradients (`clipped_grad_sum`), or from a net's taps without per-example gradients
+at all (`ghost_clipped_grad_sum`: ghost norms and book-keeping, Bu et al. 2022 and 2023).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal, NamedTuple
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
+from jax import lax
 
-from jaxconv.core import Key, Params, PyTree, State
-from jaxconv.per_example import LossFn, Strategy, choose_strategy, map_examples
+from jaxconv.core import Key, Layer, Params, PyTree, State
+from jaxconv.losses import cross_entropy
+from jaxconv.per_example import LossFn, Strategy, choose_strategy, example_keys, map_examples
+from jaxconv.per_example.taps import OutputLoss, bookkeeping_pass, norms_pass, squared_norms, weighted_sum
+
+
+def check_clip(l2_norm_clip: float) -> None:
+    """Refuse a non-positive clip norm given as a number (a traced one is the caller's to check)."""
+    if isinstance(l2_norm_clip, int | float) and not l2_norm_clip > 0:
+        raise ValueError(f"l2_norm_clip={l2_norm_clip} must be positive: the largest per-example norm")
 
 
 def clip_factors(norms: jax.Array, l2_norm_clip: float) -> jax.Array:
@@ -40,7 +43,7 @@ def clip_per_example(grads: Params, l2_norm_clip: float, mask: jax.Array | None 
     bools or 0/1 leaves out padded rows. Returns a pytree like one example's
     gradient.
     """
-    _check_clip(l2_norm_clip)
+    check_clip(l2_norm_clip)
     norms = jax.vmap(optax.tree.norm)(grads)
     weights = clip_factors(norms, l2_norm_clip)
     if mask is not None:
@@ -72,11 +75,9 @@ def clipped_grad_sum(
       loss (Bu et al. 2022);
     - ``'auto'``: ``'einsum'`` for a `net_loss` loss, else as `per_example_grads`.
     """
-    _check_clip(l2_norm_clip)
+    check_clip(l2_norm_clip)
     chosen = choose_strategy(loss_fn, strategy, chunk_size, extra=("ghost",))
     if chosen in ("einsum", "ghost"):
-        from jaxconv.privacy.ghost import ghost_clipped_grad_sum  # ghost imports this module
-
         return ghost_clipped_grad_sum(
             loss_fn.net, l2_norm_clip, loss_fn.loss, train=loss_fn.train, bookkeeping=chosen == "einsum"
         )
@@ -98,106 +99,59 @@ def clipped_grad_sum(
     return fn
 
 
-def noisy_mean(
-    clipped_sum: Params, key: Key, *, l2_norm_clip: float, noise_multiplier: float, batch_size: float
-) -> Params:
-    """``(clipped_sum + N(0, (noise_multiplier * l2_norm_clip)^2)) / batch_size``, noise per entry."""
-    leaves, treedef = jax.tree.flatten(jax.tree.map(jnp.asarray, clipped_sum))
-    sizes = [leaf.size for leaf in leaves]
-    # one draw for the whole tree (one random-number kernel however many leaves), then split
-    noise = noise_multiplier * l2_norm_clip * jax.random.normal(key, (sum(sizes),), jnp.float32)
-    pieces = jnp.split(noise, np.cumsum(sizes)[:-1])
-    noised = [
-        (leaf + piece.reshape(leaf.shape).astype(leaf.dtype)) / batch_size
-        for leaf, piece in zip(leaves, pieces, strict=True)
-    ]
-    return jax.tree.unflatten(treedef, noised)
-
-
-class DPAggregateState(NamedTuple):
-    """The noise key and the number of noisy steps taken (for the accountant)."""
-
-    key: Key
-    steps: jax.Array
-
-
-def dp_aggregate(
+def ghost_clipped_grad_sum(
+    net: Layer,
     l2_norm_clip: float,
-    noise_multiplier: float,
-    key: Key | int,
+    loss: OutputLoss | None = None,
     *,
-    batch_size: float | None = None,
-    summed: bool = False,
-) -> optax.GradientTransformationExtraArgs:
-    """DP-SGD's clip, sum, noise and average as an Optax transformation; put it first in a chain.
+    train: bool = True,
+    bookkeeping: bool = True,
+) -> Callable[..., tuple[Params, jax.Array]]:
+    """``fn(params, state, x, y, key=None, mask=None) -> (clipped_sum, norms)`` by ghost clipping.
 
-    Its input ``updates`` are per-example gradients with a leading axis N (from
-    `per_example_grads`), or with ``summed=True`` an already clipped sum (from
-    `clipped_grad_sum` or `ghost_clipped_grad_sum`). ``update(..., mask=m)`` takes
-    a (N,) mask of the real rows of a padded Poisson batch.
-
-    The sum is divided by ``batch_size``: give the expected batch size
-    ``sampling_rate * num_examples`` under Poisson sampling (the realised size
-    is private, and dividing by it would leak it); left out, it is N, the
-    number of rows, right for fixed-size shuffled batches.
+    Equal to `clipped_grad_sum` of ``net_loss(net, loss, train=train)`` (same keys
+    per example): the sum over examples of each gradient scaled by
+    ``min(1, C / norm_i)``, and the unclipped norms (N,). ``mask`` (N,) leaves
+    out padded rows. The norms come from each Conv's and Dense's inputs and
+    output gradients (`jaxconv.per_example.taps`). ``bookkeeping=True`` forms the
+    sum from the pass that gave the norms (one forward, one backward: fastest);
+    ``False`` runs a norms-only pass and a second backward pass (least memory).
     """
-    _check_clip(l2_norm_clip)
-    if noise_multiplier < 0:
-        raise ValueError(f"dp_aggregate(noise_multiplier={noise_multiplier}) must be >= 0")
-    if summed and batch_size is None:
-        raise ValueError("dp_aggregate(summed=True) needs batch_size (the expected batch size)")
-    key = jax.random.key(key) if isinstance(key, int) else key
+    check_clip(l2_norm_clip)
+    loss = loss or cross_entropy
+    taps_pass, only_norms_pass = bookkeeping_pass(net, loss, train), norms_pass(net, loss, train)
 
-    def init(params: Params) -> DPAggregateState:
-        del params
-        return DPAggregateState(key, jnp.zeros((), jnp.int32))
-
-    def update(updates, state: DPAggregateState, params=None, *, mask=None, **extra_args: Any):
-        del params, extra_args
-        if summed:
-            clipped, rows = updates, None
+    def fn(params: Params, state: State, x: PyTree, y: PyTree, key: Key | None = None, mask=None):
+        if bookkeeping:
+            taps = taps_pass(params, state, x, y, key)
+            squared = squared_norms(taps, params)
         else:
-            if mask is not None and batch_size is None:
-                raise ValueError(
-                    "dp_aggregate got a mask (a padded Poisson batch) but no batch_size: give "
-                    "batch_size=sampling_rate * num_examples, the expected batch size"
-                )
-            clipped, rows = (
-                clip_per_example(updates, l2_norm_clip, mask),
-                jax.tree.leaves(updates)[0].shape[0],
-            )
-        noise_key, next_key = jax.random.split(state.key)
-        noisy = noisy_mean(
-            clipped,
-            noise_key,
-            l2_norm_clip=l2_norm_clip,
-            noise_multiplier=noise_multiplier,
-            batch_size=batch_size or rows,
-        )
-        return noisy, DPAggregateState(next_key, state.steps + 1)
+            squared = only_norms_pass(params, state, x, y, key)
+        norms = jnp.sqrt(sum(squared.values()))
+        weights = clip_factors(norms, l2_norm_clip)
+        if mask is not None:
+            weights = weights * jnp.asarray(mask, weights.dtype)
+        if bookkeeping:
+            return weighted_sum(taps, params, weights), norms
+        return _weighted_loss_grad(net, loss, train, params, state, x, y, key, weights), norms
 
-    return optax.GradientTransformationExtraArgs(init, update)
+    return fn
 
 
-def dp_sgd(
-    learning_rate: optax.ScalarOrSchedule,
-    l2_norm_clip: float,
-    noise_multiplier: float,
-    key: Key | int,
-    *,
-    batch_size: float | None = None,
-    summed: bool = False,
-    momentum: float | None = None,
-    nesterov: bool = False,
-) -> optax.GradientTransformationExtraArgs:
-    """DP-SGD: `dp_aggregate` followed by SGD (with optional momentum), as one Optax optimiser."""
-    return optax.chain(
-        dp_aggregate(l2_norm_clip, noise_multiplier, key, batch_size=batch_size, summed=summed),
-        optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov),
-    )
+def _weighted_loss_grad(net, loss, train, params, state, x, y, key, weights) -> Params:
+    """The second backward pass of ghost clipping: the gradient of ``sum_i weights_i * loss_i``,
+    x (N, ...), y (N, ...) and weights (N,), each example alone with key ``fold_in(key, i)``.
 
+    Its input is made to depend on the weights (``+ 0 * w``) so that XLA runs this pass after
+    the first instead of holding both passes' activations at once.
+    """
+    x = x + 0 * weights[0].astype(x.dtype)
 
-def _check_clip(l2_norm_clip: float) -> None:
-    """Refuse a non-positive clip norm given as a number (a traced one is the caller's to check)."""
-    if isinstance(l2_norm_clip, int | float) and not l2_norm_clip > 0:
-        raise ValueError(f"l2_norm_clip={l2_norm_clip} must be positive: the largest per-example norm")
+    def weighted_loss(params):
+        def example_loss(x_i, y_i, key_i):
+            return loss(net.apply(params, state, x_i, key=key_i, train=train)[0], y_i)
+
+        losses = jax.vmap(example_loss)(x[:, None], y[:, None], example_keys(key, x.shape[0]))
+        return jnp.sum(lax.stop_gradient(weights) * losses)
+
+    return jax.grad(weighted_loss)(params)

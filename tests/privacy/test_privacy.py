@@ -15,7 +15,7 @@ from scipy import optimize, stats
 
 import jaxconv as jc
 from jaxconv import privacy
-from jaxconv.per_example import net_loss
+from jaxconv.per_example import ghost_grad_norms, net_loss
 
 NUM = 6
 KEY = jax.random.key(3)
@@ -116,7 +116,7 @@ def test_ghost_clipping_equals_numpy_clipping_of_the_loop(case):
 
 def test_ghost_layer_norms_equal_numpy_norms_of_each_layer(case):
     params, state, x, y, grads, norms, _ = case
-    global_norms, layer_norms = jax.jit(privacy.ghost_grad_norms(NET))(params, state, x, y, KEY)
+    global_norms, layer_norms = jax.jit(ghost_grad_norms(NET))(params, state, x, y, KEY)
     np.testing.assert_allclose(global_norms, norms, rtol=1e-5)
     paths = ["conv_0", "groupnorm_1", "residual_5/body/conv_0", "residual_5/shortcut", "dense_7"]
     assert sorted(layer_norms) == sorted(paths)

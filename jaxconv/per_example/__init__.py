@@ -1,0 +1,79 @@
+"""Per-example gradients: one gradient per example of a batch, for norm studies and DP-SGD.
+
+A per-example loss has the signature
+
+    loss_fn(params, state, x, y, key) -> scalar        # or (scalar, aux) with has_aux=True
+
+and is called on ONE example that keeps a batch axis of one: ``x`` is (1, H, W, C)
+and ``y`` is (1, ...), the jaxconv convention, so every layer sees the shapes it
+sees in training. `net_loss` builds one from any net (a zoo model included):
+
+>>> import jax, jaxconv as jc
+>>> net = jc.serial(jc.Conv(4, 3), jc.Relu, jc.Flatten, jc.Dense(10))
+>>> _, params, state = net.init(jax.random.key(0), (-1, 8, 8, 1))
+>>> from jaxconv.per_example import net_loss, per_example_grads
+>>> grads_fn = per_example_grads(net_loss(net))
+>>> grads = grads_fn(params, state, jax.numpy.ones((5, 8, 8, 1)), jax.numpy.arange(5))
+>>> grads["dense_3"]["kernel"].shape  # (N, *kernel.shape)
+(5, 144, 10)
+
+Randomness: with a ``key``, example ``i`` of the batch gets
+``jax.random.fold_in(key, i)``, whatever the strategy, so Dropout masks are
+reproducible example by example.
+
+Strategies (all give the same numbers; they differ in speed and memory):
+
+- ``'vmap'``: `jax.vmap` of `jax.grad` over all examples at once. The memory
+  of N gradients; on CPU the convolution weight gradients become grouped
+  convolutions that XLA's CPU backend runs slowly.
+- ``'chunked'``: vmap over ``chunk_size`` examples at a time, a `lax.scan` over
+  the chunks: bounded memory.
+- ``'loop'``: one example at a time in a `lax.scan` (``chunk_size=1``).
+- ``'einsum'``: for a loss from `net_loss`: one vmapped forward and backward
+  pass that keeps each Conv's and Dense's input and output gradient per
+  example; their weight gradients are einsums of input patches and output
+  gradients (Opacus' method), every other parameter's come from vmap
+  (`jaxconv.per_example.taps`).
+- ``'auto'``: ``'einsum'`` for a `net_loss` loss on every backend (on a
+  2-core CPU, batch 64 of the small Fashion-MNIST CNN, it measured 1.6-2.1x a
+  jitted per-example loop, 9-12x ``'loop'`` and 14-19x ``'vmap'``:
+  ``benchmarks/per_example.py``; on accelerators it is large matrix products,
+  where vmap's grouped convolutions are the alternative); for any other loss
+  (or with ``chunk_size`` or ``has_aux``), ``'loop'`` on CPU, else ``'chunked'``
+  when ``chunk_size`` is given, else ``'vmap'``.
+"""
+
+from jaxconv.per_example.grads import (
+    NetLoss,
+    choose_strategy,
+    net_loss,
+    per_example_grad_norms,
+    per_example_grads,
+)
+from jaxconv.per_example.mapped import (
+    STRATEGIES,
+    LossFn,
+    Strategy,
+    example_keys,
+    layer_squared_norms,
+    map_examples,
+    resolve_strategy,
+)
+from jaxconv.per_example.taps import ghost_grad_norms, tapped_per_example_grads
+
+__all__ = [
+    "STRATEGIES",
+    "LossFn",
+    "NetLoss",
+    "Strategy",
+    "choose_strategy",
+    "example_keys",
+    "ghost_grad_norms",
+    "layer_squared_norms",
+    "map_examples",
+    "net_loss",
+    "per_example_grad_norms",
+    "per_example_grads",
+    "resolve_strategy",
+    "tapped_per_example_grads",
+]
