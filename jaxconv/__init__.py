@@ -51,10 +51,9 @@ from jaxconv.layers import (
 )
 from jaxconv.pattern import pattern
 from jaxconv.per_example import per_example_grad_norms, per_example_grads
-from jaxconv.precision import mixed_precision
 from jaxconv.receptive import Field, receptive_field
-from jaxconv.remat import remat, remat_blocks
 from jaxconv.summary import Summary, summary
+from jaxconv.wrappers import mixed_precision, remat, remat_blocks
 
 __version__ = "0.1.0"
 
