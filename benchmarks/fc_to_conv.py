@@ -4,8 +4,8 @@ The net is VGG-16's layout (13 3x3 convs in 5 stages, 2x2 max pools, three FC
 layers; total stride 32) with every width divided by ``--width-divisor`` (default
 4: 16-32-64-128-128 channels and FC 1024, a 16th of VGG-16's compute; 1 gives VGG-16
 itself). The original net scores the 36 crops of 224x224 at stride 32 in one
-batched, jitted pass (`jc.surgery.crop_scores`); the converted net
-(`jc.surgery.fc_to_conv`) scores the whole image in one jitted pass, giving the
+batched, jitted pass (`jc.analysis.surgery.crop_scores`); the converted net
+(`jc.analysis.surgery.fc_to_conv`) scores the whole image in one jitted pass, giving the
 same 6x6 map up to the effect of zero padding at the crops' borders (printed).
 Timings are medians of interleaved repeats on the same inputs.
 
@@ -22,7 +22,7 @@ import numpy as np
 from _timing import median_seconds  # benchmarks/ is on the path when run as a script
 
 import jaxconv as jc
-from jaxconv import surgery
+from jaxconv.analysis import surgery
 
 VGG16 = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
 

@@ -7,7 +7,7 @@ at the same parameter count and resolution (the CS231n notes: "dilated convoluti
 ... merge spatial information across the inputs much more aggressively with fewer
 layers"). The field of a stack is 1 + sum of 2D over its layers (D: dilation).
 
-Measured: fields by `jaxconv.receptive` and by the gradient of one output neuron
+Measured: fields by `jaxconv.analysis.fields` and by the gradient of one output neuron
 with respect to the input, against the formula; Fashion-MNIST accuracy of a
 full-resolution net (no pooling before global averaging) with each stack.
 
@@ -20,7 +20,7 @@ import common
 import jax
 
 import jaxconv as jc
-from jaxconv.receptive import receptive_field
+from jaxconv.analysis import receptive_field
 
 DEFAULT = common.Budget("default", None, None, 3)
 FULL = common.Budget("full", None, None, 15)

@@ -3,8 +3,8 @@
 The CS231n notes: converting a net's FC layers to convolutions lets it slide over a
 larger image in one pass, "evaluating the original ConvNet at 36 locations" of a
 384x384 image (224x224 crops at stride 32) while "sharing computation", the same
-scores as 36 separate passes. Measured with `jc.surgery.fc_to_conv` and
-`jc.surgery.crop_scores`:
+scores as 36 separate passes. Measured with `jc.analysis.surgery.fc_to_conv` and
+`jc.analysis.surgery.crop_scores`:
 
 - a net without zero padding (VGG-16's five stages of 3x3 convs and 2x2 pools, one
   conv per stage, no padding; 222x222 crops of a 382x382 image): the map equals the
@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 import jaxconv as jc
-from jaxconv import surgery
+from jaxconv.analysis import surgery
 
 benchmark = common.load_benchmark("fc_to_conv")  # vgg16_layout, random_params, median_seconds
 

@@ -6,7 +6,7 @@ a 7x7 region of the input, as one 7x7 CONV does, with 3 * 9C^2 = 27C^2 weights
 instead of 49C^2, and three non-linearities instead of one.
 
 Measured here: the parameter counts by `jc.summary` (checked against the formula), the
-receptive fields by `jaxconv.receptive` and by the gradient of one output neuron with
+receptive fields by `jaxconv.analysis.fields` and by the gradient of one output neuron with
 respect to the input, and Fashion-MNIST accuracy of the same small net built with
 either block.
 
@@ -19,7 +19,7 @@ import common
 import jax
 
 import jaxconv as jc
-from jaxconv.receptive import receptive_field
+from jaxconv.analysis import receptive_field
 
 DEFAULT = common.Budget("default", None, None, 3, seeds=3)
 FULL = common.Budget("full", None, None, 15)

@@ -6,7 +6,8 @@ Layers are pure ``(init, apply)`` pairs composed with combinators; see
 
 import importlib
 
-from jaxconv import data, im2col, losses, models, per_example, receptive, sizing, surgery
+from jaxconv import analysis, data, losses, models, per_example, sizing
+from jaxconv.analysis import Field, Summary, pattern, receptive_field, summary
 from jaxconv.combinators import (
     Identity,
     Lambda,
@@ -58,12 +59,8 @@ from jaxconv.layers import (
     StochasticDepth,
     Tanh,
 )
-from jaxconv.pattern import pattern
 from jaxconv.per_example import per_example_grad_norms, per_example_grads
-from jaxconv.precision import mixed_precision
-from jaxconv.receptive import Field, receptive_field
-from jaxconv.remat import remat, remat_blocks
-from jaxconv.summary import Summary, summary
+from jaxconv.wrappers import mixed_precision, remat, remat_blocks
 
 __version__ = "0.1.0"
 
@@ -116,13 +113,13 @@ __all__ = [
     "StochasticDepth",
     "Summary",
     "Tanh",
+    "analysis",
     "concat_with_input",
     "data",
     "distributed",
     "fan_in_concat",
     "fan_in_sum",
     "fan_out",
-    "im2col",
     "info",
     "mixed_precision",
     "models",
@@ -133,7 +130,6 @@ __all__ = [
     "per_example_grad_norms",
     "per_example_grads",
     "privacy",
-    "receptive",
     "receptive_field",
     "remat",
     "remat_blocks",
@@ -142,7 +138,6 @@ __all__ = [
     "shape_dependent",
     "sizing",
     "summary",
-    "surgery",
     "train",
     "wired",
     "with_aux_heads",

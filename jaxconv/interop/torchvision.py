@@ -11,7 +11,7 @@ A torchvision name maps to the zoo builder with torchvision's architecture
 (``resnet50`` -> ``resnet50_tv``, ``googlenet`` -> ``googlenet_tv``, ...; see
 `names`). For each architecture a short generator lists torchvision's module
 names in the order jaxconv's network runs its Conv, Dense and BatchNorm layers
-(`jaxconv.core.trace_init` gives that order and every layer's input shape), so
+(`jaxconv.core.trace` gives that order and every layer's input shape), so
 the i-th layer takes the i-th module's tensors, looked up by name: a
 state_dict's own order does not matter (safetensors files sort their keys).
 
@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -44,149 +45,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxconv import models
-from jaxconv.core import Layer, Params, State, trace_init
+from jaxconv import core, models
+from jaxconv.core import Layer, LayerPath, Params, Record, State
 from jaxconv.errors import StateDictError
-from jaxconv.models import densenet, googlenet, inception, mobilenet, squeezenet, vgg
-
-# --- torchvision's module names, in the order jaxconv's layers run ------------------------------
-
-
-def _basic_conv(prefix: str) -> list[str]:
-    """torchvision's BasicConv2d (GoogLeNet, Inception v3): a conv and its BatchNorm."""
-    return [f"{prefix}.conv", f"{prefix}.bn"]
-
-
-def _resnet(options: dict) -> Iterator[str]:
-    convs = 2 if options["kind"] == "basic" else 3
-    yield from ("conv1", "bn1")
-    for stage, count in enumerate(options["depths"], 1):
-        for block in range(count):
-            prefix = f"layer{stage}.{block}"
-            for index in range(1, convs + 1):
-                yield from (f"{prefix}.conv{index}", f"{prefix}.bn{index}")
-            if block == 0 and (stage > 1 or options["kind"] == "bottleneck"):
-                yield from (f"{prefix}.downsample.0", f"{prefix}.downsample.1")
-    yield "fc"
-
-
-def _vgg(options: dict) -> Iterator[str]:
-    per_conv = 3 if options.get("batch_norm") else 2  # conv, [bn,] relu
-    index = 0
-    for stage in vgg.CONFIGS[options["config"]]:
-        for _ in stage:
-            yield from (f"features.{index + offset}" for offset in range(per_conv - 1))
-            index += per_conv
-        index += 1  # the max pool
-    yield from ("classifier.0", "classifier.3", "classifier.6")
-
-
-def _alexnet(options: dict) -> Iterator[str]:
-    yield from (f"features.{index}" for index in (0, 3, 6, 8, 10))
-    yield from (f"classifier.{index}" for index in (1, 4, 6))
-
-
-def _googlenet(options: dict) -> Iterator[str]:
-    for stem in ("conv1", "conv2", "conv3"):
-        yield from _basic_conv(stem)
-    for name in googlenet.GOOGLENET:  # branch1 is one conv; branch4 a max pool, then a conv
-        for branch in ("branch1", "branch2.0", "branch2.1", "branch3.0", "branch3.1", "branch4.1"):
-            yield from _basic_conv(f"{name}.{branch}")
-    yield "fc"
-    for aux in ("aux1", "aux2") if options.get("aux_logits") else ():
-        yield from (*_basic_conv(f"{aux}.conv"), f"{aux}.fc1", f"{aux}.fc2")
-
-
-def _inception_v3(options: dict) -> Iterator[str]:
-    for stem in ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Conv2d_3b_1x1", "Conv2d_4a_3x3"):
-        yield from _basic_conv(stem)
-    for mixed, branches in inception.MIXED.items():
-        for branch, steps in branches.items():
-            convs = [step for step in steps if step[0] not in ("max", "avg")]
-            for index, step in enumerate(convs, 1):  # one conv keeps the branch's name
-                name = f"{mixed}.{branch}" + (f"_{index}" if len(convs) > 1 or step[0] == "split" else "")
-                for part in ("a", "b") if step[0] == "split" else ("",):
-                    yield from _basic_conv(name + part)
-    yield "fc"
-    if options.get("aux_logits"):
-        yield from (*_basic_conv("AuxLogits.conv0"), *_basic_conv("AuxLogits.conv1"), "AuxLogits.fc")
-
-
-def _densenet(options: dict) -> Iterator[str]:
-    yield from ("features.conv0", "features.norm0")
-    blocks = options["block_sizes"]
-    for block, size in enumerate(blocks, 1):
-        for layer in range(1, size + 1):
-            prefix = f"features.denseblock{block}.denselayer{layer}"
-            yield from (f"{prefix}.{part}" for part in ("norm1", "conv1", "norm2", "conv2"))
-        if block < len(blocks):
-            yield from (f"features.transition{block}.norm", f"features.transition{block}.conv")
-    yield from (f"features.norm{len(blocks) + 1}", "classifier")
-
-
-def _squeezenet(options: dict) -> Iterator[str]:
-    yield "features.0"  # then its ReLU at 1
-    for index, row in enumerate(squeezenet.VERSIONS[options["version"]][2], 2):
-        if row != "pool":
-            yield from (f"features.{index}.{part}" for part in ("squeeze", "expand1x1", "expand3x3"))
-    yield "classifier.1"
-
-
-def _mobilenet_v2(options: dict) -> Iterator[str]:
-    yield from ("features.0.0", "features.0.1")
-    index = 1
-    for expansion, _, repeats, _ in mobilenet.MOBILENET_V2:
-        for _ in range(repeats):
-            prefix, unit = f"features.{index}.conv", 0
-            if expansion != 1:  # the 1x1 expansion, a conv-norm-ReLU6 unit
-                yield from (f"{prefix}.0.0", f"{prefix}.0.1")
-                unit = 1
-            yield from (
-                f"{prefix}.{unit}.0",
-                f"{prefix}.{unit}.1",
-                f"{prefix}.{unit + 1}",
-                f"{prefix}.{unit + 2}",
-            )
-            index += 1
-    yield from (f"features.{index}.0", f"features.{index}.1", "classifier.1")
-
-
-@dataclasses.dataclass(frozen=True)
-class _Entry:
-    zoo_name: str
-    module_names: Callable[[dict], Iterator[str]]
-
-
-def _table() -> dict[str, _Entry]:
-    """torchvision's name -> the zoo's builder (the ``_tv`` variant where the paper's differs) and names."""
-    table = {
-        "alexnet": _Entry("alexnet_tv", _alexnet),
-        "googlenet": _Entry("googlenet_tv", _googlenet),
-        "inception_v3": _Entry("inception_v3", _inception_v3),
-        "mobilenet_v2": _Entry("mobilenet_v2", _mobilenet_v2),
-    }
-    for depth in (11, 13, 16, 19):
-        table[f"vgg{depth}"] = _Entry(f"vgg{depth}", _vgg)
-        table[f"vgg{depth}_bn"] = _Entry(f"vgg{depth}_bn", _vgg)
-    for depth in (18, 34, 50, 101, 152):
-        table[f"resnet{depth}"] = _Entry(f"resnet{depth}_tv", _resnet)
-    for name in (
-        "resnext50_32x4d",
-        "resnext101_32x8d",
-        "resnext101_64x4d",
-        "wide_resnet50_2",
-        "wide_resnet101_2",
-    ):
-        table[name] = _Entry(name, _resnet)
-    for depth in densenet.IMAGENET:
-        if depth != 264:  # torchvision has no DenseNet-264
-            table[f"densenet{depth}"] = _Entry(f"densenet{depth}", _densenet)
-    for version in squeezenet.VERSIONS:
-        table[f"squeezenet{version}"] = _Entry(f"squeezenet{version}", _squeezenet)
-    return table
-
-
-TORCHVISION: dict[str, _Entry] = _table()
+from jaxconv.interop.torchvision_modules import TORCHVISION, Entry
 
 
 def names() -> list[str]:
@@ -194,7 +56,7 @@ def names() -> list[str]:
     return sorted(TORCHVISION)
 
 
-def _entry(name: str) -> _Entry:
+def _entry(name: str) -> Entry:
     if name not in TORCHVISION:
         close = difflib.get_close_matches(name, TORCHVISION, n=3)
         hint = f"did you mean {close}? " if close else ""
@@ -217,7 +79,7 @@ class _Slot:
     """One jaxconv leaf to fill: where it sits, its shape and dtype, and where it comes from."""
 
     tree: str  # 'params' or 'state'
-    path: tuple[str, ...]
+    path: LayerPath
     dtype: Any
     key: str  # the torch tensor's name
     to_jax: Callable[[np.ndarray], np.ndarray]
@@ -243,55 +105,60 @@ def _dense_kernel(
     )
 
 
-_TORCH_LEAVES = {"kernel": "weight", "bias": "bias"}
-_TORCH_NORM_LEAVES = {"scale": "weight", "bias": "bias", "mean": "running_mean", "var": "running_var"}
+_TORCH_LEAVES = {
+    "kernel": "weight",
+    "scale": "weight",
+    "bias": "bias",
+    "mean": "running_mean",
+    "var": "running_var",
+}
+"""jaxconv's leaf names (Conv and Dense ``kernel``, ``bias``; BatchNorm's ``scale``, ``bias`` and state
+``mean``, ``var``) -> the torch tensor's name in its module."""
 
 
 @dataclasses.dataclass(frozen=True)
 class _Weighted:
-    """A Conv, Dense or BatchNorm layer as `trace_init` saw it; ``flattened`` is the (H, W, C) map a
-    Flatten just before a Dense flattened, if any."""
+    """A layer with its own params or state (Conv, Dense, BatchNorm) as `jaxconv.core.trace` saw it;
+    ``flattened`` is the (H, W, C) map a Flatten just before a Dense flattened, if any."""
 
-    path: tuple[str, ...]
-    kind: str
+    path: LayerPath
     leaves: dict[str, dict[str, jax.ShapeDtypeStruct]]  # 'params' / 'state' -> leaf name -> shape
     flattened: tuple[int, ...] | None
 
 
-def _weighted_layers(net: Layer, input_shape: tuple[int, ...]) -> list[_Weighted]:
-    """jaxconv's Conv, Dense and BatchNorm layers in the order they run, found under `jax.eval_shape`."""
+def _weighted_layers(records: list[Record]) -> list[_Weighted]:
+    """The layers holding params or state, in the order they run (the records of `jaxconv.core.trace`)."""
     layers: list[_Weighted] = []
-
-    def trace() -> None:
-        _, records = trace_init(net, jax.random.key(0), input_shape)
-        flattened = None
-        for record in records:
-            if record.info.kind == "Flatten" and len(record.input_shape) == 4:
-                flattened = record.input_shape[1:] if np.prod(record.input_shape[1:3]) > 1 else None
-            elif record.info.kind in ("Conv", "Dense", "BatchNorm"):
-                shapes = {
-                    tree: {leaf: jax.ShapeDtypeStruct(a.shape, a.dtype) for leaf, a in values.items()}
-                    for tree, values in (("params", record.params), ("state", record.state))
-                }
-                layers.append(_Weighted(record.path, record.info.kind, shapes, flattened))
-                flattened = None
-
-    jax.eval_shape(trace)
+    flattened = None
+    for record in records:
+        if record.info.kind == "Flatten" and len(record.input_shape) == 4:
+            flattened = record.input_shape[1:] if np.prod(record.input_shape[1:3]) > 1 else None
+        elif _holds_weights(record):
+            leaves = {"params": record.params, "state": record.state}
+            layers.append(_Weighted(record.path, leaves, flattened))
+            flattened = None
     return layers
 
 
+def _holds_weights(record: Record) -> bool:
+    """A layer with params or state of its own: not a combinator (a `shape_dependent` layer's record
+    repeats the record of the layer it chose)."""
+    own = not record.info.children and record.info.kind != "ShapeDependent"
+    return own and not (core.is_empty(record.params) and core.is_empty(record.state))
+
+
 def _slots(layer: _Weighted, module: str) -> Iterator[_Slot]:
-    """The leaves of one jaxconv layer and the tensors of torch module ``module`` that fill them."""
-    names = _TORCH_NORM_LEAVES if layer.kind == "BatchNorm" else _TORCH_LEAVES
+    """The leaves of one jaxconv layer and the tensors of torch module ``module`` that fill them; a
+    kernel's layout follows from its rank: (H, W, I, O) for a conv, (D, O) for a dense layer."""
     for tree, leaves in layer.leaves.items():
         for leaf, struct in leaves.items():
-            if layer.kind == "Conv" and leaf == "kernel":
+            if leaf == "kernel" and len(struct.shape) == 4:
                 to_jax, torch_shape = _conv_kernel(struct.shape)
-            elif layer.kind == "Dense" and leaf == "kernel":
+            elif leaf == "kernel":
                 to_jax, torch_shape = _dense_kernel(struct.shape, layer.flattened)
             else:
                 to_jax, torch_shape = _same, struct.shape
-            key = f"{module}.{names[leaf]}"
+            key = f"{module}.{_TORCH_LEAVES[leaf]}"
             yield _Slot(tree, (*layer.path, leaf), struct.dtype, key, to_jax, torch_shape)
 
 
@@ -347,8 +214,8 @@ def from_torchvision(name: str, state_dict: StateDict, **model_options: Any) -> 
     """
     entry = _entry(name)
     where = f"from_torchvision({name!r}{''.join(f', {k}={v!r}' for k, v in model_options.items())})"
-    net = model(name, **model_options)
-    layers = _weighted_layers(net, models.input_shape(entry.zoo_name, 1))
+    shape_trace = core.trace(model(name, **model_options), models.input_shape(entry.zoo_name, 1))
+    layers = _weighted_layers(shape_trace.records)
     modules = list(entry.module_names({**models.spec(entry.zoo_name).options, **model_options}))
     if len(layers) != len(modules):
         raise ValueError(
@@ -359,17 +226,17 @@ def from_torchvision(name: str, state_dict: StateDict, **model_options: Any) -> 
     slots = [slot for layer, module in zip(layers, modules, strict=True) for slot in _slots(layer, module)]
     tensors = _read(state_dict)
     _check(where, name, slots, tensors)
-    trees: dict[str, dict] = {"params": {}, "state": {}}
-    for slot in slots:
-        value = jnp.asarray(slot.to_jax(_to_numpy(tensors[slot.key])), slot.dtype)
-        _put(trees[slot.tree], slot.path, value)
-    return trees["params"], trees["state"]
+    by_leaf = {(slot.tree, slot.path): slot for slot in slots}
 
+    def load(tree: str, keys: tuple, struct: jax.ShapeDtypeStruct) -> jax.Array:
+        slot = by_leaf[tree, tuple(key.key for key in keys)]
+        return jnp.asarray(slot.to_jax(_to_numpy(tensors[slot.key])), slot.dtype)
 
-def _put(tree: dict, path: tuple[str, ...], value: jax.Array) -> None:
-    for name in path[:-1]:
-        tree = tree.setdefault(name, {})
-    tree[path[-1]] = value
+    params, state = (
+        jax.tree_util.tree_map_with_path(functools.partial(load, tree), getattr(shape_trace, tree))
+        for tree in ("params", "state")
+    )
+    return params, state
 
 
 def _check(where: str, name: str, slots: list[_Slot], tensors: Mapping[str, Any]) -> None:

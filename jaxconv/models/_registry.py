@@ -9,8 +9,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from jaxconv.core import Layer
-from jaxconv.precision import mixed_precision
-from jaxconv.remat import remat_blocks
+from jaxconv.wrappers import mixed_precision, remat_blocks
 
 Builder = Callable[..., Layer]
 

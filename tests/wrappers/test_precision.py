@@ -1,4 +1,4 @@
-"""Mixed precision (`jaxconv.precision`): bfloat16 compute, float32 master weights, statistics and logits."""
+"""Mixed precision (`jaxconv.wrappers.mixed_precision`): bfloat16 compute, float32 master weights, statistics and logits."""
 
 import jax
 import jax.extend
@@ -9,7 +9,7 @@ from helpers import random_params
 
 import jaxconv as jc
 from jaxconv import models
-from jaxconv.precision import cast, mixed_precision
+from jaxconv.wrappers import cast, mixed_precision
 
 BF16, F32 = jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32)
 SHAPE = (-1, 8, 8, 3)

@@ -1,4 +1,4 @@
-"""`jc.im2col`: patches, convolution and pooling against NumPy loops and the lax-based layers."""
+"""`jaxconv.analysis.im2col`: patches, convolution and pooling against NumPy loops and the lax-based layers."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import jaxconv as jc
-from jaxconv import im2col as ic
+from jaxconv.analysis import im2col as ic
+from jaxconv.analysis import summary
 from jaxconv.errors import ShapeError
-from jaxconv.summary import summary
 
 
 def numpy_patches(x, F, S, P, D):
@@ -55,7 +55,7 @@ def test_convolution_is_one_matrix_multiply(F, S, P, D):
     with jax.default_matmul_precision("highest"):
         np.testing.assert_allclose(ic.conv(x, kernel, S, P, D), expected, rtol=1e-5, atol=1e-5)
         lax_path, _ = layer.apply({"kernel": kernel}, {}, x)
-        np.testing.assert_allclose(ic.conv2d(x, kernel, S, P, D), lax_path, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(ic.conv(x, kernel, S, P, D), lax_path, rtol=1e-5, atol=1e-5)
 
 
 def test_same_padding_and_per_side_pairs_follow_conv():

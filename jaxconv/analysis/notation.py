@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from jaxconv.combinators import Identity, serial, shape_dependent
-from jaxconv.core import Layer
+from jaxconv.core import UNKNOWN, Layer
 from jaxconv.errors import PatternError
 from jaxconv.layers import AvgPool, BatchNorm, Conv, Dense, Dropout, Flatten, MaxPool, Relu
 
@@ -165,37 +165,74 @@ def pattern(
     """Build a net from the notes' layer-pattern notation.
 
     Args:
-      widths: conv widths: an int for the first stage, doubled after every
-        pool (capped at ``max_width``); or a list, one per CONV, or one per
-        stage (the CONVs between two pools).
+      widths: conv widths: an int for the first stage, doubled after every pool (capped at
+        ``max_width``); or a list, one per CONV, or one per stage (the CONVs between two pools).
       num_classes: outputs of the last FC.
       fc_widths: widths of the other FCs, one int for all or one per FC.
       counts: values of letter repeat counts, e.g. ``{"N": 2, "M": 3, "K": 1}``.
       kernel_size, padding: the CONVs' F and P; P defaults to (F - 1)/2, which keeps the size.
       pool_window, pool_stride, pool: the POOLs' F, S (default F) and ``'max'`` or ``'avg'``.
       dropout_rate: the probability that DROPOUT drops an activation.
-      optional_pools: ``POOL?``: None keeps it while the volume is at least
-        the window, True always keeps it, False leaves it out.
+      optional_pools: ``POOL?``: None keeps it while the volume is at least the window, True
+        always keeps it, False leaves it out.
 
     Shapes: (N, H, W, C) -> (N, num_classes) (or a volume if no FC ends the pattern).
     Raises `PatternError` (a ValueError) pointing at the fault of a malformed pattern.
     """
+    tokens = _layer_tokens(text, counts)
+    if not tokens:
+        return Identity
+    make = _Makers(
+        iter(_conv_widths(tokens, widths, max_width)),
+        iter(_fc_widths(tokens, fc_widths, num_classes)),
+        kernel_size,
+        (kernel_size - 1) // 2 if padding is None else padding,
+        _pool_maker(pool, pool_window, pool_stride, optional_pools),
+        dropout_rate,
+    )
+    if optional_pools is False:
+        tokens = [t for t in tokens if not t.optional]
+    return serial(*_chain(tokens, make, text))
+
+
+def _layer_tokens(text: str, counts: Mapping[str, int] | None) -> list[_Token]:
+    """The pattern's tokens without the leading INPUT (which may come first only)."""
     tokens = parse(text, counts)
     for index, token in enumerate(tokens):
         if token.name == "INPUT" and index:
             raise PatternError("INPUT can only come first", text, token.position)
-    tokens = [t for t in tokens if t.name != "INPUT"]
-    if not tokens:
-        return Identity
-    conv_widths = _conv_widths(tokens, widths, max_width)
-    hidden = _fc_widths(tokens, fc_widths, num_classes)
-    padding = (kernel_size - 1) // 2 if padding is None else padding
-    pool_layer = {"max": MaxPool, "avg": AvgPool}.get(pool)
-    if pool_layer is None:
-        raise ValueError(f"pattern(pool={pool!r}): use 'max' or 'avg'")
-    if optional_pools is False:
-        tokens = [t for t in tokens if not t.optional]
-    layers, flat = [], False
+    return [t for t in tokens if t.name != "INPUT"]
+
+
+@dataclasses.dataclass
+class _Makers:
+    """The layer for each token of a pattern, taken in order (widths are used up as CONVs and FCs come)."""
+
+    conv_widths: Iterator[int]
+    fc_widths: Iterator[int]
+    kernel_size: int
+    padding: int | str
+    pool: Callable[[_Token], Layer]
+    dropout_rate: float
+
+    def __call__(self, token: _Token) -> Layer:
+        if token.name == "CONV":
+            return Conv(next(self.conv_widths), self.kernel_size, padding=self.padding)
+        if token.name == "POOL":
+            return self.pool(token)
+        if token.name == "FC":
+            return Dense(next(self.fc_widths))
+        if token.name == "RELU":
+            return Relu
+        if token.name in ("NORM", "BN"):
+            return BatchNorm()
+        return Dropout(self.dropout_rate)
+
+
+def _chain(tokens: list[_Token], make: Callable[[_Token], Layer], text: str) -> list[Layer]:
+    """The layers of the tokens, with a `Flatten` before the first FC."""
+    layers: list[Layer] = []
+    flat = False
     for token in tokens:
         if token.name in ("CONV", "POOL") and flat:
             raise PatternError(
@@ -204,23 +241,18 @@ def pattern(
         if token.name == "FC" and not flat:
             layers.append(Flatten)
             flat = True
-        if token.name == "CONV":
-            layers.append(Conv(conv_widths.pop(0), kernel_size, padding=padding))
-        elif token.name == "POOL":
-            layers.append(
-                _optional(
-                    pool_layer(pool_window, pool_stride), pool_window, token.optional and not optional_pools
-                )
-            )
-        elif token.name == "FC":
-            layers.append(Dense(hidden.pop(0)))
-        elif token.name == "RELU":
-            layers.append(Relu)
-        elif token.name in ("NORM", "BN"):
-            layers.append(BatchNorm())
-        elif token.name == "DROPOUT":
-            layers.append(Dropout(dropout_rate))
-    return serial(*layers)
+        layers.append(make(token))
+    return layers
+
+
+def _pool_maker(
+    pool: str, window: int, stride: int | None, optional_pools: bool | None
+) -> Callable[[_Token], Layer]:
+    """The layer for a POOL token: ``pool`` (``'max'`` or ``'avg'``), made optional for ``POOL?``."""
+    pool_layer = {"max": MaxPool, "avg": AvgPool}.get(pool)
+    if pool_layer is None:
+        raise ValueError(f"pattern(pool={pool!r}): use 'max' or 'avg'")
+    return lambda token: _optional(pool_layer(window, stride), window, token.optional and not optional_pools)
 
 
 def _conv_widths(tokens: list[_Token], widths: int | Sequence[int], max_width: int | None) -> list[int]:
@@ -265,10 +297,10 @@ def _optional(pool_layer: Layer, window: int, optional: bool) -> Layer:
         return pool_layer
 
     def choose(input_shape):
-        fits = all(size == -1 or size >= window for size in input_shape[1:-1])
+        fits = all(size == UNKNOWN or size >= window for size in input_shape[1:-1])
         return pool_layer if fits else Identity
 
     return shape_dependent(choose)
 
 
-__all__ = ["LAYER_NAMES", "PatternError", "parse", "pattern"]
+__all__ = ["LAYER_NAMES", "parse", "pattern"]

@@ -1,4 +1,4 @@
-"""Rematerialisation (`jaxconv.remat`): the same values and gradients, less memory, recomputed convolutions."""
+"""Rematerialisation (`jaxconv.wrappers.remat`): the same values and gradients, less memory, recomputed convolutions."""
 
 from functools import partial
 
@@ -10,8 +10,7 @@ from helpers import random_params
 
 import jaxconv as jc
 from jaxconv import models
-from jaxconv.precision import mixed_precision
-from jaxconv.remat import block_paths, remat, remat_blocks
+from jaxconv.wrappers import block_paths, mixed_precision, remat, remat_blocks
 
 SHAPE = (-1, 8, 8, 3)
 
@@ -136,7 +135,7 @@ def test_a_net_without_blocks_is_refused():
 
 def test_summary_reads_a_rematerialised_net():
     plain = jc.summary(models.get("resnet20"), (-1, 32, 32, 3))
-    wrapped = jc.summary(models.get("resnet20", remat="blocks"), (-1, 32, 32, 3))
+    wrapped = jc.summary(models.get("resnet20", remat=True), (-1, 32, 32, 3))
     assert wrapped.params == plain.params == 269_722  # He et al.'s ResNet-20, 0.27M (option A shortcuts)
 
 
@@ -153,7 +152,7 @@ def test_remat_under_mixed_precision(inputs):
 
 def test_serial_with_remat_recomputes_the_chain_with_equal_values_and_gradients(key):
     layers = (jc.Conv(4, 3, padding=1), jc.Relu, jc.Conv(4, 3, padding=1), jc.Flatten, jc.Dense(3))
-    plain, rematted = jc.serial(*layers), jc.serial(*layers, remat=True)
+    plain, rematted = jc.serial(*layers), jc.remat(jc.serial(*layers))
     assert jc.info(rematted).spec.get("remat") is True
     _, params, state = plain.init(key, (-1, 6, 6, 2))
     x = jax.random.normal(key, (2, 6, 6, 2))

@@ -16,7 +16,7 @@ import pytest
 
 import jaxconv as jc
 from jaxconv import models
-from jaxconv.summary import summary
+from jaxconv.analysis import summary
 
 
 def zoo_summary(name: str, **options) -> jc.Summary:

@@ -30,19 +30,18 @@ from jaxconv.errors import ShapeError
 from jaxconv.sizing import SizeArg, per_axis, spatial_rank
 
 
-def _geometry(name: str, input_shape, kernel_size, stride, padding, dilation):
-    """Per-axis window, stride, dilation, (lo, hi) padding and output sizes of an (N, *spatial, C) input."""
+def _window(name: str, input_shape, kernel_size, stride, padding, dilation) -> sizing.Window:
+    """The window's geometry on an (N, *spatial, C) input: per-axis F, S, D, (lo, hi) padding, outputs."""
     rank = spatial_rank(name, input_shape, kernel_size)
-    window = per_axis(kernel_size, rank, name, "kernel_size")
-    strides = per_axis(stride, rank, name, "stride")
-    dilations = per_axis(dilation, rank, name, "dilation")
-    spatial = tuple(input_shape[1:-1])
-    pads = sizing.padding_pairs(padding, spatial, window, strides, dilations)
-    out = tuple(
-        sizing.output_size(w, f, s, p, d, layer=name)
-        for w, f, s, p, d in zip(spatial, window, strides, pads, dilations, strict=True)
+    return sizing.slide(
+        name,
+        tuple(input_shape[1:-1]),
+        per_axis(kernel_size, rank, name, "kernel_size"),
+        per_axis(stride, rank, name, "stride"),
+        padding,
+        per_axis(dilation, rank, name, "dilation"),
+        strict=False,
     )
-    return window, strides, dilations, pads, out
 
 
 def im2col(
@@ -60,16 +59,14 @@ def im2col(
     ``(-1, K)``. Any spatial rank works. ``padding`` as in `jaxconv.Conv`;
     ``pad_value`` fills the padding (``-inf`` for max pooling).
     """
-    window, strides, dilations, pads, out = _geometry(
-        "im2col", x.shape, kernel_size, stride, padding, dilation
-    )
-    padded = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=pad_value)
+    window = _window("im2col", x.shape, kernel_size, stride, padding, dilation)
+    padded = jnp.pad(x, ((0, 0), *window.padding, (0, 0)), constant_values=pad_value)
     columns = []
-    for offsets in itertools.product(*(range(f) for f in window)):
+    for offsets in itertools.product(*(range(f) for f in window.size)):
         # the input values that filter tap `offsets` sees at every output position
         index = tuple(
             slice(o * d, o * d + (n - 1) * s + 1, s)
-            for o, d, n, s in zip(offsets, dilations, out, strides, strict=True)
+            for o, d, n, s in zip(offsets, window.dilation, window.out_spatial, window.stride, strict=True)
         )
         columns.append(padded[(slice(None), *index, slice(None))])
     patches = jnp.stack(columns, axis=-2)  # (N, *out, F_H*F_W, C)
@@ -95,9 +92,6 @@ def conv(
         )
     patches = im2col(x, tuple(window), stride, padding, dilation)
     return patches @ kernel.reshape(-1, features)
-
-
-conv2d = conv
 
 
 def _pool_patches(x, window, stride, padding, pad_value) -> jax.Array:
@@ -129,8 +123,8 @@ def patch_matrix_shape(
     dilation: SizeArg = 1,
 ) -> tuple[int, int]:
     """The notes' ``X_col`` shape for one example: (F_H*F_W*C, out positions)."""
-    window, *_, out = _geometry("im2col", input_shape, kernel_size, stride, padding, dilation)
-    return math.prod(window) * input_shape[-1], math.prod(out)
+    window = _window("im2col", input_shape, kernel_size, stride, padding, dilation)
+    return math.prod(window.size) * input_shape[-1], math.prod(window.out_spatial)
 
 
 def blowup(
@@ -145,4 +139,4 @@ def blowup(
     return rows * columns / math.prod(input_shape[1:])
 
 
-__all__ = ["avg_pool", "blowup", "conv", "conv2d", "im2col", "max_pool", "patch_matrix_shape"]
+__all__ = ["avg_pool", "blowup", "conv", "im2col", "max_pool", "patch_matrix_shape"]

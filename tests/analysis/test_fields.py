@@ -12,7 +12,8 @@ import pytest
 from helpers import random_params
 
 import jaxconv as jc
-from jaxconv.receptive import Field, layer_fields, receptive_field, trace
+from jaxconv.analysis import Field, layer_fields, receptive_field
+from jaxconv.core import trace
 
 
 def measured_field(net: jc.Layer, size: int, channels: int = 2) -> tuple[int, int]:

@@ -8,9 +8,8 @@ import pytest
 from helpers import random_params
 
 import jaxconv as jc
+from jaxconv.analysis import pattern, summary
 from jaxconv.errors import PatternError
-from jaxconv.pattern import pattern
-from jaxconv.summary import summary
 
 # Every example of the notes' "Layer Patterns" section, with the layers it must give.
 NOTES_EXAMPLES = {

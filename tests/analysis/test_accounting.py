@@ -11,7 +11,7 @@ import optax
 import pytest
 
 import jaxconv as jc
-from jaxconv.summary import summary
+from jaxconv.analysis import summary
 
 VGG16_STAGES = [(64, 2), (128, 2), (256, 3), (512, 3), (512, 3)]
 

@@ -22,22 +22,47 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxconv import core, receptive
-from jaxconv.combinators import Identity, serial
-from jaxconv.core import Layer, Params, ShapeTree, State
+from jaxconv import core
+from jaxconv.analysis import fields
+from jaxconv.combinators import Identity
+from jaxconv.core import Layer, LayerPath, Params, ShapeTree, State
 from jaxconv.layers import AvgPool, Conv, MaxPool
+from jaxconv.wrappers import rewrite
 
-Path = tuple[str, ...]
-_GLOBAL_POOLS = {"GlobalAvgPool": AvgPool, "GlobalMaxPool": MaxPool}
+_SLIDING_COUNTERPART = {"GlobalAvgPool": AvgPool, "GlobalMaxPool": MaxPool}
+"""The pool that slides a window of the whole volume's size: what each global pool becomes."""
 
 
 class _Conversion:
     """What the rewrite has seen so far: the volume the first FC looks at, and the reshaped kernels."""
 
-    def __init__(self, records: dict[Path, core.Record]):
+    def __init__(self, records: dict[LayerPath, core.Record]):
         self.records = records
         self.volume: tuple[int, ...] | None = None  # (N, H, W, C) that Flatten received
-        self.kernels: dict[Path, tuple[int, ...]] = {}  # Dense path -> its kernel's new shape
+        self.kernels: dict[LayerPath, tuple[int, ...]] = {}  # Dense path -> its kernel's new shape
+
+    def replace(self, path: LayerPath, net: Layer) -> Layer | None:
+        """The layer in place of ``net``, or None to keep it (`jaxconv.wrappers.rewrite`); the FC head
+        must run in a serial chain, so no `parallel` is looked into."""
+        description, record = core.info(net), self.records.get(path)
+        if description.kind == "Parallel":
+            return net
+        if record is None:
+            return None
+        if self.volume is None and description.kind == "Flatten" and len(record.input_shape) == 4:
+            self.volume = record.input_shape
+            return Identity
+        if self.volume is None and description.kind in _SLIDING_COUNTERPART:
+            self.volume = (*record.input_shape[:1], 1, 1, record.input_shape[-1])
+            return _SLIDING_COUNTERPART[description.kind](tuple(record.input_shape[1:-1]), stride=1)
+        if self.volume is not None and description.kind == "Dense":
+            first = not self.kernels
+            window = self.volume[1:3] if first else (1, 1)
+            channels = self.volume[-1] if first else record.input_shape[-1]
+            features = description.spec["features"]
+            self.kernels[path] = (*window, channels, features)
+            return Conv(features, window, use_bias=description.spec["use_bias"])
+        return None
 
 
 def fc_to_conv(net: Layer, params: Params, input_shape: ShapeTree) -> tuple[Layer, Params]:
@@ -54,9 +79,8 @@ def fc_to_conv(net: Layer, params: Params, input_shape: ShapeTree) -> tuple[Laye
     Shapes: the converted net maps (N, H', W', C_in) to (N, h, w, K); on the
     original ``input_shape`` h = w = 1.
     """
-    input_shape = core.normalize_shape(input_shape)
-    conversion = _Conversion(receptive.trace(net, input_shape).by_path())
-    conv_net = _rewrite(net, (), conversion)
+    conversion = _Conversion(core.trace(net, input_shape).by_path())
+    conv_net = rewrite(net, conversion.replace)
     if conversion.volume is None or not conversion.kernels:
         kinds = sorted({r.info.kind for r in conversion.records.values()})
         raise ValueError(
@@ -66,34 +90,8 @@ def fc_to_conv(net: Layer, params: Params, input_shape: ShapeTree) -> tuple[Laye
     return conv_net, _reshape_kernels(params, conversion.kernels)
 
 
-def _rewrite(net: Layer, path: Path, conversion: _Conversion) -> Layer:
-    description = core.info(net)
-    if description.kind == "Serial":
-        children = [
-            core.named(name, _rewrite(child, (*path, name), conversion))
-            for name, child in description.children
-        ]
-        return serial(*children)
-    record = conversion.records.get(path)
-    if conversion.volume is None and record is not None:
-        if description.kind == "Flatten" and len(record.input_shape) == 4:
-            conversion.volume = record.input_shape
-            return Identity
-        if description.kind in _GLOBAL_POOLS:
-            conversion.volume = (*record.input_shape[:1], 1, 1, record.input_shape[-1])
-            return _GLOBAL_POOLS[description.kind](tuple(record.input_shape[1:-1]), stride=1)
-    if conversion.volume is not None and description.kind == "Dense" and record is not None:
-        first = not conversion.kernels
-        window = conversion.volume[1:3] if first else (1, 1)
-        channels = conversion.volume[-1] if first else record.input_shape[-1]
-        features = description.spec["features"]
-        conversion.kernels[path] = (*window, channels, features)
-        return Conv(features, window, use_bias=description.spec["use_bias"])
-    return net
-
-
-def _reshape_kernels(params: Params, kernels: dict[Path, tuple[int, ...]]) -> Params:
-    def visit(tree: Any, path: Path) -> Any:
+def _reshape_kernels(params: Params, kernels: dict[LayerPath, tuple[int, ...]]) -> Params:
+    def visit(tree: Any, path: LayerPath) -> Any:
         if path in kernels:
             return {**tree, "kernel": _reshape(tree["kernel"], kernels[path])}
         if isinstance(tree, dict):
@@ -111,7 +109,7 @@ def _reshape(kernel: Any, shape: tuple[int, ...]) -> Any:
 
 def total_stride(net: Layer, input_shape: ShapeTree) -> tuple[int, ...]:
     """The distance in input pixels between neighbouring outputs of ``net`` (per spatial axis)."""
-    field = receptive.widest(receptive.receptive_field(net, input_shape))
+    field = fields.widest(fields.receptive_field(net, input_shape))
     if field is None or field.jump is None:
         raise ValueError(
             "total_stride: the net's output has no spatial grid; convert it with fc_to_conv first"

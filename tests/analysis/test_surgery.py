@@ -1,4 +1,4 @@
-"""`jc.surgery`: FC -> CONV conversion, against evaluating the original net crop by crop."""
+"""`jaxconv.analysis.surgery`: FC -> CONV conversion, against evaluating the original net crop by crop."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from helpers import random_params
 
 import jaxconv as jc
-from jaxconv import surgery
-from jaxconv.receptive import trace
+from jaxconv.analysis import surgery
+from jaxconv.core import trace
 
 
 def unpadded_net() -> jc.Layer:
