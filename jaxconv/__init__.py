@@ -121,6 +121,7 @@ __all__ = [
     "fan_in_sum",
     "fan_out",
     "info",
+    "losses",
     "mixed_precision",
     "models",
     "named",

@@ -41,6 +41,8 @@ class Traits:
       mixes_examples: in training, one example's output depends on the rest of the batch
         (BatchNorm's batch statistics): no per-example privacy through it.
       new_volume: a combinator whose own operation makes a new volume (residual's sum).
+      opaque: it applies its insides under a JAX transformation (remat's ``custom_vjp``), so a
+        tool that intercepts the children it applies (`jaxconv.core.intercept`) must not reach in.
     """
 
     elementwise: bool = False
@@ -53,6 +55,7 @@ class Traits:
     tap: bool = False
     mixes_examples: bool = False
     new_volume: bool = False
+    opaque: bool = False
 
 
 ACTIVATION = Traits(elementwise=True, in_place=True)

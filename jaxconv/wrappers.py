@@ -49,6 +49,7 @@ gradients by it after), or prefer bfloat16.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -57,6 +58,7 @@ import jax.numpy as jnp
 
 from jaxconv.combinators import parallel, serial
 from jaxconv.core import Layer, LayerPath, PyTree, info, named, redescribed
+from jaxconv.traits import Traits
 
 Policy = Callable[..., bool]  # a jax.checkpoint_policies entry
 DTypeLike = Any  # jnp.bfloat16, 'bfloat16', np.dtype(...)
@@ -96,7 +98,8 @@ def remat(net: Layer, policy: Policy | None = None) -> Layer:
         rematerialised = _recompute_in_backward(run) if policy is None else jax.checkpoint(run, policy=policy)
         return rematerialised(params, state, x, key)
 
-    return redescribed(net, apply, spec={**info(net).spec, "remat": True})
+    traits = dataclasses.replace(info(net).traits or Traits(), opaque=True)
+    return redescribed(net, apply, spec={**info(net).spec, "remat": True}, traits=traits)
 
 
 def _recompute_in_backward(run: Callable[..., Any]) -> Callable[..., Any]:

@@ -41,6 +41,7 @@ from jaxconv.per_example.tap_grads import (
     weighted_layer_sum,
     with_kernel_grads,
 )
+from jaxconv.traits import Traits
 
 OutputLoss = Callable[[jax.Array, jax.Array], jax.Array]  # loss(outputs (1, ...), labels (1, ...))
 OnTap = Callable[[LayerPath, Layer, jax.Array, jax.Array], jax.Array]
@@ -209,7 +210,7 @@ def apply_tapped(
     as always (`jaxconv.core.intercept`); a `remat` sub-net is applied untapped."""
 
     def hook(path, layer, params, state, x, key, train):
-        if info(layer).spec.get("remat"):  # its children run inside a jax.custom_vjp or checkpoint
+        if (info(layer).traits or Traits()).opaque:  # its children run inside a jax.custom_vjp
             with intercept(_untapped):
                 return layer.apply(params, state, x, key=key, train=train)
         y, new_state = layer.apply(params, state, x, key=key, train=train)
