@@ -12,7 +12,7 @@
             x = jc.data.normalize(images, train.mean, train.std)  # in the jitted step
 """
 
-from jaxconv.data.augment import augment, normalize, random_crop, random_flip
+from jaxconv.data.augmentation import augment, normalize, random_crop, random_flip
 from jaxconv.data.batching import (
     batches,
     epoch_batches,

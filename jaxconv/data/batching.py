@@ -3,7 +3,7 @@
 The host does as little as possible: it indexes the uint8 arrays with one
 permutation per epoch and hands the batches to `jax.device_put`, keeping a few
 transfers in flight; scaling and augmentation happen on the device (see
-`jaxconv.data.augment`). The order of epoch `e` is a pure function of
+`jaxconv.data.augmentation`). The order of epoch `e` is a pure function of
 `(key, e)`, so a run resumed at epoch `e` sees the batches it would have seen::
 
     for epoch in range(num_epochs):
