@@ -26,7 +26,6 @@ import math
 from collections.abc import Iterator
 from typing import Literal
 
-import dp_accounting
 import numpy as np
 
 Accountant = Literal["rdp", "rdp_classic", "pld"]
@@ -52,6 +51,8 @@ def epsilon(
         raise ValueError(f"noise_multiplier={noise_multiplier} must be >= 0 (0: no privacy)")
     if noise_multiplier == 0 or steps == 0:
         return math.inf if steps else 0.0
+    import dp_accounting  # here, not at the top: it loads SciPy, 1.6 s of every `import jaxconv`
+
     event = dp_accounting.PoissonSampledDpEvent(
         sampling_rate, dp_accounting.GaussianDpEvent(noise_multiplier)
     )
