@@ -59,7 +59,7 @@ from jaxconv.summary import Summary, summary
 __version__ = "0.1.0"
 
 # heavier imports (dp_accounting, matplotlib, multi-device code), loaded on first use
-_LAZY_MODULES = ("distributed", "interop", "privacy", "train")
+_LAZY_MODULES = ("distributed", "interop", "privacy", "runs", "train")
 
 
 def __getattr__(name: str):

@@ -24,7 +24,7 @@ from jaxconv.combinators import serial
 from jaxconv.core import Layer, named
 from jaxconv.layers import Conv, LocalResponseNorm, MaxPool, Relu
 from jaxconv.models._common import fc_classifier
-from jaxconv.models._registry import register
+from jaxconv.models.registry import register
 
 # (features, kernel, stride, padding, groups, then: 'lrn', 'pool' in the order applied)
 ConvRow = tuple[int, int, int, int, int, tuple[str, ...]]

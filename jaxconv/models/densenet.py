@@ -26,7 +26,7 @@ from jaxconv.models._common import (
     norm_layer,
     pooled_classifier,
 )
-from jaxconv.models._registry import register
+from jaxconv.models.registry import register
 
 # depth -> (growth rate, layers per block, stem features)
 IMAGENET: dict[int, tuple[int, tuple[int, ...], int]] = {

@@ -40,7 +40,7 @@ from jaxconv.errors import ShapeError
 from jaxconv.layers import Conv, Dropout, MaxPool, Relu
 from jaxconv.layers.shared import require_key
 from jaxconv.models._common import Norm, norm_layer, pooled_classifier
-from jaxconv.models._registry import register
+from jaxconv.models.registry import register
 
 CIFAR_WIDTHS = (64, 128, 256, 512, 512)
 PAPER_DROPOUT = (0.0, 0.1, 0.2, 0.3, 0.4)

@@ -37,7 +37,7 @@ from jaxconv.models._common import (
     pooled_classifier,
     with_aux_heads,
 )
-from jaxconv.models._registry import register
+from jaxconv.models.registry import register
 
 Branch = tuple[tuple, ...]
 

@@ -16,8 +16,8 @@ from jaxconv.combinators import serial
 from jaxconv.core import Layer, named
 from jaxconv.layers import AdaptiveAvgPool, AvgPool, Dense, Flatten, MaxPool
 from jaxconv.models._common import Norm, conv_norm, pooled_classifier, with_aux_heads
-from jaxconv.models._registry import register
 from jaxconv.models.googlenet import Branch, module
+from jaxconv.models.registry import register
 
 AVG = ("avg", 3, 1, 1)
 

@@ -11,7 +11,7 @@ from jaxconv.combinators import residual, serial
 from jaxconv.core import Layer, named
 from jaxconv.layers import Relu6
 from jaxconv.models._common import Norm, conv_norm, pooled_classifier
-from jaxconv.models._registry import register
+from jaxconv.models.registry import register
 
 # (expansion t, output channels c, repeats n, first stride s): the paper's Table 2
 MOBILENET_V2: tuple[tuple[int, int, int, int], ...] = (

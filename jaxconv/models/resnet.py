@@ -37,7 +37,7 @@ from jaxconv.combinators import Lambda, residual, serial
 from jaxconv.core import Layer, named
 from jaxconv.layers import Conv, Dropout, MaxPool, Relu, StochasticDepth
 from jaxconv.models._common import Norm, conv_norm, norm_act_conv, norm_layer, pooled_classifier
-from jaxconv.models._registry import register
+from jaxconv.models.registry import register
 
 BlockKind = Literal["basic", "bottleneck"]
 EXPANSION = {"basic": 1, "bottleneck": 4}
