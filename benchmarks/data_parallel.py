@@ -56,7 +56,7 @@ def main() -> None:
     optimizer = optax.adamw(1e-3)
     mesh = distributed.make_mesh()
     options = {"preprocess": preprocess}
-    net, pmap_net = jc.train.convnet(), _with_synchronised_batch_norm()
+    net, pmap_net = jc.models.small.convnet(), _with_synchronised_batch_norm()
     start = jc.train.init_train_state(net, optimizer, (-1, 28, 28, 1), jax.random.key(0))
 
     variants = {

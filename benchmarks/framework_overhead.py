@@ -1,6 +1,6 @@
 """Framework overhead: jaxconv's train step against the same step written by hand in `jax.lax`.
 
-Both train the default Fashion-MNIST model (`jaxconv.train.convnet`: CONV-BN-RELU-POOL twice,
+Both train the default Fashion-MNIST model (`jaxconv.models.small.convnet`: CONV-BN-RELU-POOL twice,
 FC-RELU-DROPOUT-FC) with the same step: flip augmentation and normalisation on the device,
 label-smoothed cross-entropy, AdamW, top-1/top-5 metrics, donated buffers. The hand-written
 version is a few functions over a dict of arrays, with no layer objects and no combinators.
@@ -24,6 +24,7 @@ from jax import lax
 import jaxconv.train as jt
 from jaxconv.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, augment
 from jaxconv.layers import pool
+from jaxconv.models.small import convnet
 
 LABEL_SMOOTHING, DROPOUT, NUM_LAYERS, DROPOUT_INDEX = 0.1, 0.3, 13, 11
 
@@ -97,7 +98,7 @@ def to_lax_tree(tree):
 
 
 def setup(batch_size: int):
-    net = jt.convnet()
+    net = convnet()
     optimizer = jt.make_optimizer("adamw", 1e-3, weight_decay=5e-4)
     preprocess = jt.make_preprocess(FASHION_MNIST_MEAN, FASHION_MNIST_STD, flip=True)
     jaxconv_step = jt.make_train_step(net, optimizer, preprocess=preprocess, label_smoothing=LABEL_SMOOTHING)

@@ -1,7 +1,7 @@
 """What jaxconv adds to XLA's program: one optimised train step against the same step hand-written in `jax.lax`.
 
 Two nets, each built with jaxconv and written by hand over the same params tree:
-the default small CNN (`jaxconv.train.convnet`; the hand-written version is
+the default small CNN (`jaxconv.models.small.convnet`; the hand-written version is
 `framework_overhead.forward`) and He et al.'s CIFAR ResNet-20 (written here).
 One train step: softmax cross-entropy, SGD with momentum 0.9 (Optax), params,
 optimiser state and layer state donated. For each, the optimised HLO
@@ -33,8 +33,8 @@ from framework_overhead import to_lax_tree
 from jax import lax
 
 import jaxconv as jc
-import jaxconv.train as jt
 from jaxconv.layers import pool
+from jaxconv.models.small import convnet
 
 OPTIMIZER = optax.sgd(0.1, momentum=0.9)
 KINDS = ("convolution", "transpose", "copy", "convert", "reduce-window", "select-and-scatter", "custom-call")
@@ -143,7 +143,7 @@ def flops(compiled) -> float:
 def contestants(batch_size: int):
     """name -> (apply(params, state, x, key), params, state, images) for each net and writing."""
     rng = np.random.default_rng(0)
-    cnn = jt.convnet()
+    cnn = convnet()
     _, cnn_params, cnn_state = cnn.init(jax.random.key(0), (-1, 28, 28, 1))
     cnn_images = jnp.asarray(rng.normal(size=(batch_size, 28, 28, 1)), jnp.float32)
     resnet = jc.models.get("resnet20")

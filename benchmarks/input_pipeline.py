@@ -34,8 +34,8 @@ from _timing import median_seconds  # benchmarks/ is on the path when run as a s
 
 import jaxconv.train as jt
 from jaxconv.data import Dataset, batches, load, num_batches
-from jaxconv.train import optim
-from jaxconv.train.config import TrainConfig
+from jaxconv.models.small import convnet
+from jaxconv.runs.config import TrainConfig, optimizer_for
 from jaxconv.train.state import TrainState
 from jaxconv.train.step import Preprocess, TrainStep
 
@@ -66,8 +66,8 @@ def main() -> None:
         train.mean, train.std, crop_padding=augmentation.crop_padding, flip=augmentation.flip
     )
     steps_per_epoch = num_batches(len(train), args.batch_size)
-    optimizer = optim.from_config(config, steps_per_epoch)
-    net = jt.convnet()
+    optimizer = optimizer_for(config, steps_per_epoch)
+    net = convnet()
     train_step = jt.make_train_step(
         net, optimizer, preprocess=preprocess, label_smoothing=config.label_smoothing
     )

@@ -5,7 +5,7 @@ tile the input, `jaxconv.layers.pool` computes the same numbers as a reshape and
 (`pool.tiled_max`); `pool.max_pool_impl(...)`, read at trace time, switches it off. Two comparisons,
 each first checked to compute identical results, then timed in interleaved repeats (medians):
 
-1. the default model's train step (`jaxconv.train.convnet`, AdamW, batch 128, float32 images);
+1. the default model's train step (`jaxconv.models.small.convnet`, AdamW, batch 128, float32 images);
 2. the 2x2 MaxPool layer alone, forward and backward, on the default model's two pool inputs.
 
     python benchmarks/maxpool.py [--batch-size 128] [--steps 10] [--repeats 7] [--smoke]
@@ -27,6 +27,7 @@ import optax
 import jaxconv as jc
 import jaxconv.layers.pool as pool
 import jaxconv.train as jt
+from jaxconv.models.small import convnet
 
 PATHS = {"tiled": True, "reduce_window": False}  # name -> whether the tiled form is traced
 
@@ -75,7 +76,7 @@ def report(title: str, times: dict[str, list[float]], unit_count: int, unit: str
 
 
 def train_step_benchmark(batch_size: int, steps: int, repeats: int) -> None:
-    net, optimizer = jt.convnet(), optax.adamw(1e-3)
+    net, optimizer = convnet(), optax.adamw(1e-3)
     rng = np.random.default_rng(0)
     images = jnp.asarray(rng.standard_normal((batch_size, 28, 28, 1)), jnp.float32)
     labels = jnp.asarray(rng.integers(0, 10, batch_size), jnp.int32)

@@ -1,7 +1,7 @@
 """Per-example clipped gradient sums: jaxconv's strategies against per-example loops, torch.func and Opacus.
 
 The task is one DP-SGD step's expensive part: every example's gradient, clipped to L2 norm 1,
-summed. The net is the default Fashion-MNIST model (`jaxconv.train.convnet`: CONV-BN-RELU-POOL
+summed. The net is the default Fashion-MNIST model (`jaxconv.models.small.convnet`: CONV-BN-RELU-POOL
 twice, FC-RELU-DROPOUT-FC) without its BatchNorms (BatchNorm has no per-example gradient), the
 convolutions with biases instead; ``--norm group`` puts GroupNorm(32) in their place, as Opacus'
 ``ModuleValidator.fix`` does. The same net is built in PyTorch; both parameter counts are printed. All contenders run in one process on the same two
@@ -40,7 +40,7 @@ JAX_STRATEGIES = {
 
 
 def jax_net(norm: str | None = None) -> jc.Layer:
-    """`jaxconv.train.convnet` without BatchNorm (``norm='group'``: GroupNorm): (N, 28, 28, 1) -> (N, 10)."""
+    """`jaxconv.models.small.convnet` without BatchNorm (``norm='group'``: GroupNorm): (N, 28, 28, 1) -> (N, 10)."""
 
     def stage(features: int) -> list[jc.Layer]:
         conv = jc.Conv(features, 3, padding=1, use_bias=norm is None)

@@ -2,7 +2,7 @@
 
 An experiment script states its budgets at the top (`Budget` for ``--smoke``,
 the default and ``--full``), calls `parse_args`, trains its nets with
-`train_and_evaluate` (which is `jaxconv.train.fit`) and ends with `finish`,
+`train_and_evaluate` (which is `jaxconv.runs.fit`) and ends with `finish`,
 which writes ``results.json`` to ``experiments/results/<name>/`` (or ``--out``)
 and prints its rows.
 """
@@ -27,7 +27,7 @@ import jax
 import numpy as np
 
 import jaxconv as jc
-from jaxconv.train import TrainConfig, fit
+from jaxconv.runs import TrainConfig, fit
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "experiments" / "results"
@@ -144,7 +144,7 @@ def train_and_evaluate(
     initial: tuple[Any, Any] | None = None,
     **options: Any,
 ) -> dict[str, Any]:
-    """Train ``net`` with `jaxconv.train.fit` once per seed of ``budget``, from ``initial``
+    """Train ``net`` with `jaxconv.runs.fit` once per seed of ``budget``, from ``initial``
     (params, state) if given (``options`` override `TrainConfig` fields).
 
     Returns the test top-1 (final and best epoch), the last epoch's training loss and

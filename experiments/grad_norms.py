@@ -6,7 +6,7 @@ how does that change as the net learns? These distributions are what DP-SGD clip
 and importance-sampling studies rank examples by (e.g. Paul et al. 2021's GraNd score).
 
 A small CNN with GroupNorm (BatchNorm mixes examples, so it has no per-example
-gradient) trains on Fashion-MNIST with `jaxconv.train.fit`, one epoch at a time;
+gradient) trains on Fashion-MNIST with `jaxconv.runs.fit`, one epoch at a time;
 at initialisation and after every epoch `jaxconv.per_example.per_example_grad_norms`
 measures the gradient norm of each example of a fixed, class-balanced probe set of
 training images, whole and per layer. Figures: ``per_class.png`` (box plots per class,
@@ -30,7 +30,7 @@ import numpy as np
 
 import jaxconv as jc
 from jaxconv.per_example import net_loss, per_example_grad_norms
-from jaxconv.train import TrainConfig, fit
+from jaxconv.runs import TrainConfig, fit
 
 DEFAULT = common.Budget("default", 5_000, 5_000, 3)
 FULL = common.Budget("full", None, None, 10)

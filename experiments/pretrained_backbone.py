@@ -2,7 +2,7 @@
 
 The path a researcher takes with ImageNet weights, end to end: torchvision's
 ``resnet18`` ``state_dict`` -> `jaxconv.interop.from_torchvision` -> jaxconv's
-ResNet-18 with a new 10-class head -> `jaxconv.train.fit` on Fashion-MNIST. No
+ResNet-18 with a new 10-class head -> `jaxconv.runs.fit` on Fashion-MNIST. No
 weights can be downloaded here, so the state_dict is torchvision's own random
 initialisation (seeded): the experiment shows that the port is exact (jaxconv's
 logits against torchvision's on the same input, before the head is replaced) and

@@ -1,12 +1,25 @@
 """jaxconv: a functional ConvNet framework for JAX.
 
 Layers are pure ``(init, apply)`` pairs composed with combinators; see
-`jaxconv.core` for the protocol.
+`jaxconv.core` for the protocol and ARCHITECTURE.md for the layout of the package.
 """
 
-import importlib
-
-from jaxconv import analysis, data, losses, models, per_example, sizing
+from jaxconv import (
+    analysis,
+    data,
+    distributed,
+    errors,
+    interop,
+    losses,
+    models,
+    per_example,
+    privacy,
+    runs,
+    sizing,
+    train,
+    traits,
+    wrappers,
+)
 from jaxconv.analysis import Field, Summary, pattern, receptive_field, summary
 from jaxconv.combinators import (
     Identity,
@@ -64,16 +77,6 @@ from jaxconv.wrappers import mixed_precision, remat, remat_blocks
 
 __version__ = "0.1.0"
 
-# heavier imports (dp_accounting, matplotlib, multi-device code), loaded on first use
-_LAZY_MODULES = ("distributed", "interop", "privacy", "train")
-
-
-def __getattr__(name: str):
-    if name in _LAZY_MODULES:
-        return importlib.import_module(f"jaxconv.{name}")
-    raise AttributeError(f"module 'jaxconv' has no attribute {name!r}")
-
-
 __all__ = [
     "AdaptiveAvgPool",
     "AvgPool",
@@ -117,10 +120,12 @@ __all__ = [
     "concat_with_input",
     "data",
     "distributed",
+    "errors",
     "fan_in_concat",
     "fan_in_sum",
     "fan_out",
     "info",
+    "interop",
     "losses",
     "mixed_precision",
     "models",
@@ -135,11 +140,14 @@ __all__ = [
     "remat",
     "remat_blocks",
     "residual",
+    "runs",
     "serial",
     "shape_dependent",
     "sizing",
     "summary",
     "train",
+    "traits",
     "wired",
     "with_aux_heads",
+    "wrappers",
 ]

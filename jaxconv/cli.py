@@ -1,6 +1,6 @@
 """The ``jaxconv`` command.
 
-    jaxconv train [--model convnet] [--dataset fashion_mnist] [--epochs 6] ...   train, write a run dir
+    jaxconv train [--model convnet] [--dataset fashion_mnist] [--epochs 8] ...   train, write a run dir
     jaxconv train --resume --run-dir runs/X                                       continue a run
     jaxconv evaluate RUN_DIR                                                       test accuracy of a run
     jaxconv models                                                                 the model names
@@ -27,6 +27,13 @@ import runpy
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from jaxconv import distributed, models
+from jaxconv.analysis import summary
+from jaxconv.distributed.multiprocess import ENVIRONMENT
+from jaxconv.runs import TrainConfig, evaluate_run, is_writer, train_run
+from jaxconv.train import OPTIMIZERS, SCHEDULES
 
 EXIT_ERROR, EXIT_USAGE = 1, 2
 
@@ -84,8 +91,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_train(commands: argparse._SubParsersAction) -> None:
-    from jaxconv.train.config import OPTIMIZERS, SCHEDULES, TrainConfig
-
     defaults = TrainConfig()
     train = commands.add_parser(
         "train",
@@ -119,42 +124,23 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         "--resume", action="store_true", help="continue the run in --run-dir from its checkpoint"
     )
     train.add_argument("--data-dir", help="a directory to look for the dataset in first")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--no-progress", action="store_true", help="no progress bar, nor the line naming the run"
+    )
     train.set_defaults(handler=_train)
 
 
 def _train(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    several_processes = _join_processes()
-    from jaxconv.train import Run, TrainConfig, default_run_dir, train
-    from jaxconv.train.run import is_writer
-
-    fields = {field.name for field in dataclasses.fields(TrainConfig)}
-    given = {name: value for name, value in vars(args).items() if name in fields and value is not None}
-    if args.resume:
-        if args.run_dir is None:
-            raise ValueError("--resume needs the --run-dir of the run to continue")
-        config = dataclasses.replace(Run(args.run_dir).config(), **given)
-    else:
-        config = TrainConfig(**given)
-    if several_processes and args.run_dir is None:
+    if _join_processes() and args.run_dir is None:
         raise ValueError("the processes of a run write one run directory: give them all the same --run-dir")
-    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(config)
-    writer = is_writer()
-    if writer:
-        print(f"training {config.model} on {config.dataset} -> {run_dir}", file=sys.stderr)
-    try:
-        result = train(
-            config, run_dir, resume=args.resume, data_root=args.data_dir, progress=not args.no_progress
-        )
-    except (KeyboardInterrupt, FloatingPointError):
-        if writer and (run_dir / "checkpoint.npz").exists():
-            print(
-                f"the checkpoint of the last finished epoch is in {run_dir}; continue with:\n"
-                f"    jaxconv train --resume --run-dir {run_dir}",
-                file=sys.stderr,
-            )
-        raise
-    if not writer:
+    result = train_run(
+        _options(args),
+        args.run_dir,
+        resume=args.resume,
+        data_root=args.data_dir,
+        progress=not args.no_progress,
+    )
+    if not is_writer():
         return 0
     if result.evaluation is not None:
         ev = result.evaluation
@@ -166,16 +152,21 @@ def _train(args: argparse.Namespace, extra: Sequence[str]) -> int:
             f"multiplier {plan.noise_multiplier:.4g}, clip {plan.l2_norm_clip:g}, sampling rate "
             f"{plan.sampling_rate:.4g}, {plan.steps} steps planned"
         )
-    print(f"run written to {run_dir}: config.json metrics.jsonl checkpoint.npz results.json and figures")
+    print(
+        f"run written to {result.run.path}: config.json metrics.jsonl checkpoint.npz results.json and figures"
+    )
     return 0
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    """The `TrainConfig` options given on the command line, by name (the others are left out)."""
+    fields = {field.name for field in dataclasses.fields(TrainConfig)}
+    return {name: value for name, value in vars(args).items() if name in fields and value is not None}
 
 
 def _join_processes() -> bool:
     """Join a multi-process run when the environment names a coordinator; before any JAX device
     is touched. Returns whether it did."""
-    from jaxconv import distributed
-    from jaxconv.distributed.multiprocess import ENVIRONMENT
-
     if not any(os.environ.get(name) for name in ENVIRONMENT["coordinator_address"]):
         return False
     distributed.initialize()
@@ -183,8 +174,6 @@ def _join_processes() -> bool:
 
 
 def _evaluate(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    from jaxconv.train import evaluate_run
-
     ev = evaluate_run(args.run_dir, data_root=args.data_dir, split=args.split)
     print(
         f"{args.split}: top-1 {ev.top1:.2%}  top-5 {ev.top5:.2%}  loss {ev.loss:.4f}  ({len(ev.labels)} examples)"
@@ -193,29 +182,24 @@ def _evaluate(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 
 def _models(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    from jaxconv.train.default_model import DEFAULT_MODEL, model_names, param_counts
-
-    counts = param_counts()
-    names = model_names()
+    counts = models.param_counts()
+    names = sorted(models.names(), key=lambda name: name != models.DEFAULT_MODEL)  # the default first
     width = max(map(len, names))
     for name in names:
         count = f"{counts[name]:>13,} parameters" if name in counts else ""
-        print(f"{name:<{width}}  {count}{'  (default)' if name == DEFAULT_MODEL else ''}".rstrip())
+        print(f"{name:<{width}}  {count}{'  (default)' if name == models.DEFAULT_MODEL else ''}".rstrip())
     return 0
 
 
 def _summary(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    from jaxconv.summary import summary
-    from jaxconv.train.default_model import DEFAULT_MODEL, get_model, input_shape
-
-    name = args.model or DEFAULT_MODEL
-    shape = input_shape(name)
+    name = args.model or models.DEFAULT_MODEL
+    shape = models.input_shape(name)
     if args.input:
         try:
             shape = (-1, *(int(size) for size in re.split(r"[x,]", args.input)))
         except ValueError:
             raise ValueError(f"--input {args.input!r}: give HxWxC such as 224x224x3") from None
-    print(summary(get_model(name, num_classes=args.num_classes), shape))
+    print(summary(models.get(name, num_classes=args.num_classes), shape))
     return 0
 
 

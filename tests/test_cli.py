@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 import jaxconv.cli as cli
-from jaxconv.train import default_model
+from jaxconv.models import registry
 
-sys.path.insert(0, str(Path(__file__).parent / "train"))
+sys.path.insert(0, str(Path(__file__).parent / "runs"))
 from synthetic import tiny_net, write_idx_dataset
 
 TINY = ["--model", "tiny", "--batch-size", "16", "--eval-batch-size", "40", "--no-progress"]
@@ -24,7 +24,7 @@ TINY = ["--model", "tiny", "--batch-size", "16", "--eval-batch-size", "40", "--n
 def tiny_model():
     """Register a tiny ConvNet as `tiny`, so the tests train in seconds."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(default_model._LOCAL, "tiny", tiny_net)
+        patch.setitem(registry._MODELS, "tiny", registry.ModelSpec("tiny", tiny_net, (28, 28, 1), 10, {}))
         yield
 
 

@@ -9,13 +9,14 @@ from workloads import Workload
 
 import jaxconv as jc
 import jaxconv.train as jt
+from jaxconv.models.small import convnet
 
 ZOO_NAMES = {"resnet20": "resnet20", "resnet50": "resnet50_tv"}
 
 
 def build(workload: Workload) -> Contestant:
     if workload.resnet is None:
-        net = jt.convnet(num_classes=workload.num_classes)
+        net = convnet(num_classes=workload.num_classes)
     else:
         net = jc.models.get(ZOO_NAMES[workload.name], num_classes=workload.num_classes)
     optimizer = sgd()

@@ -16,7 +16,7 @@ MOMENTUM = 0.9  # SGD with momentum, no weight decay, in every framework
 BN_MOMENTUM = 0.9  # running = 0.9 * running + 0.1 * batch (PyTorch: momentum=0.1)
 BN_EPS = 1e-5
 
-# The small CNN: jaxconv's default model (jaxconv/train/default_model.py), 421,738 parameters
+# The small CNN: jaxconv's default model (jaxconv/models/small.py), 421,738 parameters
 # on (N, 28, 28, 1): [CONV 3x3 -> BN -> RELU -> POOL 2]*2 -> FC 128 -> RELU -> DROPOUT -> FC 10.
 CNN_WIDTH, CNN_HIDDEN, CNN_DROPOUT = 32, 128, 0.3
 

@@ -14,16 +14,14 @@ result, Dropout included. The ``pmap`` step (`make_pmap_train_step`) averages
 gradients with ``lax.pmean`` and needs ``BatchNorm``, ``Dropout`` and
 ``StochasticDepth`` built with ``axis_name='data'``; it then equals the
 single-device step too, Dropout and augmentation included.
-`make_train_step(net, optimizer, devices=N)` is the drop-in for the fit loop.
 Across processes: `initialize`, then each process reads `process_rows` of every
-global batch and assembles it with `global_batch`; `save_checkpoint` and
-`load_checkpoint` handle train states spread over processes.
+global batch and assembles it with `global_batch`; `jaxconv.train.save_checkpoint`
+and `jaxconv.train.load_checkpoint` handle train states spread over processes.
 """
 
-from jaxconv.distributed.multiprocess import initialize, load_checkpoint, save_checkpoint
+from jaxconv.distributed.multiprocess import initialize
 from jaxconv.distributed.placement import (
     DATA,
-    DataParallelError,
     batch_sharding,
     check_batch,
     check_mesh,
@@ -38,17 +36,14 @@ from jaxconv.distributed.placement import (
 )
 from jaxconv.distributed.steps import (
     batch_norm_axes,
-    make_eval_step,
     make_pmap_train_step,
     make_sharded_eval_step,
     make_sharded_train_step,
-    make_train_step,
     pmean_gradients,
 )
 
 __all__ = [
     "DATA",
-    "DataParallelError",
     "batch_norm_axes",
     "batch_sharding",
     "check_batch",
@@ -56,18 +51,14 @@ __all__ = [
     "fsdp_shardings",
     "global_batch",
     "initialize",
-    "load_checkpoint",
-    "make_eval_step",
     "make_mesh",
     "make_pmap_train_step",
     "make_sharded_eval_step",
     "make_sharded_train_step",
-    "make_train_step",
     "place_train_state",
     "pmean_gradients",
     "process_rows",
     "replicate",
     "replicated",
-    "save_checkpoint",
     "shard_batch",
 ]

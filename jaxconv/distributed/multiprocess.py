@@ -1,25 +1,20 @@
-"""Several processes, one training run: JAX's distributed runtime, and checkpoints it can share.
+"""Several processes, one training run: joining JAX's distributed runtime.
 
 Every process runs the same script: `initialize` first (before any other JAX
 call), then the same mesh (`make_mesh()`, all processes' devices), the same
 step, and its own rows of each global batch (`process_rows`, `global_batch`).
-Checkpoints go to a directory every process can read: process 0 writes, the
-others wait for it; every process reads.
+Checkpoints (`jaxconv.train.save_checkpoint`) go to a directory every process
+can read: process 0 writes, the others wait for it; every process reads.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
-from jax.experimental import multihost_utils
 
-from jaxconv.core import PyTree
-from jaxconv.distributed.placement import DataParallelError, is_key, put_tree
-from jaxconv.train import checkpoint
+from jaxconv.errors import DataParallelError
 
 ENVIRONMENT = {
     "coordinator_address": ("JAXCONV_COORDINATOR", "JAX_COORDINATOR_ADDRESS"),
@@ -68,50 +63,3 @@ def _setting(name: str, value: Any) -> Any:
             except ValueError:
                 raise DataParallelError(f"{variable}={text!r} is not a whole number") from None
     return None
-
-
-def save_checkpoint(
-    path: str | os.PathLike[str], tree: PyTree, metadata: dict[str, Any] | None = None
-) -> Path:
-    """`jaxconv.train.save_checkpoint` for a train state spread over processes.
-
-    Every process must call it (split arrays are gathered collectively); process
-    0 writes the whole tree to ``path``, and no process returns before the file
-    is complete. In a single process it is the plain save.
-    """
-    path = Path(path)
-    if jax.process_count() == 1:
-        return checkpoint.save_checkpoint(path, tree, metadata)
-    host = jax.tree.map(_whole, tree)
-    if jax.process_index() == 0:
-        checkpoint.save_checkpoint(path, host, metadata)
-    multihost_utils.sync_global_devices(f"jaxconv checkpoint {path}")
-    return path
-
-
-def load_checkpoint(path: str | os.PathLike[str], like: PyTree) -> tuple[PyTree, dict[str, Any]]:
-    """`jaxconv.train.load_checkpoint` into the structure *and placement* of ``like``.
-
-    Each leaf comes back with the sharding of its counterpart in ``like`` (a train
-    state placed by `place_train_state`), in one process or several; each process
-    reads the file, which must be on a filesystem they all see.
-    """
-    templates = jax.tree.map(_template, like)
-    tree, metadata = checkpoint.load_checkpoint(path, templates)
-    shardings = jax.tree.map(lambda leaf: leaf.sharding, like)
-    return put_tree(tree, shardings), metadata
-
-
-def _whole(leaf: jax.Array) -> Any:
-    """The whole value of a global array, on this host (gathered if split over processes)."""
-    if leaf.is_fully_addressable:
-        return leaf
-    if leaf.sharding.is_fully_replicated:
-        return leaf.addressable_data(0)
-    return multihost_utils.process_allgather(leaf, tiled=True)
-
-
-def _template(leaf: jax.Array) -> Any:
-    if leaf.is_fully_addressable or is_key(leaf):
-        return leaf.addressable_data(0) if not leaf.is_fully_addressable else leaf
-    return np.empty(leaf.shape, leaf.dtype)

@@ -27,8 +27,7 @@ global batch (N, H, W, C) of N = D * (N / D) examples:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Literal
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -36,23 +35,20 @@ import optax
 from jax import lax
 from jax.sharding import Mesh, NamedSharding
 
-from jaxconv.core import Layer, info
+from jaxconv.core import Layer, LayerInfo, info, walk
 from jaxconv.distributed.placement import (
     DATA,
-    DataParallelError,
     batch_sharding,
     check_batch,
     check_mesh,
     fsdp_shardings,
-    make_mesh,
     place_train_state,
     put_tree,
     replicated,
 )
+from jaxconv.errors import DataParallelError
 from jaxconv.train import step as single
 from jaxconv.train.state import TrainState
-
-Style = Literal["jit", "pmap"]
 
 
 def make_sharded_train_step(
@@ -113,24 +109,18 @@ def make_pmap_train_step(
 ) -> single.TrainStep:
     """A ``pmap`` over the mesh's devices of the per-device step, gradients averaged by ``lax.pmean``.
 
-    ``net``'s BatchNorm layers must be built with ``BatchNorm(axis_name=axis_name)``
-    so that their batch statistics, and hence their running statistics, are those
-    of the global batch and stay identical on every device; a BatchNorm with no
-    axis name (per-device statistics, replicas drifting apart) is an error. So is
-    a Dropout or StochasticDepth without ``axis_name=axis_name``: with it each
-    device drops its rows of the global batch's mask, drawn from the training key
-    that all devices share, as the single-device step would. ``preprocess`` runs
-    on the global batch (``lax.all_gather``), each device keeping its rows, so its
-    random crops and flips are those of the single-device step too. Takes
-    and returns the same placements as `make_sharded_train_step`: the batch (N, ...)
-    split along ``axis_name`` (reshaped to (D, N / D, ...) inside, without copies),
-    the train state replicated; the metrics are averaged over the devices.
+    ``net``'s BatchNorm layers must be built with ``BatchNorm(axis_name=axis_name)``, so
+    that their batch and running statistics are the global batch's on every device, and
+    its Dropout and StochasticDepth with ``axis_name=axis_name``, so that each device
+    drops its rows of the global batch's mask (drawn from the key all devices share).
+    ``preprocess`` runs on the global batch (``lax.all_gather``), each device keeping its
+    rows. So the step is the single-device step. Placements as `make_sharded_train_step`
+    (the batch (N, ...) is reshaped to (D, N / D, ...) inside, without copies).
 
     Raises:
       ShapeError: before compiling, when the batch does not split over the devices.
-      DataParallelError: when the mesh is not 1-D along ``axis_name``, does not
-        match the devices, or a BatchNorm, Dropout or StochasticDepth's ``axis_name``
-        is not ``axis_name``.
+      DataParallelError: the mesh is not 1-D along ``axis_name`` or does not match the
+        devices, or a BatchNorm, Dropout or StochasticDepth's ``axis_name`` is another.
     """
     check_mesh(mesh, axis_name)
     if mesh.devices.ndim != 1:
@@ -139,14 +129,30 @@ def make_pmap_train_step(
             "use make_mesh(), or make_sharded_train_step for meshes of several axes"
         )
     _check_axis_names(net, axis_name, "make_pmap_train_step")
-    synchronised = pmean_gradients(optimizer, axis_name)
     inner = single.make_train_step(
         net,
-        synchronised,
+        pmean_gradients(optimizer, axis_name),
         preprocess=None if preprocess is None else _on_global_batch(preprocess, axis_name),
         label_smoothing=label_smoothing,
         donate=False,
     )
+    global_step, batch = _mapped_over(inner, mesh, axis_name), batch_sharding(mesh, axis_name)
+
+    def compile_for(train_state: TrainState) -> Callable:
+        return jax.jit(
+            global_step,
+            in_shardings=(replicated(mesh), batch, batch),
+            out_shardings=(replicated(mesh), replicated(mesh)),
+            donate_argnums=0 if donate else (),
+        )
+
+    return _checked(compile_for, mesh, axis_name)
+
+
+def _mapped_over(inner: single.TrainStep, mesh: Mesh, axis_name: str) -> single.TrainStep:
+    """``inner`` (a single-device step on N / D examples, averaging its gradients over
+    ``axis_name``) ``pmap``-ed over the mesh's D devices: a step on the global batch (N, ...),
+    each device taking its own rows, the metrics averaged over the devices."""
 
     def device_step(train_state: TrainState, images: jax.Array, labels: jax.Array):
         new_state, metrics = inner(train_state, images, labels)  # the same key on every device
@@ -161,53 +167,7 @@ def make_pmap_train_step(
 
         return mapped(train_state, split(images), split(labels))
 
-    batch = batch_sharding(mesh, axis_name)
-
-    def compile_for(train_state: TrainState) -> Callable:
-        return jax.jit(
-            global_step,
-            in_shardings=(replicated(mesh), batch, batch),
-            out_shardings=(replicated(mesh), replicated(mesh)),
-            donate_argnums=0 if donate else (),
-        )
-
-    return _checked(compile_for, mesh, axis_name)
-
-
-def make_train_step(
-    net: Layer,
-    optimizer: optax.GradientTransformation,
-    *,
-    devices: int | Mesh | None = None,
-    style: Style = "jit",
-    preprocess: single.Preprocess | None = None,
-    label_smoothing: float = 0.0,
-    shard_params: bool = False,
-    donate: bool = True,
-) -> single.TrainStep:
-    """`jaxconv.train.make_train_step` on ``devices`` devices: a drop-in for the fit loop.
-
-    ``devices``: None or 1 for the single-device step; a count for a mesh of that
-    many local devices (`make_mesh`); or a mesh. The returned step takes the train
-    state as `jaxconv.train.init_train_state` makes it and replicates it on the
-    first call (later calls find it in place), and host batches of any size
-    divisible by the device count. ``style`` picks `make_sharded_train_step`
-    (``'jit'``, any net) or `make_pmap_train_step` (``'pmap'``, BatchNorm, Dropout and
-    StochasticDepth with ``axis_name='data'``).
-    """
-    if devices is None or devices == 1:
-        return single.make_train_step(
-            net, optimizer, preprocess=preprocess, label_smoothing=label_smoothing, donate=donate
-        )
-    mesh = devices if isinstance(devices, Mesh) else make_mesh(devices)
-    options = {"preprocess": preprocess, "label_smoothing": label_smoothing, "donate": donate}
-    if style == "jit":
-        return make_sharded_train_step(net, optimizer, mesh, shard_params=shard_params, **options)
-    if style == "pmap":
-        if shard_params:
-            raise DataParallelError("style='pmap' replicates the parameters; shard_params needs style='jit'")
-        return make_pmap_train_step(net, optimizer, mesh, **options)
-    raise DataParallelError(f"style={style!r}: use 'jit' (sharded jit) or 'pmap'")
+    return global_step
 
 
 def make_sharded_eval_step(
@@ -233,17 +193,6 @@ def make_sharded_eval_step(
     return eval_step
 
 
-def make_eval_step(
-    net: Layer, *, devices: int | Mesh | None = None, preprocess: single.Preprocess | None = None
-) -> single.EvalStep:
-    """`jaxconv.train.make_eval_step` on ``devices`` devices (as in `make_train_step`)."""
-    if devices is None or devices == 1:
-        return single.make_eval_step(net, preprocess=preprocess)
-    return make_sharded_eval_step(
-        net, devices if isinstance(devices, Mesh) else make_mesh(devices), preprocess=preprocess
-    )
-
-
 def pmean_gradients(optimizer: optax.GradientTransformation, axis_name: str) -> optax.GradientTransformation:
     """``optimizer`` applied to the gradients averaged over the mapped axis ``axis_name``; same state."""
 
@@ -254,29 +203,37 @@ def pmean_gradients(optimizer: optax.GradientTransformation, axis_name: str) -> 
 
 
 def batch_norm_axes(net: Layer) -> dict[str, str | None]:
-    """The ``axis_name`` of every BatchNorm in ``net``, by its path (``'net/batchnorm_1'``).
+    """The ``axis_name`` of every layer of ``net`` whose batch statistics mix the examples
+    (BatchNorm: ``traits.mixes_examples``), by its path (``'net/batchnorm_1'``).
 
     Only layers that describe themselves (`jaxconv.info`) are seen; a hand-written
     ``Layer(init, apply)`` hides its insides."""
-    return _axis_names(net, ("BatchNorm",))
+    return _axis_names(net, _mixes_examples)
 
 
-def _axis_names(net: Layer, kinds: tuple[str, ...]) -> dict[str, str | None]:
+def _mixes_examples(layer_info: LayerInfo) -> bool:
+    return layer_info.traits is not None and layer_info.traits.mixes_examples
+
+
+def _draws_per_example(layer_info: LayerInfo) -> bool:
+    """A layer with an ``axis_name`` that does not mix examples: its random draws (Dropout,
+    StochasticDepth) are made for the global batch and sliced per device."""
+    return not _mixes_examples(layer_info)
+
+
+def _axis_names(net: Layer, selected: Callable[[LayerInfo], bool]) -> dict[str, str | None]:
+    """``{'net/...': axis_name}`` of every layer of ``net`` with an ``axis_name`` that ``selected`` picks."""
+    root = info(net).name or "net"
     return {
-        path: spec["axis_name"] for path, kind, spec in _walk(net, info(net).name or "net") if kind in kinds
+        "/".join((root, *path)): layer_info.spec["axis_name"]
+        for path, layer_info in walk(net)
+        if "axis_name" in layer_info.spec and selected(layer_info)
     }
-
-
-def _walk(net: Layer, path: str) -> Iterator[tuple[str, str, dict]]:
-    description = info(net)
-    yield path, description.kind, description.spec
-    for name, child in description.children:
-        yield from _walk(child, f"{path}/{name}")
 
 
 def _check_axis_names(net: Layer, axis_name: str | None, where: str) -> None:
     """Raise unless every BatchNorm, Dropout and StochasticDepth of ``net`` has ``axis_name``."""
-    for kinds, plain, named, why in _NAMED_AXIS_LAYERS:
+    for selected, kinds, plain, named, why in _NAMED_AXIS_LAYERS:
         if axis_name is None:
             fix = (
                 f"this step sees the global batch, so build them with {plain} (no axis_name), "
@@ -287,20 +244,22 @@ def _check_axis_names(net: Layer, axis_name: str | None, where: str) -> None:
                 f"build them with {named.format(axis_name=axis_name)} so {why}, "
                 "or use make_sharded_train_step, which needs no axis name"
             )
-        _check_kinds(net, kinds, axis_name, where, fix)
+        _check_layers(net, selected, kinds, axis_name, where, fix)
 
 
-# (kinds, call without axis name, call with it, why the pmap step needs it)
+# (which layers, what they are called, the call without axis name, with it, why the pmap step needs it)
 _NAMED_AXIS_LAYERS = (
     (
-        ("BatchNorm",),
+        _mixes_examples,
+        "BatchNorm",
         "BatchNorm()",
         "BatchNorm(axis_name={axis_name!r})",
         "the devices share the batch statistics (otherwise each device normalises with its own "
         "and the replicas' running statistics drift apart)",
     ),
     (
-        ("Dropout", "StochasticDepth"),
+        _draws_per_example,
+        "Dropout or StochasticDepth",
         "Dropout(rate)",
         "Dropout(rate, axis_name={axis_name!r}) (StochasticDepth likewise)",
         "each device drops its rows of the global batch's mask, as one device would (otherwise "
@@ -309,13 +268,20 @@ _NAMED_AXIS_LAYERS = (
 )
 
 
-def _check_kinds(net: Layer, kinds: tuple[str, ...], axis_name: str | None, where: str, fix: str) -> None:
-    wrong = {path: axis for path, axis in _axis_names(net, kinds).items() if axis != axis_name}
+def _check_layers(
+    net: Layer,
+    selected: Callable[[LayerInfo], bool],
+    kinds: str,
+    axis_name: str | None,
+    where: str,
+    fix: str,
+) -> None:
+    wrong = {path: axis for path, axis in _axis_names(net, selected).items() if axis != axis_name}
     if not wrong:
         return
     listed = ", ".join(f"{path} (axis_name={axis!r})" for path, axis in list(wrong.items())[:3])
     more = f" and {len(wrong) - 3} more" if len(wrong) > 3 else ""
-    raise DataParallelError(f"{where}: {len(wrong)} {' or '.join(kinds)} layers {listed}{more}: {fix}")
+    raise DataParallelError(f"{where}: {len(wrong)} {kinds} layers {listed}{more}: {fix}")
 
 
 def _on_global_batch(preprocess: single.Preprocess, axis_name: str) -> single.Preprocess:

@@ -9,7 +9,8 @@
 
 Every family lives in its own module (`lenet`, `alexnet` with ZFNet, `vgg`,
 `nin` with All-CNN-C, `googlenet`, `inception`, `resnet`, `densenet`,
-`fractalnet`, `squeezenet`, `mobilenet`) and registers its architectures by name. Names without
+`fractalnet`, `squeezenet`, `mobilenet`, and `small`: the default ``convnet`` and
+``dp_cnn``) and registers its architectures by name in the one `registry`. Names without
 a suffix are the paper's architecture; a ``_tv`` suffix marks torchvision's
 variant where the two differ.
 """
@@ -23,15 +24,29 @@ from jaxconv.models import (
     lenet,
     mobilenet,
     nin,
+    registry,
     resnet,
+    small,
     squeezenet,
     vgg,
 )
-from jaxconv.models._registry import ModelSpec, get, input_shape, names, spec
+from jaxconv.models.registry import (
+    DEFAULT_MODEL,
+    ModelSpec,
+    count_model_params,
+    get,
+    input_shape,
+    names,
+    param_counts,
+    register,
+    spec,
+)
 
 __all__ = [
+    "DEFAULT_MODEL",
     "ModelSpec",
     "alexnet",
+    "count_model_params",
     "densenet",
     "fractalnet",
     "get",
@@ -42,7 +57,11 @@ __all__ = [
     "mobilenet",
     "names",
     "nin",
+    "param_counts",
+    "register",
+    "registry",
     "resnet",
+    "small",
     "spec",
     "squeezenet",
     "vgg",

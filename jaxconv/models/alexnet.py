@@ -23,8 +23,8 @@ from __future__ import annotations
 from jaxconv.combinators import serial
 from jaxconv.core import Layer, named
 from jaxconv.layers import Conv, LocalResponseNorm, MaxPool, Relu
-from jaxconv.models._registry import register
 from jaxconv.models.blocks import fc_classifier
+from jaxconv.models.registry import register
 
 # (features, kernel, stride, padding, groups, then: 'lrn', 'pool' in the order applied)
 ConvRow = tuple[int, int, int, int, int, tuple[str, ...]]

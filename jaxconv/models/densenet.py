@@ -18,7 +18,6 @@ import math
 from jaxconv.combinators import concat_with_input, serial
 from jaxconv.core import Layer, named
 from jaxconv.layers import AvgPool, Conv, MaxPool, Relu
-from jaxconv.models._registry import register
 from jaxconv.models.blocks import (
     Norm,
     conv_norm,
@@ -26,6 +25,7 @@ from jaxconv.models.blocks import (
     norm_layer,
     pooled_classifier,
 )
+from jaxconv.models.registry import register
 
 # depth -> (growth rate, layers per block, stem features)
 IMAGENET: dict[int, tuple[int, tuple[int, ...], int]] = {

@@ -39,8 +39,8 @@ from jaxconv.core import Layer, layer, named
 from jaxconv.errors import ShapeError
 from jaxconv.layers import Conv, Dropout, MaxPool, Relu
 from jaxconv.layers.shared import require_key
-from jaxconv.models._registry import register
 from jaxconv.models.blocks import Norm, norm_layer, pooled_classifier
+from jaxconv.models.registry import register
 from jaxconv.traits import Traits
 
 CIFAR_WIDTHS = (64, 128, 256, 512, 512)

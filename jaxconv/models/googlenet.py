@@ -31,8 +31,8 @@ import functools
 from jaxconv.combinators import serial, with_aux_heads
 from jaxconv.core import Layer, named
 from jaxconv.layers import AdaptiveAvgPool, AvgPool, Dense, Dropout, Flatten, LocalResponseNorm, MaxPool, Relu
-from jaxconv.models._registry import register
 from jaxconv.models.blocks import Branch, Norm, conv_norm, module, pooled_classifier
+from jaxconv.models.registry import register
 
 # name -> (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj), the paper's Table 1
 GOOGLENET: dict[str, tuple[int, int, int, int, int, int]] = {

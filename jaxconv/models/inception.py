@@ -15,8 +15,8 @@ import functools
 from jaxconv.combinators import serial, with_aux_heads
 from jaxconv.core import Layer, named
 from jaxconv.layers import AdaptiveAvgPool, AvgPool, Dense, Flatten, MaxPool
-from jaxconv.models._registry import register
 from jaxconv.models.blocks import Branch, Norm, conv_norm, module, pooled_classifier
+from jaxconv.models.registry import register
 
 AVG = ("avg", 3, 1, 1)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from jaxconv.combinators import serial
 from jaxconv.core import Layer, named
 from jaxconv.layers import AvgPool, Conv, Dense, Flatten, MaxPool, Relu, Tanh
-from jaxconv.models._registry import register
+from jaxconv.models.registry import register
 
 
 def lenet5(num_classes: int = 10, activation: str = "tanh", pool: str = "avg") -> Layer:

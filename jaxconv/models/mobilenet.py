@@ -10,8 +10,8 @@ from __future__ import annotations
 from jaxconv.combinators import residual, serial
 from jaxconv.core import Layer, named
 from jaxconv.layers import Relu6
-from jaxconv.models._registry import register
 from jaxconv.models.blocks import Norm, conv_norm, pooled_classifier
+from jaxconv.models.registry import register
 
 # (expansion t, output channels c, repeats n, first stride s): the paper's Table 2
 MOBILENET_V2: tuple[tuple[int, int, int, int], ...] = (

@@ -16,8 +16,8 @@ from __future__ import annotations
 from jaxconv.combinators import serial, shape_dependent
 from jaxconv.core import Layer, named
 from jaxconv.layers import AvgPool, Dropout, GlobalAvgPool, MaxPool
-from jaxconv.models._registry import register
 from jaxconv.models.blocks import Norm, conv_norm
+from jaxconv.models.registry import register
 
 # stages: (features, kernel, stride, padding, 1x1 features, 1x1 features), then what follows
 NIN_CIFAR: tuple[tuple[tuple[int, ...], str], ...] = (

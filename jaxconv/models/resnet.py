@@ -36,8 +36,8 @@ import jax.numpy as jnp
 from jaxconv.combinators import Lambda, residual, serial
 from jaxconv.core import Layer, named
 from jaxconv.layers import Conv, Dropout, MaxPool, Relu, StochasticDepth
-from jaxconv.models._registry import register
 from jaxconv.models.blocks import Norm, conv_norm, norm_act_conv, norm_layer, pooled_classifier
+from jaxconv.models.registry import register
 
 BlockKind = Literal["basic", "bottleneck"]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from jaxconv.combinators import serial
 from jaxconv.core import Layer, named
 from jaxconv.layers import Conv, Dropout, GlobalAvgPool, MaxPool, Relu
-from jaxconv.models._registry import register
 from jaxconv.models.blocks import conv_norm, module
+from jaxconv.models.registry import register
 
 # version -> (stem features, stem kernel, layers): (squeeze, expand) for a fire module, "pool" for 3x3/2
 VERSIONS: dict[str, tuple[int, int, tuple]] = {

@@ -15,8 +15,8 @@ from __future__ import annotations
 from jaxconv.combinators import serial
 from jaxconv.core import Layer, named
 from jaxconv.layers import LocalResponseNorm, MaxPool
-from jaxconv.models._registry import register
 from jaxconv.models.blocks import conv_norm, fc_classifier
+from jaxconv.models.registry import register
 
 # configuration -> stages; an int is a conv3-<int>, ("conv1", n) a conv1-<n>, "LRN" a normalisation
 CONFIGS: dict[str, tuple[tuple, ...]] = {

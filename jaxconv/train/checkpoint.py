@@ -12,6 +12,12 @@ Windows), so an interrupted save leaves the previous checkpoint intact.
 `load_checkpoint` restores into the structure of a template tree (the freshly
 initialised state) and raises `CheckpointError` when the file is truncated or
 corrupt, or was written for another model or optimiser.
+
+In a run of several processes (`jaxconv.distributed.initialize`) every process
+calls both: `save_checkpoint` gathers the leaves split over processes, process 0
+writes and no process returns before the file is complete; `load_checkpoint`
+reads the file (on a filesystem every process sees) and puts each leaf where its
+counterpart in the template lives (replicated or split over a mesh).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from jaxconv.core import PyTree
 from jaxconv.errors import CheckpointError
@@ -39,28 +46,25 @@ _MANIFEST = "__manifest__"
 def save_checkpoint(
     path: str | os.PathLike[str], tree: PyTree, metadata: dict[str, Any] | None = None
 ) -> Path:
-    """Write the arrays of ``tree`` and JSON-ready ``metadata`` to ``path`` atomically."""
+    """Write the arrays of ``tree`` and JSON-ready ``metadata`` to ``path`` atomically.
+
+    In a run of several processes every process must call it (split arrays are gathered
+    collectively); process 0 writes, and no process returns before the file is complete.
+    """
     path = Path(path)
-    entries, manifest = _flatten(tree)
-    manifest["metadata"] = metadata or {}
-    entries[_MANIFEST] = np.frombuffer(json.dumps(manifest).encode(), np.uint8)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, **entries)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    _fsync_directory(path.parent)
+    whole = jax.tree_util.tree_map(_whole, tree)
+    if jax.process_index() == 0:
+        _write(path, whole, metadata)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(f"jaxconv checkpoint {path}")
     return path
 
 
 def load_checkpoint(path: str | os.PathLike[str], like: PyTree) -> tuple[PyTree, dict[str, Any]]:
     """Read ``path`` into a tree with the structure, shapes and dtypes of ``like``.
+
+    Each leaf comes back with the placement of its counterpart in ``like`` (a train state
+    on one device, or placed on a mesh by `jaxconv.distributed.place_train_state`).
 
     Returns:
       (tree, metadata).
@@ -97,6 +101,35 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
+
+def _write(path: Path, tree: PyTree, metadata: dict[str, Any] | None) -> None:
+    """Write the .npz file through a temporary file, flushed to the disk, and a rename."""
+    entries, manifest = _flatten(tree)
+    manifest["metadata"] = metadata or {}
+    entries[_MANIFEST] = np.frombuffer(json.dumps(manifest).encode(), np.uint8)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            np.savez(file, **entries)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    _fsync_directory(path.parent)
+
+
+def _whole(leaf: Any) -> Any:
+    """The whole value of a leaf on this host: a global array split over processes is gathered
+    (every process takes part), a replicated one read from a local copy."""
+    if not isinstance(leaf, jax.Array) or leaf.is_fully_addressable:
+        return leaf
+    if leaf.sharding.is_fully_replicated:
+        return leaf.addressable_data(0)
+    return multihost_utils.process_allgather(leaf, tiled=True)
 
 
 def _flatten(tree: PyTree) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -160,15 +193,29 @@ def _read(path: Path) -> tuple[dict[str, Any], list[np.ndarray]]:
 
 
 def _restore_leaf(path: Path, key_path: str, template: Any, array: np.ndarray) -> Any:
-    expected = _to_numpy(template)
+    expected = _stored_shape(template)
     if array.shape != expected.shape or array.dtype != expected.dtype:
         raise CheckpointError(
             f"{path}: {key_path} is {array.dtype}{list(array.shape)} in the file but "
             f"{expected.dtype}{list(expected.shape)} in the model; it was written for another configuration"
         )
+    if not isinstance(template, jax.Array):
+        return jax.numpy.asarray(array)
+    placed = jax.make_array_from_callback(array.shape, template.sharding, lambda index: array[index])
     if _is_key(template):
-        return jax.random.wrap_key_data(array, impl=jax.random.key_impl(template))
-    return jax.numpy.asarray(array)
+        return jax.random.wrap_key_data(placed, impl=jax.random.key_impl(template))
+    return placed
+
+
+def _stored_shape(leaf: Any) -> jax.ShapeDtypeStruct:
+    """The shape and dtype a leaf is stored with (a key as its data), read without its values,
+    so that a leaf split over processes needs no gathering."""
+    if _is_key(leaf):
+        return jax.eval_shape(jax.random.key_data, leaf)
+    if isinstance(leaf, jax.Array):
+        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype)
+    array = np.asarray(leaf)
+    return jax.ShapeDtypeStruct(array.shape, array.dtype)
 
 
 def _few(items: list[str], limit: int = 3) -> str:

@@ -13,7 +13,9 @@ import jax
 import optax
 
 from jaxconv.errors import ConfigError
-from jaxconv.train.config import OPTIMIZERS, SCHEDULES, TrainConfig
+
+OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "step", "onecycle")
 
 
 def make_schedule(name: str, peak: float, total_steps: int, warmup_steps: int = 0) -> optax.Schedule:
@@ -68,16 +70,3 @@ def make_optimizer(
 def kernels_only(params: optax.Params) -> optax.Params:
     """True for parameters with two or more axes (kernels), False for biases and scales."""
     return jax.tree_util.tree_map(lambda p: p.ndim >= 2, params)
-
-
-def from_config(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
-    """The optimiser and schedule a `TrainConfig` describes, for epochs of ``steps_per_epoch``."""
-    schedule = make_schedule(
-        config.schedule,
-        config.lr,
-        total_steps=config.epochs * steps_per_epoch,
-        warmup_steps=round(config.warmup_epochs * steps_per_epoch),
-    )
-    return make_optimizer(
-        config.optimizer, schedule, weight_decay=config.weight_decay, momentum=config.momentum
-    )

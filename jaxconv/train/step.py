@@ -1,4 +1,4 @@
-"""The jitted train and evaluation steps, the loss and the metrics.
+"""The jitted train and evaluation steps on one device (loss and metrics: `jaxconv.losses`).
 
     train_step = make_train_step(net, optimizer, preprocess=augmenter, label_smoothing=0.1)
     train_state, metrics = train_step(train_state, images, labels)  # donates train_state

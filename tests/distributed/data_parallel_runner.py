@@ -20,6 +20,7 @@ import optax
 
 import jaxconv as jc
 from jaxconv import distributed
+from jaxconv.runs.loop import _make_eval_step, _make_train_step
 from jaxconv.train import TrainState, init_train_state, make_eval_step, make_preprocess, make_train_step
 
 DEVICES, BATCH, STEPS = 8, 64, 2
@@ -113,7 +114,7 @@ def error(call) -> dict:
 
 
 def fit_with_devices() -> dict:
-    """`jaxconv.train.fit` with ``devices=8`` (what ``jaxconv train --devices 8`` runs) against 1 device."""
+    """`jaxconv.runs.fit` with ``devices=8`` (what ``jaxconv train --devices 8`` runs) against 1 device."""
     rng = np.random.default_rng(1)
 
     def split(name: str, n: int) -> jc.data.Dataset:
@@ -125,13 +126,11 @@ def fit_with_devices() -> dict:
 
     train, test = split("train", 128), split("test", 64)
     results = [
-        jc.train.fit(
+        jc.runs.fit(
             bn_net(None),
             train,
             test,
-            jc.train.TrainConfig(
-                epochs=1, batch_size=64, eval_batch_size=64, devices=devices, augment="flip"
-            ),
+            jc.runs.TrainConfig(epochs=1, batch_size=64, eval_batch_size=64, devices=devices, augment="flip"),
             progress=False,
         )
         for devices in (1, DEVICES)
@@ -176,7 +175,7 @@ def main() -> None:
         reference,
     )
     out["dropout_devices_8"] = compare(
-        run(distributed.make_train_step(dropout_net(), optimizer, devices=DEVICES), state, data),
+        run(_make_train_step(dropout_net(), optimizer, devices=DEVICES), state, data),
         reference,
     )
     out["dropout_pmap"] = compare(
@@ -196,7 +195,7 @@ def main() -> None:
 
     trained = reference.state
     single_eval = make_eval_step(dropout_net())
-    sharded_eval = distributed.make_eval_step(dropout_net(), devices=DEVICES)
+    sharded_eval = _make_eval_step(dropout_net(), devices=DEVICES)
     placed = distributed.place_train_state(trained, mesh)
     out["eval"] = {
         size: relative(

@@ -23,7 +23,7 @@ import optax
 
 import jaxconv as jc
 from jaxconv import distributed
-from jaxconv.train import init_train_state, make_preprocess, make_train_step
+from jaxconv.train import init_train_state, load_checkpoint, make_preprocess, make_train_step, save_checkpoint
 
 BATCH, STEPS, SAVE_AFTER = 16, 4, 2
 
@@ -79,11 +79,9 @@ def main(directory: Path) -> None:
     losses = []
     for t, (images, labels) in enumerate(data):
         if t == SAVE_AFTER:
-            distributed.save_checkpoint(directory / "checkpoint.npz", train_state, {"step": t})
+            save_checkpoint(directory / "checkpoint.npz", train_state, {"step": t})
             saved = local_copy(train_state)
-            train_state, metadata = distributed.load_checkpoint(
-                directory / "checkpoint.npz", like=train_state
-            )
+            train_state, metadata = load_checkpoint(directory / "checkpoint.npz", like=train_state)
             restored_equal = relative(local_copy(train_state), saved) == 0.0 and metadata == {"step": t}
         # even steps: each process reads only its rows; odd steps: every process holds the whole
         # batch, as in the fit loop, and the step takes this process's rows

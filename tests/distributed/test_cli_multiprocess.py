@@ -28,9 +28,10 @@ from test_multiprocess import free_port
 
 import jaxconv.cli as cli
 from jaxconv import distributed
-from jaxconv.train import ConfigError, Run, TrainConfig, fit
+from jaxconv.errors import ConfigError
+from jaxconv.runs import Run, TrainConfig, fit
 
-sys.path.insert(0, str(Path(__file__).parent.parent / "train"))
+sys.path.insert(0, str(Path(__file__).parent.parent / "runs"))
 from synthetic import dataset, tiny_net, write_idx_dataset
 
 PROCESSES, DEVICES_PER_PROCESS = 2, 4

@@ -14,7 +14,8 @@ from jax.sharding import AbstractMesh, PartitionSpec
 
 import jaxconv as jc
 from jaxconv import distributed
-from jaxconv.distributed import DataParallelError
+from jaxconv.errors import DataParallelError
+from jaxconv.runs.loop import _make_train_step
 
 EIGHT = AbstractMesh((8,), ("data",))  # sizes only: enough for the batch arithmetic
 
@@ -89,13 +90,11 @@ def test_the_sharded_step_refuses_batch_norm_with_an_axis_name():
 def test_make_train_step_checks_its_style():
     mesh = distributed.make_mesh(1)
     with pytest.raises(DataParallelError, match=r"style='vmap': use 'jit' \(sharded jit\) or 'pmap'"):
-        distributed.make_train_step(bn_net(), optax.sgd(0.1), devices=mesh, style="vmap")
+        _make_train_step(bn_net(), optax.sgd(0.1), devices=mesh, style="vmap")
     with pytest.raises(
         DataParallelError, match=r"style='pmap' replicates the parameters; shard_params needs style='jit'"
     ):
-        distributed.make_train_step(
-            bn_net("data"), optax.sgd(0.1), devices=mesh, style="pmap", shard_params=True
-        )
+        _make_train_step(bn_net("data"), optax.sgd(0.1), devices=mesh, style="pmap", shard_params=True)
 
 
 def test_initialize_checks_the_process_id_before_starting_anything():
@@ -144,8 +143,8 @@ def test_single_process_checkpoint_round_trip_keeps_values_and_placement(tmp_pat
     mesh = distributed.make_mesh(1)
     train_state = jc.train.init_train_state(bn_net(), optimizer, (-1, 4, 4, 1), key)
     placed = distributed.place_train_state(train_state, mesh)
-    distributed.save_checkpoint(tmp_path / "checkpoint.npz", placed, {"epoch": 1})
-    restored, metadata = distributed.load_checkpoint(tmp_path / "checkpoint.npz", like=placed)
+    jc.train.save_checkpoint(tmp_path / "checkpoint.npz", placed, {"epoch": 1})
+    restored, metadata = jc.train.load_checkpoint(tmp_path / "checkpoint.npz", like=placed)
     assert metadata == {"epoch": 1}
     for got, want in zip(jax.tree.leaves(restored.params), jax.tree.leaves(train_state.params), strict=True):
         np.testing.assert_array_equal(got, want)

@@ -11,7 +11,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxconv.train import CheckpointError, TrainState, load_checkpoint, read_metadata, save_checkpoint
+from jaxconv.errors import CheckpointError
+from jaxconv.train import TrainState, load_checkpoint, read_metadata, save_checkpoint
 
 
 def make_state(scale: float = 1.0) -> TrainState:

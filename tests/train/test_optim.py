@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxconv.train import ConfigError, make_optimizer, make_schedule
+from jaxconv.errors import ConfigError
+from jaxconv.train import make_optimizer, make_schedule
 
 TOTAL, PEAK = 100, 0.4
 

@@ -9,10 +9,9 @@ import optax
 import pytest
 
 import jaxconv as jc
+from jaxconv.losses import correct, cross_entropy
 from jaxconv.train import (
     TrainState,
-    correct,
-    cross_entropy,
     init_train_state,
     make_eval_step,
     make_optimizer,

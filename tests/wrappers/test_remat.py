@@ -129,7 +129,7 @@ def test_forward_mode_is_not_supported_without_a_policy():
 def test_a_net_without_blocks_is_refused():
     with pytest.raises(ValueError, match=r"remat_blocks: found no block in a Serial of .*use remat\(net\)"):
         models.get("vgg11", remat=True)
-    with pytest.raises(ValueError, match=r"remat='sometimes': use False, True or 'blocks'"):
+    with pytest.raises(ValueError, match=r"remat='sometimes': use True \(recompute every block\) or False"):
         models.get("resnet20", remat="sometimes")
 
 

@@ -13,10 +13,11 @@ import json
 import re
 from typing import Any
 
-from jaxconv.errors import ConfigError
+import optax
 
-OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
-SCHEDULES = ("constant", "cosine", "step", "onecycle")
+from jaxconv.errors import ConfigError
+from jaxconv.models import DEFAULT_MODEL
+from jaxconv.train.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,13 +78,13 @@ class TrainConfig:
       eval_batch_size: examples per evaluation step.
       devices: devices to train on, data parallel (`jaxconv.distributed`): all processes'
         together in a multi-process run; the batch size must divide by it.
-      dp_epsilon: train with DP-SGD to this epsilon (`jaxconv.train.private`); None: not private.
+      dp_epsilon: train with DP-SGD to this epsilon (`jaxconv.runs.private`); None: not private.
         ``batch_size`` is then the expected size of the Poisson-sampled batches.
       dp_delta: the delta of the (epsilon, delta) guarantee; below 1 / the number of examples.
       dp_clip: C, the L2 norm each example's gradient is clipped to.
     """
 
-    model: str = "convnet"
+    model: str = DEFAULT_MODEL
     dataset: str = "fashion_mnist"
     epochs: int = 8
     batch_size: int = 128
@@ -164,3 +165,16 @@ class TrainConfig:
         """``{field: (self's value, other's value)}`` for every field that differs."""
         mine, theirs = dataclasses.asdict(self), dataclasses.asdict(other)
         return {name: (mine[name], theirs[name]) for name in mine if mine[name] != theirs[name]}
+
+
+def optimizer_for(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
+    """The optimiser and schedule ``config`` describes, for epochs of ``steps_per_epoch``."""
+    schedule = make_schedule(
+        config.schedule,
+        config.lr,
+        total_steps=config.epochs * steps_per_epoch,
+        warmup_steps=round(config.warmup_epochs * steps_per_epoch),
+    )
+    return make_optimizer(
+        config.optimizer, schedule, weight_decay=config.weight_decay, momentum=config.momentum
+    )

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from jaxconv.train.default_model import count_model_params, model_names, param_counts
+from jaxconv.models import count_model_params, names, param_counts
 
 COUNTS = param_counts()
 
 
 def test_every_model_has_a_row_and_no_row_is_stale():
-    assert sorted(COUNTS) == sorted(model_names()), "run scripts/param_counts.py"
+    assert sorted(COUNTS) == sorted(names()), "run scripts/param_counts.py"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", model_names())
+@pytest.mark.parametrize("name", names())
 def test_the_row_is_the_traced_count(name):
     assert COUNTS.get(name) == count_model_params(name), "run scripts/param_counts.py"
 

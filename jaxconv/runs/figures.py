@@ -10,11 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 from matplotlib.figure import Figure
 
-from jaxconv.core import Layer, Params, Shape, trace_init
+from jaxconv.core import Layer, Params, Shape, subtree, trace
 
 
 def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> None:
@@ -79,28 +78,15 @@ def plot_confusion(matrix: np.ndarray, class_names: Sequence[str], path: Path) -
     figure.savefig(path, dpi=100)
 
 
-def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
-    """(K, K) counts: entry [i, j] is how many examples of class i were predicted as j."""
-    matrix = np.zeros((num_classes, num_classes), np.int64)
-    np.add.at(matrix, (np.asarray(labels), np.asarray(predictions)), 1)
-    return matrix
-
-
 def first_conv_kernel(net: Layer, params: Params, input_shape: Shape) -> np.ndarray | None:
-    """The kernel of the first `Conv` the net applies, or None if it has no 2-D convolution."""
-    paths: list[tuple[str, ...]] = []
-
-    def trace() -> int:
-        _, records = trace_init(net, jax.random.key(0), input_shape)
-        paths.extend(record.path for record in records if record.info.kind == "Conv")
-        return 0
-
-    jax.eval_shape(trace)  # shapes only: nothing is allocated
-    for path in paths:
-        node = params
-        for name in path:
-            node = node.get(name, {}) if isinstance(node, dict) else {}
-        kernel = node.get("kernel") if isinstance(node, dict) else None
+    """The (F, F, C_in, K) kernel of the first convolution the net applies, or None if it has no
+    2-D convolution: the first layer sliding one shared kernel (``traits.window`` is its size,
+    ``traits.macs`` counts per output position; not LocallyConnected's kernel per position)."""
+    for record in trace(net, input_shape).records:  # shapes only: nothing is allocated
+        traits = record.info.traits
+        if traits is None or traits.window != "kernel_size" or traits.macs != "output_positions":
+            continue
+        kernel = subtree(params, record.path).get("kernel")
         if kernel is not None and np.ndim(kernel) == 4:
             return np.asarray(kernel)
     return None

@@ -11,16 +11,10 @@ import numpy as np
 import pytest
 from synthetic import dataset, tiny_net
 
-import jaxconv.train.loop as loop
-from jaxconv.train import (
-    ConfigError,
-    NonFiniteLossError,
-    Run,
-    RunDirError,
-    TrainConfig,
-    fit,
-    read_metadata,
-)
+import jaxconv.runs.loop as loop
+from jaxconv.errors import ConfigError, NonFiniteLossError, RunDirError
+from jaxconv.runs import Run, TrainConfig, fit
+from jaxconv.train import read_metadata
 
 TRAIN, TEST = dataset(96), dataset(40, "test", seed=1)
 CONFIG = TrainConfig(
@@ -75,7 +69,7 @@ def test_resuming_gives_the_same_final_state_as_an_uninterrupted_run(whole, firs
 
 
 def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    make_step = loop.distributed.make_train_step
+    make_step = loop._make_train_step
 
     def failing_in_epoch_two(*args, **kwargs):
         step, calls = make_step(*args, **kwargs), []
@@ -87,7 +81,7 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp
 
         return poisoned
 
-    monkeypatch.setattr(loop.distributed, "make_train_step", failing_in_epoch_two)
+    monkeypatch.setattr(loop, "_make_train_step", failing_in_epoch_two)
     run = Run(tmp_path / "run")
     with pytest.raises(
         NonFiniteLossError,
@@ -135,11 +129,11 @@ def test_run_directory_checks(first_epoch, tmp_path):
     with pytest.raises(
         RunDirError, match=r"cannot write to the run directory .*file/run.*choose another --run-dir"
     ):
-        Run(tmp_path / "file" / "run").prepare(resume=False)
+        Run.open(tmp_path / "file" / "run")
     with pytest.raises(RunDirError, match=r"cannot resume from .*: it has no config\.json"):
-        Run(tmp_path / "empty").prepare(resume=True)
+        Run.open(tmp_path / "empty", resume=True)
     with pytest.raises(RunDirError, match=r"already holds a run; pass --resume to continue it"):
-        first_epoch[0].prepare(resume=False)
+        Run.open(first_epoch[0].path)
 
 
 def test_history_keeps_the_last_record_of_each_epoch_and_skips_a_cut_line(tmp_path):

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from jaxconv.train import Augmentation, ConfigError, TrainConfig
+from jaxconv.errors import ConfigError
+from jaxconv.runs import Augmentation, TrainConfig
 
 
 @pytest.mark.parametrize(

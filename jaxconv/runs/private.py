@@ -25,8 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxconv import distributed
-from jaxconv.core import Layer, Params
+from jaxconv.core import Layer, LayerInfo, Params, info, walk
 from jaxconv.data import Dataset, prefetch_to_device
 from jaxconv.errors import ConfigError
 from jaxconv.losses import Metrics, accuracies, cross_entropy
@@ -39,9 +38,8 @@ from jaxconv.privacy import (
     padded_batch_size,
     poisson_batches,
 )
-from jaxconv.train.config import TrainConfig
-from jaxconv.train.state import TrainState, step_key
-from jaxconv.train.step import Preprocess
+from jaxconv.runs.config import TrainConfig
+from jaxconv.train import Preprocess, TrainState, step_key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,16 +88,23 @@ def privacy_plan(config: TrainConfig, num_examples: int) -> PrivacyPlan:
 
 
 def check_private(net: Layer, model_name: str) -> None:
-    """Refuse a net with BatchNorm: its statistics mix the examples of a batch, so an example's
-    gradient depends on the others and clipping it bounds nothing."""
-    batch_norms = distributed.batch_norm_axes(net)
-    if batch_norms:
+    """Refuse a net with a layer that mixes the examples of a batch (BatchNorm's statistics,
+    ``traits.mixes_examples``): an example's gradient then depends on the others and clipping it
+    bounds nothing."""
+    root = info(net).name or "net"
+    mixing = {"/".join((root, *path)): layer_info.kind for path, layer_info in walk(net) if _mixes(layer_info)}
+    if mixing:
+        kinds = " and ".join(sorted(set(mixing.values())))
         raise ConfigError(
-            f"model {model_name!r} has BatchNorm ({len(batch_norms)} layers, the first at "
-            f"{next(iter(batch_norms))}), which mixes the examples of a batch, so DP-SGD cannot "
+            f"model {model_name!r} has {kinds} ({len(mixing)} layers, the first at "
+            f"{next(iter(mixing))}), which mixes the examples of a batch, so DP-SGD cannot "
             "bound one example's influence; use --model dp_cnn (the CNN of Papernot et al. 2021), or a "
             "zoo model built with norm='group'"
         )
+
+
+def _mixes(layer_info: LayerInfo) -> bool:
+    return layer_info.traits is not None and layer_info.traits.mixes_examples
 
 
 def make_private_train_step(

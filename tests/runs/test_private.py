@@ -1,4 +1,4 @@
-"""DP-SGD training (`jaxconv.train.private`, ``jaxconv train --dp-epsilon``): the plan meets its
+"""DP-SGD training (`jaxconv.runs.private`, ``jaxconv train --dp-epsilon``): the plan meets its
 epsilon, a step equals a NumPy DP-SGD step of loop-computed gradients, the batches are Poisson
 samples, BatchNorm nets are refused, and `fit` trains privately and reports epsilon."""
 
@@ -16,15 +16,17 @@ from synthetic import dataset, write_idx_dataset
 import jaxconv as jc
 from jaxconv.cli import main
 from jaxconv.privacy import epsilon
-from jaxconv.train import ConfigError, TrainConfig, count_params, fit, init_train_state
-from jaxconv.train.default_model import convnet, dp_cnn
-from jaxconv.train.private import (
+from jaxconv.errors import ConfigError
+from jaxconv.models.small import convnet, dp_cnn
+from jaxconv.runs import TrainConfig, fit
+from jaxconv.runs.private import (
     PrivacyPlan,
     check_private,
     make_private_train_step,
     privacy_plan,
     private_batches,
 )
+from jaxconv.train import count_params, init_train_state
 
 
 @pytest.fixture(scope="module")

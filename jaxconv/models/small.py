@@ -1,0 +1,60 @@
+"""The small models: the default ConvNet of ``jaxconv train`` and the DP-SGD CNN.
+
+The default model is a small BatchNorm ConvNet sized for Fashion-MNIST on a
+CPU: the notes' pattern ``INPUT -> [CONV -> BN -> RELU -> POOL]*2 -> FC -> RELU
+-> FC`` with 3x3 filters, 32 and 64 of them, and a 128-unit hidden layer.
+Both are registered for (N, 28, 28, 1) inputs and 10 classes.
+"""
+
+from __future__ import annotations
+
+from jaxconv.combinators import serial
+from jaxconv.core import Layer
+from jaxconv.layers import BatchNorm, Conv, Dense, Dropout, Flatten, MaxPool, Relu, Tanh
+from jaxconv.models.registry import DEFAULT_MODEL, register
+
+
+def convnet(num_classes: int = 10, width: int = 32, hidden: int = 128, dropout: float = 0.3) -> Layer:
+    """The default model: two CONV-BN-RELU-POOL stages, then a hidden FC layer.
+
+    Shapes: (N, H, W, C) -> (N, num_classes), for any H, W divisible by 4
+    (Fashion-MNIST: (N, 28, 28, 1), 421,738 parameters with the defaults).
+    """
+
+    def stage(features: int) -> list[Layer]:
+        return [Conv(features, 3, padding=1, use_bias=False), BatchNorm(), Relu, MaxPool(2)]
+
+    return serial(
+        *stage(width),  # (N, H/2, W/2, width)
+        *stage(2 * width),  # (N, H/4, W/4, 2 * width)
+        Flatten,
+        Dense(hidden),
+        Relu,
+        Dropout(dropout),
+        Dense(num_classes),
+    )
+
+
+def dp_cnn(num_classes: int = 10) -> Layer:
+    """The small tanh CNN of DP-SGD studies on MNIST and Fashion-MNIST (Papernot et al. 2021,
+    "Tempered Sigmoid Activations"; Tramer & Boneh 2021): no BatchNorm, so every example has a
+    gradient of its own. Bounded activations keep the clipped gradients informative.
+
+    Shapes: (N, 28, 28, 1) -> (N, num_classes); 26,010 parameters for 10 classes.
+    """
+    return serial(
+        Conv(16, 8, stride=2, padding=3),  # (N, 14, 14, 16)
+        Tanh,
+        MaxPool(2, stride=1),  # (N, 13, 13, 16)
+        Conv(32, 4, stride=2),  # (N, 5, 5, 32)
+        Tanh,
+        MaxPool(2, stride=1),  # (N, 4, 4, 32)
+        Flatten,
+        Dense(32),
+        Tanh,
+        Dense(num_classes),
+    )
+
+
+register(DEFAULT_MODEL, convnet, input_size=(28, 28, 1), num_classes=10)
+register("dp_cnn", dp_cnn, input_size=(28, 28, 1), num_classes=10)

@@ -1,0 +1,205 @@
+"""The run directory: what a training run leaves behind.
+
+    run_dir/
+      config.json       the full `TrainConfig`
+      metrics.jsonl     one JSON object per epoch: losses, top-1/top-5, throughput, time
+      checkpoint.npz    the last good train state (`jaxconv.train.save_checkpoint`)
+      results.json      the summary: final and best test accuracy, time, status
+      curves.png        loss and accuracy per epoch, train and test
+      filters.png       the first convolution's filters (as the notes show for AlexNet)
+      confusion.png     the test set's confusion matrix
+
+`Run.open` is the one place that checks a directory before training and
+settles the configuration to train with (a new run's options, or a resumed
+run's own); it writes nothing, and the directory is created when training
+starts. Every file is written to a temporary name and renamed into place, and
+metrics.jsonl is only appended to, so nothing already written is lost. In a
+run of several processes (`jaxconv.distributed.initialize`) every process
+reads the directory and only process 0, the `is_writer`, writes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import json
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from jaxconv.errors import ConfigError, RunDirError
+from jaxconv.runs.config import TrainConfig
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+CHECKPOINT = "checkpoint.npz"
+RESULTS = "results.json"
+CURVES = "curves.png"
+FILTERS = "filters.png"
+CONFUSION = "confusion.png"
+
+
+Options = TrainConfig | Mapping[str, Any] | None  # a config, or the options given by name
+
+
+def is_writer() -> bool:
+    """Whether this process writes the run directory and shows progress: process 0 of a
+    multi-process run, or the only process."""
+    return jax.process_index() == 0
+
+
+def default_run_dir(config: TrainConfig) -> Path:
+    """``runs/<model>-<dataset>-<date>-<time>`` under the current directory."""
+    return Path("runs") / f"{config.model}-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+class Run:
+    """A run directory: `Run.open` checks it for training, `start` writes the configuration,
+    `log` and `history` keep the epochs' records. ``Run(path)`` alone reads an existing run."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / CHECKPOINT
+
+    @classmethod
+    def open(
+        cls, path: str | os.PathLike[str] | None, config: Options = None, *, resume: bool = False
+    ) -> tuple[Run, TrainConfig]:
+        """The run directory ``path``, checked before any training, and the configuration to train with.
+
+        A new run takes ``config`` (a `TrainConfig`, or the options given as ``{field: value}``
+        with the other fields at their defaults; None: every default) and needs a directory
+        that holds no run and can be written (None: `default_run_dir`). Resuming takes the
+        configuration saved in ``path`` and needs its checkpoint; every option given must
+        agree with the saved one. Nothing is written; `start` creates the directory.
+
+        Raises:
+          ConfigError: an unknown or bad option, or one that differs from the resumed run's.
+          RunDirError: the directory cannot be used (see the message for the fix).
+        """
+        options = _options(config)
+        if resume:
+            if path is None:
+                raise RunDirError("--resume needs the --run-dir of the run to continue")
+            run = cls(path)
+            run.require_saved("resume from")
+            run._check_writable()
+            return run, run._resumed_config(options).validate()
+        config = TrainConfig.from_dict(options).validate()
+        run = cls(path if path is not None else default_run_dir(config))
+        if run.checkpoint.exists() or (run.path / CONFIG).exists():
+            raise RunDirError(
+                f"{run.path} already holds a run; pass --resume to continue it, "
+                "or choose another --run-dir (nothing was changed)"
+            )
+        run._check_writable()
+        return run, config
+
+    def require_saved(self, action: str = "use") -> None:
+        """Raise `RunDirError` unless the directory holds a configuration and a checkpoint."""
+        for name in (CONFIG, CHECKPOINT):
+            if not (self.path / name).is_file():
+                raise RunDirError(
+                    f"cannot {action} {self.path}: it has no {name}; "
+                    "give the --run-dir of an earlier run, or start a new run without --resume"
+                )
+
+    def start(self, config: TrainConfig) -> None:
+        """Create the directory and write the configuration (a new run)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.path / CONFIG, config.to_json())
+
+    def saved_config(self) -> TrainConfig:
+        """The configuration saved in the directory."""
+        path = self.path / CONFIG
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise RunDirError(f"cannot read the configuration {path}: {error}") from error
+        try:
+            return TrainConfig.from_dict(data)
+        except (ConfigError, TypeError) as error:
+            raise RunDirError(f"{path}: {error}") from error
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Append one epoch's record to metrics.jsonl."""
+        with open(self.path / METRICS, "a") as file:
+            file.write(json.dumps(record) + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+
+    def history(self) -> list[dict[str, Any]]:
+        """The epoch records, one per epoch (the latest, where a resumed run repeated one)."""
+        path = self.path / METRICS
+        if not path.is_file():
+            return []
+        records: dict[int, dict[str, Any]] = {}
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(json.JSONDecodeError):  # a line cut short by a crash
+                record = json.loads(line)
+                records[record["epoch"]] = record
+        return [records[epoch] for epoch in sorted(records)]
+
+    def write_results(self, results: dict[str, Any]) -> None:
+        write_atomic(self.path / RESULTS, json.dumps(results, indent=2) + "\n")
+
+    def _resumed_config(self, options: dict[str, Any]) -> TrainConfig:
+        """The saved configuration, after checking that every option given agrees with it."""
+        saved = self.saved_config()
+        differences = saved.differences(TrainConfig.from_dict(dataclasses.asdict(saved) | options))
+        if differences:
+            listed = ", ".join(
+                f"{name}: {old!r} in the run, {new!r} given" for name, (old, new) in differences.items()
+            )
+            raise ConfigError(
+                f"cannot resume {self.path} with other settings ({listed}); a resumed run continues "
+                "with its own configuration: drop those options, or start a new run"
+            )
+        return saved
+
+    def _check_writable(self) -> None:
+        """Raise unless the directory, or where it does not exist yet the nearest folder above
+        it, is a folder this process may write in; creates nothing."""
+        existing = self.path.absolute()
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            problem = os.strerror(errno.ENOTDIR)
+        elif not os.access(existing, os.W_OK | os.X_OK):
+            problem = os.strerror(errno.EACCES)
+        else:
+            return
+        raise RunDirError(
+            f"cannot write to the run directory {self.path} ({problem}: {existing}); choose another --run-dir"
+        )
+
+
+def _options(config: Options) -> dict[str, Any]:
+    """The options of ``config`` by name: every field of a `TrainConfig`, the given ones of a mapping."""
+    if config is None:
+        return {}
+    if isinstance(config, TrainConfig):
+        return dataclasses.asdict(config)
+    return dict(config)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise

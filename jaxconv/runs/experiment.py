@@ -1,0 +1,154 @@
+"""Training and evaluating by name: what ``jaxconv train`` and ``jaxconv evaluate`` do.
+
+    result = train_run(TrainConfig(model="convnet", dataset="fashion_mnist"), "runs/first")
+    result = train_run({"epochs": 12}, "runs/first", resume=True)   # options must agree with the run's
+    evaluation = evaluate_run("runs/first")
+
+Every check that can fail (options, model and dataset names, the run
+directory, the data files, the batch size, the model's shapes, a checkpoint to
+resume) runs before the first training step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from typing import Any
+
+import jax
+
+from jaxconv import models
+from jaxconv.core import Layer
+from jaxconv.data import Dataset, load
+from jaxconv.errors import NonFiniteLossError
+from jaxconv.runs.config import TrainConfig, optimizer_for
+from jaxconv.runs.directory import CONFUSION, CURVES, FILTERS, Options, Run, is_writer
+from jaxconv.runs.figures import first_conv_kernel, plot_confusion, plot_curves, plot_filters
+from jaxconv.runs.loop import FitResult, fit
+from jaxconv.train import (
+    Evaluation,
+    count_params,
+    evaluate,
+    init_train_state,
+    load_checkpoint,
+    make_eval_step,
+    make_preprocess,
+)
+
+PathLike = str | os.PathLike[str]
+
+
+def train_run(
+    config: Options = None,
+    run_dir: PathLike | None = None,
+    *,
+    resume: bool = False,
+    data_root: PathLike | None = None,
+    stop_after_epoch: int | None = None,
+    progress: bool = True,
+) -> FitResult:
+    """Train ``config.model`` on ``config.dataset``, writing the run to ``run_dir``.
+
+    ``config`` is a `TrainConfig`, or the options given by name with the rest at their
+    defaults (what ``jaxconv train`` passes), or None; ``run_dir`` None is `default_run_dir`.
+    With ``resume`` the configuration is read from ``run_dir`` and any option given must
+    agree with it (`Run.open`). When training ends (all epochs, ``stop_after_epoch``, a
+    non-finite loss or Ctrl-C) the run directory gets its figures and ``results.json``; an
+    error before training writes nothing. In a run of several processes each calls it alike
+    and process 0 writes. ``progress``: say where the run goes, show a bar per epoch.
+    """
+    run, config = Run.open(run_dir, config, resume=resume)
+    net, train_data, test_data = _load(config, data_root)
+    writer, started = is_writer(), time.perf_counter()
+    if writer and progress:
+        print(f"training {config.model} on {config.dataset} -> {run.path}", file=sys.stderr)
+    try:
+        result = fit(
+            net, train_data, test_data, config,
+            run=run, resume=resume, stop_after_epoch=stop_after_epoch, progress=progress,
+        )  # fmt: skip
+    except (NonFiniteLossError, KeyboardInterrupt) as error:
+        if writer:
+            status = "interrupted" if isinstance(error, KeyboardInterrupt) else "non-finite loss"
+            report(run, net, test_data, None, status=status, seconds=time.perf_counter() - started)
+            _how_to_resume(run)
+        raise
+    if writer:
+        status = "complete" if len(result.history) == config.epochs else "paused"
+        report(run, net, test_data, result, status=status, seconds=time.perf_counter() - started)
+    return result
+
+
+def evaluate_run(run_dir: PathLike, *, data_root: PathLike | None = None, split: str = "test") -> Evaluation:
+    """Evaluate the checkpoint of ``run_dir`` on ``split`` of its dataset."""
+    run = Run(run_dir)
+    run.require_saved("evaluate")
+    config = run.saved_config()
+    net, train_data, _ = _load(config, data_root, splits=("train",))
+    data = train_data if split == "train" else load(config.dataset, split, root=data_root)
+    optimizer = optimizer_for(config, max(len(train_data) // config.batch_size, 1))
+    template = init_train_state(net, optimizer, (-1, *data.images.shape[1:]), jax.random.key(config.seed))
+    train_state, _ = load_checkpoint(run.checkpoint, like=template)
+    eval_step = make_eval_step(net, preprocess=make_preprocess(train_data.mean, train_data.std))
+    return evaluate(eval_step, train_state.params, train_state.state, data, config.eval_batch_size)
+
+
+def report(
+    run: Run, net: Layer, test_data: Dataset, result: FitResult | None, *, status: str, seconds: float
+) -> dict[str, Any]:
+    """Write the figures and ``results.json`` of a run, from what it has logged so far."""
+    history = run.history()
+    results: dict[str, Any] = {"status": status, "epochs_completed": len(history), "seconds": round(seconds, 1)}
+    if history:
+        plot_curves(history, run.path / CURVES)
+        last = history[-1]
+        results |= {
+            "test_top1": last["test_top1"],
+            "test_top5": last["test_top5"],
+            "test_loss": last["test_loss"],
+            "best_test_top1": max(record["test_top1"] for record in history),
+            "images_per_second": last["train_images_per_second"],
+        }
+        if "epsilon" in last:
+            results["epsilon"] = last["epsilon"]
+    if result is not None:
+        results |= _figures_of_the_result(run, net, test_data, result)
+    run.write_results(results)
+    return results
+
+
+def _figures_of_the_result(run: Run, net: Layer, test_data: Dataset, result: FitResult) -> dict[str, Any]:
+    """Draw the first convolution's filters and the confusion matrix; the results they add."""
+    params = result.train_state.params
+    results: dict[str, Any] = {"params": count_params(params)}
+    if result.privacy is not None:
+        results["privacy"] = dataclasses.asdict(result.privacy)
+    kernel = first_conv_kernel(net, params, (-1, *test_data.images.shape[1:]))
+    if kernel is not None:
+        plot_filters(kernel, run.path / FILTERS)
+    if result.evaluation is not None:
+        confusion = result.evaluation.confusion(test_data.num_classes)
+        plot_confusion(confusion, test_data.class_names, run.path / CONFUSION)
+    return results
+
+
+def _load(
+    config: TrainConfig, data_root: PathLike | None, splits: tuple[str, ...] = ("train", "test")
+) -> tuple[Layer, Dataset, Dataset | None]:
+    """The net and the data splits, checking the model's name before reading any file."""
+    models.spec(config.model)
+    data = [load(config.dataset, split, root=data_root) for split in splits]
+    net = models.get(config.model, num_classes=data[0].num_classes)
+    return net, data[0], data[1] if len(data) > 1 else None
+
+
+def _how_to_resume(run: Run) -> None:
+    """After an interruption or a non-finite loss: where the last good checkpoint is, and the command."""
+    if run.checkpoint.exists():
+        print(
+            f"the checkpoint of the last finished epoch is in {run.path}; continue with:\n"
+            f"    jaxconv train --resume --run-dir {run.path}",
+            file=sys.stderr,
+        )

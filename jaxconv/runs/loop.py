@@ -1,0 +1,294 @@
+"""The fit loop: epochs of jitted steps, evaluation after each, checkpoints and a progress bar.
+
+    run, config = Run.open("runs/first", TrainConfig(epochs=6))
+    result = fit(net, train_data, test_data, config, run=run)
+
+Each epoch visits the training set in the order ``epoch_order(data_key, epoch)``
+and step ``t`` draws its augmentation and dropout from ``fold_in(key, t)``, so
+the whole run is a function of the seed: resuming from the checkpoint of epoch
+``e`` gives the same final parameters as a run that never stopped.
+
+In a run of several processes every process runs `fit` alike (the steps, the
+evaluation, the metrics, the checkpoint's gathering); only process 0 writes
+the run directory and shows the progress bar.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import optax
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
+
+from jaxconv.core import Layer, Params, State
+from jaxconv.data import Dataset, batches, num_batches
+from jaxconv.distributed import (
+    make_mesh,
+    make_pmap_train_step,
+    make_sharded_eval_step,
+    make_sharded_train_step,
+)
+from jaxconv.errors import ConfigError, DataParallelError
+from jaxconv.runs import private
+from jaxconv.runs.config import TrainConfig, optimizer_for
+from jaxconv.runs.directory import Run, is_writer
+from jaxconv.runs.private import PrivacyPlan
+from jaxconv.runs.progress import EpochMeter
+from jaxconv.train import (
+    EvalStep,
+    Evaluation,
+    Preprocess,
+    TrainState,
+    TrainStep,
+    evaluate,
+    init_train_state,
+    load_checkpoint,
+    make_eval_step,
+    make_preprocess,
+    make_train_step,
+    save_checkpoint,
+)
+
+LOG_EVERY = 10  # steps between looks at the metrics (each look waits for the device)
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What `fit` returns: the final train state, the per-epoch records, the last evaluation,
+    for DP-SGD the privacy plan (`jaxconv.runs.private.PrivacyPlan`), and the run it wrote."""
+
+    train_state: TrainState
+    history: list[dict[str, Any]]
+    evaluation: Evaluation | None
+    privacy: PrivacyPlan | None = None
+    run: Run | None = None
+
+
+def fit(
+    net: Layer,
+    train_data: Dataset,
+    test_data: Dataset,
+    config: TrainConfig,
+    *,
+    initial: tuple[Params, State] | None = None,
+    on_epoch: Callable[[dict[str, Any], TrainState], None] | None = None,
+    run: Run | None = None,
+    resume: bool = False,
+    stop_after_epoch: int | None = None,
+    progress: bool = True,
+) -> FitResult:
+    """Train ``net`` on ``train_data`` as ``config`` says, evaluating on ``test_data`` each epoch.
+
+    Args:
+      initial: the (params, state) to start from instead of ``net.init``'s, e.g. the weights
+        `jaxconv.interop.from_torchvision` returns (resuming starts from the checkpoint).
+      on_epoch: called as ``on_epoch(record, train_state)`` after each epoch's record.
+      run: where to log metrics and keep the checkpoint of the last good epoch, checked by
+        `Run.open` (None: nothing is written).
+      resume: continue from ``run``'s checkpoint instead of starting afresh.
+      stop_after_epoch: return after this epoch (the schedule still spans ``config.epochs``).
+      progress: show a progress bar per epoch.
+
+    Raises:
+      ConfigError: before any step, for a bad configuration, a batch larger than the data,
+        ``initial`` trees that do not fit the net, or processes not training on all devices.
+      CheckpointError: before any step, when resuming from a corrupt checkpoint.
+      NonFiniteLossError: the loss became NaN or infinite; the last good checkpoint is kept.
+    """
+    steps_per_epoch = _steps_per_epoch(config, train_data)
+    optimizer = optimizer_for(config, steps_per_epoch)
+    model_key, data_key = jax.random.split(jax.random.key(config.seed))
+    input_shape = (-1, *train_data.images.shape[1:])
+    train_state = init_train_state(net, optimizer, input_shape, model_key, initial)
+    training = _training(net, optimizer, config, train_data, data_key, steps_per_epoch)
+    train_state, history, first_epoch = _start(run, resume, config, train_state)
+    evaluation = None
+    for epoch in range(first_epoch, min(config.epochs, stop_after_epoch or config.epochs)):
+        train_state, record, evaluation = _epoch(
+            training, train_state, epoch, config, test_data, run, progress
+        )
+        history.append(record)
+        _keep(run, record, train_state)
+        if on_epoch is not None:
+            on_epoch(record, train_state)
+    return FitResult(train_state, history, evaluation, training.privacy, run)
+
+
+class _Training(NamedTuple):
+    """How `fit` trains: the step, each epoch's batches, the evaluation step and the DP plan."""
+
+    step: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
+    batches: Callable[[int], Iterable[tuple[jax.Array, ...]]]
+    eval_step: EvalStep
+    steps_per_epoch: int
+    privacy: PrivacyPlan | None
+
+
+def _training(
+    net: Layer,
+    optimizer: optax.GradientTransformation,
+    config: TrainConfig,
+    data: Dataset,
+    data_key: jax.Array,
+    steps: int,
+) -> _Training:
+    """The usual (data-parallel) training, or DP-SGD on Poisson batches when ``config.dp_epsilon``
+    is set: the driver's one branch. A net that cannot train privately is refused here."""
+    augmentation = config.augmentation
+    preprocess = make_preprocess(
+        data.mean, data.std, crop_padding=augmentation.crop_padding, flip=augmentation.flip
+    )
+    if config.dp_epsilon is not None:
+        private.check_private(net, config.model)
+        plan = private.privacy_plan(config, len(data))
+        step = private.make_private_train_step(
+            net, optimizer, plan, preprocess=preprocess, label_smoothing=config.label_smoothing
+        )
+        eval_step = make_eval_step(net, preprocess=preprocess)  # DP-SGD trains on one device
+        return _Training(step, partial(private.private_batches, data, plan, data_key), eval_step, steps, plan)
+    step = _make_train_step(
+        net, optimizer, devices=config.devices, preprocess=preprocess, label_smoothing=config.label_smoothing
+    )
+    eval_step = _make_eval_step(net, devices=config.devices, preprocess=preprocess)
+
+    def epoch_batches(epoch: int) -> Iterable[tuple[jax.Array, ...]]:
+        return batches(data, config.batch_size, key=data_key, epoch=epoch)
+
+    return _Training(step, epoch_batches, eval_step, steps, None)
+
+
+def _make_train_step(
+    net: Layer,
+    optimizer: optax.GradientTransformation,
+    *,
+    devices: int | Mesh | None = None,
+    style: str = "jit",
+    preprocess: Preprocess | None = None,
+    label_smoothing: float = 0.0,
+    shard_params: bool = False,
+    donate: bool = True,
+) -> TrainStep:
+    """`jaxconv.train.make_train_step` on ``devices`` devices (None or 1: the single-device step;
+    a count: a mesh of that many devices; or a mesh), as `fit` uses it. The step takes the train
+    state as `init_train_state` makes it (placed on the mesh on its first call) and host batches
+    of any size divisible by the device count. ``style``: `make_sharded_train_step` (``'jit'``)
+    or `make_pmap_train_step` (``'pmap'``, BatchNorm, Dropout and StochasticDepth with
+    ``axis_name='data'``)."""
+    options = {"preprocess": preprocess, "label_smoothing": label_smoothing, "donate": donate}
+    if devices is None or (not isinstance(devices, Mesh) and devices == 1):
+        return make_train_step(net, optimizer, **options)
+    mesh = devices if isinstance(devices, Mesh) else make_mesh(devices)
+    if style == "jit":
+        return make_sharded_train_step(net, optimizer, mesh, shard_params=shard_params, **options)
+    if style == "pmap":
+        if shard_params:
+            raise DataParallelError("style='pmap' replicates the parameters; shard_params needs style='jit'")
+        return make_pmap_train_step(net, optimizer, mesh, **options)
+    raise DataParallelError(f"style={style!r}: use 'jit' (sharded jit) or 'pmap'")
+
+
+def _make_eval_step(
+    net: Layer, *, devices: int | Mesh | None = None, preprocess: Preprocess | None = None
+) -> EvalStep:
+    """`jaxconv.train.make_eval_step` on ``devices`` devices (as in `_make_train_step`)."""
+    if devices is None or (not isinstance(devices, Mesh) and devices == 1):
+        return make_eval_step(net, preprocess=preprocess)
+    mesh = devices if isinstance(devices, Mesh) else make_mesh(devices)
+    return make_sharded_eval_step(net, mesh, preprocess=preprocess)
+
+
+def _steps_per_epoch(config: TrainConfig, train_data: Dataset) -> int:
+    """Check the configuration against the data and the processes; the number of steps per epoch."""
+    config.validate()
+    processes, devices = jax.process_count(), jax.device_count()
+    if processes > 1 and config.devices != devices:
+        raise ConfigError(
+            f"devices={config.devices}, but this run has {processes} processes with {devices} devices "
+            f"in all; several processes train on every device together: use --devices {devices}"
+        )
+    try:
+        return num_batches(len(train_data), config.batch_size)
+    except ValueError as error:
+        raise ConfigError(f"{error} (the {train_data.split} split of {train_data.name})") from None
+
+
+def _start(
+    run: Run | None, resume: bool, config: TrainConfig, train_state: TrainState
+) -> tuple[TrainState, list[dict[str, Any]], int]:
+    """The train state, history and first epoch: afresh (process 0 writes the configuration), or
+    from ``run``'s checkpoint with the records of the epochs it holds."""
+    if run is None:
+        return train_state, [], 0
+    if jax.process_count() > 1:  # every process has checked the directory before process 0 writes
+        multihost_utils.sync_global_devices("jaxconv: run directory checked")
+    if not resume:
+        if is_writer():
+            run.start(config)
+        return train_state, [], 0
+    train_state, metadata = load_checkpoint(run.checkpoint, like=train_state)
+    epoch = metadata["epoch"]
+    return train_state, run.history()[:epoch], epoch
+
+
+def _epoch(
+    training: _Training,
+    train_state: TrainState,
+    epoch: int,
+    config: TrainConfig,
+    test_data: Dataset,
+    run: Run | None,
+    progress: bool,
+) -> tuple[TrainState, dict[str, Any], Evaluation]:
+    """Train one epoch and evaluate; returns the train state, the epoch's record and the evaluation."""
+    show = progress and is_writer()
+    with EpochMeter(epoch, config.epochs, training.steps_per_epoch, run, show=show) as meter:
+        train_state, train_metrics = _train_epoch(training, train_state, epoch, config.batch_size, meter)
+        evaluation = evaluate(
+            training.eval_step, train_state.params, train_state.state, test_data, config.eval_batch_size
+        )
+        meter.tested(evaluation.top1)
+    step = (epoch + 1) * training.steps_per_epoch
+    record = {
+        "epoch": epoch + 1,
+        "step": step,
+        **{f"train_{name}": value for name, value in train_metrics.items()},
+        **{f"test_{name}": getattr(evaluation, name) for name in ("loss", "top1", "top5")},
+    }
+    if training.privacy is not None:
+        record["epsilon"] = training.privacy.epsilon(step)
+    return train_state, record, evaluation
+
+
+def _train_epoch(
+    training: _Training, train_state: TrainState, epoch: int, examples_per_step: int, meter: EpochMeter
+) -> tuple[TrainState, dict[str, float]]:
+    """One pass of the train step over the epoch's batches; returns the new state and the epoch's
+    mean metrics and speed (``examples_per_step``: the batch size, or DP-SGD's expected one).
+
+    The metrics stay on the device and are fetched every `LOG_EVERY` steps, so
+    the host keeps dispatching steps ahead of the device in between.
+    """
+    pending: list[dict[str, jax.Array]] = []
+    for batch in training.batches(epoch):
+        train_state, metrics = training.step(train_state, *batch)
+        meter.dispatched(examples_per_step)
+        pending.append(metrics)
+        if len(pending) == LOG_EVERY:
+            meter.receive(jax.device_get(pending))
+            pending = []
+    meter.receive(jax.device_get(pending))
+    return train_state, meter.summary()
+
+
+def _keep(run: Run | None, record: dict[str, Any], train_state: TrainState) -> None:
+    """Log the epoch's record (process 0) and checkpoint the train state (every process takes part)."""
+    if run is None:
+        return
+    if is_writer():
+        run.log(record)
+    save_checkpoint(run.checkpoint, train_state, {"epoch": record["epoch"], "step": record["step"]})
