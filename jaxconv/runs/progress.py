@@ -1,0 +1,87 @@
+"""One epoch's progress: running means of the step metrics, the speed, a progress bar, and the
+check that the loss stays finite."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxconv.errors import NonFiniteLossError
+from jaxconv.runs.directory import Run
+
+
+class EpochMeter:
+    """The metrics of one epoch's steps as they arrive from the device, shown on a progress bar.
+
+    A context manager: the bar closes when the epoch ends.
+    """
+
+    def __init__(self, epoch: int, epochs: int, steps: int, run: Run | None, *, show: bool):
+        self.epoch, self.run = epoch, run
+        self.bar = tqdm(
+            total=steps, desc=f"epoch {epoch + 1}/{epochs}", unit="step", disable=not show, dynamic_ncols=True
+        )
+        self.totals: dict[str, float] = {}
+        self.steps = self.examples = 0
+        self.started = time.perf_counter()
+        self.warm: float | None = None  # when the first step returned, i.e. compilation was over
+        self.warm_examples = 0
+
+    def __enter__(self) -> EpochMeter:
+        return self
+
+    def __exit__(self, *exception: object) -> None:
+        self.bar.close()
+
+    def dispatched(self, examples: int) -> None:
+        """A step of ``examples`` examples was sent to the device."""
+        self.examples += examples
+        if self.warm is None:
+            self.warm, self.warm_examples = time.perf_counter(), self.examples
+
+    def receive(self, metrics: list[dict[str, Any]]) -> None:
+        """The metrics of the next steps, fetched from the device; raises on a non-finite loss."""
+        for step_metrics in metrics:
+            self.steps += 1
+            check_finite(step_metrics["loss"], self.epoch, self.steps, self.run)
+            for name, value in step_metrics.items():
+                self.totals[name] = self.totals.get(name, 0.0) + float(value)
+        if metrics:
+            mean = self.summary()
+            self.bar.set_postfix_str(
+                f"loss={mean['loss']:.4f}, acc={mean['top1']:.2%}, {mean['images_per_second']:,.0f} img/s",
+                refresh=False,
+            )
+            self.bar.update(len(metrics))
+
+    def tested(self, top1: float) -> None:
+        """Show the test accuracy after the epoch's evaluation."""
+        self.bar.set_postfix_str(f"{self.bar.postfix}, test_acc={top1:.2%}")
+
+    def summary(self) -> dict[str, float]:
+        """Mean metrics, images per second after compilation, and the seconds of the epoch so far."""
+        now = time.perf_counter()
+        elapsed = now - (self.warm or now)
+        speed = (self.examples - self.warm_examples) / elapsed if elapsed > 0 else math.nan
+        means = {name: total / max(self.steps, 1) for name, total in self.totals.items()}
+        return {**means, "images_per_second": speed, "seconds": now - self.started}
+
+
+def check_finite(loss: Any, epoch: int, step_in_epoch: int, run: Run | None) -> None:
+    """Raise `NonFiniteLossError` for a NaN or infinite ``loss``, saying what checkpoint is kept."""
+    if np.isfinite(loss):
+        return
+    kept = (
+        f"; the checkpoint of the last good epoch is kept in {run.checkpoint}"
+        if run is not None and run.checkpoint.exists()
+        else ("; no epoch had finished, so there is no checkpoint" if run is not None else "")
+    )
+    raise NonFiniteLossError(
+        f"the training loss became {float(loss)} at step {step_in_epoch} of epoch {epoch + 1}; "
+        f"training stopped{kept}. Lower the learning rate (--lr), add warmup (--warmup-epochs) "
+        "or check the data"
+    )
