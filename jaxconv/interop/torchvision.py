@@ -51,9 +51,9 @@ from jaxconv.errors import StateDictError
 from jaxconv.interop.torchvision_modules import TORCHVISION, Entry
 
 
-def names() -> list[str]:
+def names() -> tuple[str, ...]:
     """The torchvision model names `from_torchvision` loads, sorted."""
-    return sorted(TORCHVISION)
+    return tuple(sorted(TORCHVISION))
 
 
 def _entry(name: str) -> Entry:

@@ -69,9 +69,9 @@ def spec(name: str) -> ModelSpec:
     return _MODELS[name]
 
 
-def names() -> list[str]:
+def names() -> tuple[str, ...]:
     """Every registered architecture's name, sorted."""
-    return sorted(_MODELS)
+    return tuple(sorted(_MODELS))
 
 
 def get(

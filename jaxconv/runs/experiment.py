@@ -100,7 +100,11 @@ def report(
 ) -> dict[str, Any]:
     """Write the figures and ``results.json`` of a run, from what it has logged so far."""
     history = run.history()
-    results: dict[str, Any] = {"status": status, "epochs_completed": len(history), "seconds": round(seconds, 1)}
+    results: dict[str, Any] = {
+        "status": status,
+        "epochs_completed": len(history),
+        "seconds": round(seconds, 1),
+    }
     if history:
         plot_curves(history, run.path / CURVES)
         last = history[-1]

@@ -92,7 +92,9 @@ def check_private(net: Layer, model_name: str) -> None:
     ``traits.mixes_examples``): an example's gradient then depends on the others and clipping it
     bounds nothing."""
     root = info(net).name or "net"
-    mixing = {"/".join((root, *path)): layer_info.kind for path, layer_info in walk(net) if _mixes(layer_info)}
+    mixing = {
+        "/".join((root, *path)): layer_info.kind for path, layer_info in walk(net) if _mixes(layer_info)
+    }
     if mixing:
         kinds = " and ".join(sorted(set(mixing.values())))
         raise ConfigError(

@@ -15,9 +15,9 @@ from synthetic import dataset, write_idx_dataset
 
 import jaxconv as jc
 from jaxconv.cli import main
-from jaxconv.privacy import epsilon
 from jaxconv.errors import ConfigError
 from jaxconv.models.small import convnet, dp_cnn
+from jaxconv.privacy import epsilon
 from jaxconv.runs import TrainConfig, fit
 from jaxconv.runs.private import (
     PrivacyPlan,
