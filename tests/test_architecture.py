@@ -70,7 +70,7 @@ def deferred_imports(name: str) -> list[str]:
 
 def graph() -> dict[str, set[str]]:
     """Module -> the jaxconv modules it imports at load time; a module's import of its own package
-    (``jaxconv.train.loop`` -> ``jaxconv.train``) counts, the root package's re-exports do not."""
+    (``jaxconv.runs.loop`` -> ``jaxconv.runs``) counts, the root package's re-exports do not."""
     return {name: top_level_imports(name) - {name} for name in MODULES if name != "jaxconv"}
 
 

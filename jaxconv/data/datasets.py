@@ -207,9 +207,9 @@ _SPECS = {
 }
 
 
-def names() -> tuple[str, ...]:
+def names() -> list[str]:
     """The dataset names `load` accepts."""
-    return tuple(sorted(_SPECS))
+    return sorted(_SPECS)
 
 
 def search_dirs(name: str, root: str | os.PathLike[str] | None = None) -> list[Path]:

@@ -51,9 +51,9 @@ from jaxconv.errors import StateDictError
 from jaxconv.interop.torchvision_modules import TORCHVISION, Entry
 
 
-def names() -> tuple[str, ...]:
+def names() -> list[str]:
     """The torchvision model names `from_torchvision` loads, sorted."""
-    return tuple(sorted(TORCHVISION))
+    return sorted(TORCHVISION)
 
 
 def _entry(name: str) -> Entry:

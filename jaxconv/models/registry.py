@@ -69,9 +69,9 @@ def spec(name: str) -> ModelSpec:
     return _MODELS[name]
 
 
-def names() -> tuple[str, ...]:
+def names() -> list[str]:
     """Every registered architecture's name, sorted."""
-    return tuple(sorted(_MODELS))
+    return sorted(_MODELS)
 
 
 def get(

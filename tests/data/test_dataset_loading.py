@@ -159,7 +159,7 @@ def test_unknown_name_and_split(isolated):
         load("fashion_mnst")
     with pytest.raises(ValueError, match=r"unknown split 'val' for MNIST; valid splits: \('train', "):
         load("mnist", "val")
-    assert names() == ("cifar10", "fashion_mnist", "mnist")
+    assert names() == ["cifar10", "fashion_mnist", "mnist"]
 
 
 @pytest.mark.parametrize(

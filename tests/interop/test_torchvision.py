@@ -112,7 +112,7 @@ def test_names_are_torchvisions():
         "wide_resnet101_2",
     }
     expected |= {f"densenet{depth}" for depth in (121, 161, 169, 201)}
-    assert interop.names() == tuple(sorted(expected))
+    assert interop.names() == sorted(expected)
     assert expected <= set(torchvision.models.list_models(module=torchvision.models))
 
 
