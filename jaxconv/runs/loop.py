@@ -23,17 +23,15 @@ from typing import Any, NamedTuple
 import jax
 import optax
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh
 
 from jaxconv.core import Layer, Params, State
 from jaxconv.data import Dataset, batches, num_batches
 from jaxconv.distributed import (
     make_mesh,
-    make_pmap_train_step,
     make_sharded_eval_step,
     make_sharded_train_step,
 )
-from jaxconv.errors import ConfigError, DataParallelError
+from jaxconv.errors import ConfigError
 from jaxconv.runs import private
 from jaxconv.runs.config import TrainConfig, optimizer_for
 from jaxconv.runs.directory import Run, is_writer
@@ -166,40 +164,25 @@ def _make_train_step(
     net: Layer,
     optimizer: optax.GradientTransformation,
     *,
-    devices: int | Mesh | None = None,
-    style: str = "jit",
+    devices: int = 1,
     preprocess: Preprocess | None = None,
     label_smoothing: float = 0.0,
-    shard_params: bool = False,
-    donate: bool = True,
 ) -> TrainStep:
-    """`jaxconv.train.make_train_step` on ``devices`` devices (None or 1: the single-device step;
-    a count: a mesh of that many devices; or a mesh), as `fit` uses it. The step takes the train
-    state as `init_train_state` makes it (placed on the mesh on its first call) and host batches
-    of any size divisible by the device count. ``style``: `make_sharded_train_step` (``'jit'``)
-    or `make_pmap_train_step` (``'pmap'``, BatchNorm, Dropout and StochasticDepth with
-    ``axis_name='data'``)."""
-    options = {"preprocess": preprocess, "label_smoothing": label_smoothing, "donate": donate}
-    if devices is None or (not isinstance(devices, Mesh) and devices == 1):
+    """`jaxconv.train.make_train_step` on one device, or `make_sharded_train_step` over a mesh of
+    ``devices`` local devices, as `fit` uses it: the step takes the train state as
+    `init_train_state` makes it (placed on the mesh on its first call) and host batches of any
+    size divisible by the device count."""
+    options = {"preprocess": preprocess, "label_smoothing": label_smoothing}
+    if devices == 1:
         return make_train_step(net, optimizer, **options)
-    mesh = devices if isinstance(devices, Mesh) else make_mesh(devices)
-    if style == "jit":
-        return make_sharded_train_step(net, optimizer, mesh, shard_params=shard_params, **options)
-    if style == "pmap":
-        if shard_params:
-            raise DataParallelError("style='pmap' replicates the parameters; shard_params needs style='jit'")
-        return make_pmap_train_step(net, optimizer, mesh, **options)
-    raise DataParallelError(f"style={style!r}: use 'jit' (sharded jit) or 'pmap'")
+    return make_sharded_train_step(net, optimizer, make_mesh(devices), **options)
 
 
-def _make_eval_step(
-    net: Layer, *, devices: int | Mesh | None = None, preprocess: Preprocess | None = None
-) -> EvalStep:
-    """`jaxconv.train.make_eval_step` on ``devices`` devices (as in `_make_train_step`)."""
-    if devices is None or (not isinstance(devices, Mesh) and devices == 1):
+def _make_eval_step(net: Layer, *, devices: int = 1, preprocess: Preprocess | None = None) -> EvalStep:
+    """`jaxconv.train.make_eval_step` on ``devices`` devices (as `_make_train_step`)."""
+    if devices == 1:
         return make_eval_step(net, preprocess=preprocess)
-    mesh = devices if isinstance(devices, Mesh) else make_mesh(devices)
-    return make_sharded_eval_step(net, mesh, preprocess=preprocess)
+    return make_sharded_eval_step(net, make_mesh(devices), preprocess=preprocess)
 
 
 def _steps_per_epoch(config: TrainConfig, train_data: Dataset) -> int:

@@ -15,7 +15,6 @@ from jax.sharding import AbstractMesh, PartitionSpec
 import jaxconv as jc
 from jaxconv import distributed
 from jaxconv.errors import DataParallelError
-from jaxconv.runs.loop import _make_train_step
 
 EIGHT = AbstractMesh((8,), ("data",))  # sizes only: enough for the batch arithmetic
 
@@ -85,16 +84,6 @@ def test_the_sharded_step_refuses_batch_norm_with_an_axis_name():
         match=r"net/norm \(axis_name='data'\): this step sees the global batch, so build them with BatchNorm\(\)",
     ):
         distributed.make_sharded_train_step(bn_net("data"), optax.sgd(0.1), distributed.make_mesh(1))
-
-
-def test_make_train_step_checks_its_style():
-    mesh = distributed.make_mesh(1)
-    with pytest.raises(DataParallelError, match=r"style='vmap': use 'jit' \(sharded jit\) or 'pmap'"):
-        _make_train_step(bn_net(), optax.sgd(0.1), devices=mesh, style="vmap")
-    with pytest.raises(
-        DataParallelError, match=r"style='pmap' replicates the parameters; shard_params needs style='jit'"
-    ):
-        _make_train_step(bn_net("data"), optax.sgd(0.1), devices=mesh, style="pmap", shard_params=True)
 
 
 def test_initialize_checks_the_process_id_before_starting_anything():
