@@ -3,7 +3,7 @@
 `summary` traces the net's ``init`` (`jaxconv.core.trace`), so it reads every
 layer's shapes without allocating an array (a 150-layer net at 224x224 takes
 seconds), and returns a `Summary` that prints as a table and converts to plain
-data. What a row counts follows from the layer's `jaxconv.core.Traits`; a
+data. What a row counts follows from the layer's `jaxconv.traits.Traits`; a
 hand-written ``Layer(init, apply)`` is counted as `HAND_WRITTEN`.
 
 Each row is one layer (and one per `residual`, whose sum is a new volume):
@@ -46,7 +46,8 @@ import jax.numpy as jnp
 from jaxconv import core, sizing
 from jaxconv.analysis import fields, im2col, memory, table
 from jaxconv.analysis.memory import Memory, MemoryModel, volume
-from jaxconv.core import UNKNOWN, Layer, Record, ShapeTrace, ShapeTree, Traits
+from jaxconv.core import UNKNOWN, Layer, Record, ShapeTrace, ShapeTree
+from jaxconv.traits import Traits
 
 HAND_WRITTEN = Traits(saved=(1, 1), field="unknown")
 """How a layer described without `Traits` is counted, since nothing is known of its insides: it

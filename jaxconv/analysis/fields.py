@@ -7,7 +7,7 @@ ones ``jump`` pixels apart, gives neurons that see
     field + (D*(F - 1)) * jump      pixels, adjacent ones S * jump apart
 
 (`jaxconv.sizing.receptive_fields` for a chain). How a field passes through a
-layer is the layer's `jaxconv.core.Traits.field`. Branches (`fan_out`,
+layer is the layer's `jaxconv.traits.Traits.field`. Branches (`fan_out`,
 `parallel`, `residual`, the fan-ins) take the largest field over their branches.
 Layers that act on each position alone (activations, BatchNorm, LRN, Dropout,
 Dense on a vector) keep the field; normalisation statistics are ignored, as in

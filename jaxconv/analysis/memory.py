@@ -6,12 +6,12 @@ state and the input batch; they differ in the activations:
 
 - ``'notes'``: the notes' model: the activations kept for backpropagation and
   their gradients, of equal size. As in the notes' VGG table, layers that run
-  in place or are views (`jaxconv.core.Traits.in_place`: ReLU-like
+  in place or are views (`jaxconv.traits.Traits.in_place`: ReLU-like
   activations, Dropout, Flatten, Identity, fan_out) store nothing of their own.
 - ``'xla'``: what a jitted train step (gradient and optimiser update, params
   and optimiser state donated) keeps on XLA's CPU backend. Each layer saves the
   tensors its backward pass reads once elementwise ops are fused
-  (`jaxconv.core.Traits.saved`: a Conv its output, which is the next layer's
+  (`jaxconv.traits.Traits.saved`: a Conv its output, which is the next layer's
   input or the pre-activation an activation's derivative needs; an activation
   its output; a normalisation two volumes; a max pool its output, an int32
   argmax index per axis per output value and the index grids over its input of
@@ -31,8 +31,9 @@ from collections.abc import Iterable, Sequence
 from typing import Literal, NamedTuple
 
 from jaxconv import sizing
-from jaxconv.core import UNKNOWN, Record, ShapeTree, Traits
+from jaxconv.core import UNKNOWN, Record, ShapeTree
 from jaxconv.layers.pool import uses_tiled_max
+from jaxconv.traits import Traits
 
 MemoryModel = Literal["notes", "xla"]
 
@@ -74,14 +75,8 @@ def _max_pool_step(record: Record, inputs: int, outputs: int) -> tuple[int, int]
     """A max pool keeps its output when it runs as `jaxconv.layers.pool.tiled_max`; else (XLA CPU's
     select-and-scatter) its output, its argmax (an int32 index per axis) and the index grids."""
     window = sizing.layer_window(record.info, record.input_shape)
-    impl = record.info.spec.get("impl")
-    if impl in ("tiled", "reduce_window"):
-        tiled = impl == "tiled"
-    else:
-        tiled = window is not None and uses_tiled_max(
-            record.input_shape[1:-1], window.size, window.stride, window.padding
-        )
-    if tiled:
+    spatial, impl = record.input_shape[1:-1], record.info.spec.get("impl")
+    if window is not None and uses_tiled_max(spatial, window.size, window.stride, window.padding, impl=impl):
         return outputs, inputs + outputs  # the output; the input is saved by its producer
     rank = len(record.input_shape)
     return (1 + rank) * outputs + rank * inputs, inputs + outputs

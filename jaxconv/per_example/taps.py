@@ -1,6 +1,6 @@
 """Per-example gradients and norms from one pass over a net that taps its Conv and Dense layers.
 
-A layer is tapped when its `jaxconv.core.Traits` say so (``tap``: Dense, Conv with one
+A layer is tapped when its `jaxconv.traits.Traits` say so (``tap``: Dense, Conv with one
 group and the default layout): its per-example weight gradient is a product of its input
 patches and its output gradient (`jaxconv.per_example.tap_grads`). The walker runs
 ``net.apply`` inside `jaxconv.core.intercept`, so every combinator (serial, residual,

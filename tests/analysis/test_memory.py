@@ -1,4 +1,4 @@
-"""The training-memory models read each layer's `jaxconv.core.Traits`: layers that behave alike count
+"""The training-memory models read each layer's `jaxconv.traits.Traits`: layers that behave alike count
 alike, and a hand-written layer is counted conservatively."""
 
 from __future__ import annotations
