@@ -64,10 +64,12 @@ class Layer(NamedTuple):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         kind = info(self).kind
-        raise LayerTypeError(
-            f"{kind} is already a layer, not a constructor: write {kind}, not {kind}() "
-            f"(to run it, call {kind}.apply(params, state, x))"
-        )
+        if args or kwargs:
+            raise LayerTypeError(
+                f"a {kind} layer is not called on data: run it with "
+                "layer.apply(params, state, x), after params, state = layer.init(key, shape)[1:]"
+            )
+        raise LayerTypeError(f"{kind} is already a layer, not a constructor: write {kind}, not {kind}()")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,10 +90,11 @@ def layer(
     apply: ApplyFn,
     children: Sequence[tuple[str, Layer]] = (),
     *,
-    traits: Traits,
+    traits: Traits | None = None,
     **spec: Any,
 ) -> Layer:
-    """Make a `Layer` that describes itself as ``kind`` with hyperparameters ``spec`` and ``traits``."""
+    """Make a `Layer` that describes itself as ``kind`` with hyperparameters ``spec`` and ``traits``
+    (what the tools need to know of the kind; None: nothing, as for a hand-written layer)."""
     info = LayerInfo(kind, spec, tuple(children), traits=traits)
 
     def described_init(key: Key | None, input_shape: ShapeTree) -> tuple[ShapeTree, Params, State]:
@@ -143,9 +146,13 @@ def check_layer(candidate: Any, where: str) -> None:
     """Raise `LayerTypeError` unless ``candidate`` is a `Layer`, showing the likely right call."""
     if isinstance(candidate, Layer):
         return
-    name = getattr(candidate, "__name__", None)
-    if callable(candidate) and name:
+    name = getattr(candidate, "__name__", "")
+    if callable(candidate) and getattr(candidate, "__module__", "").startswith("jaxconv.") and name:
         raise LayerTypeError(f"{where} is the constructor {name}, not a layer: write {name}(...)")
+    if callable(candidate):
+        raise LayerTypeError(
+            f"{where} is the function {name or repr(candidate)}, not a layer: wrap it as jc.Lambda(fn)"
+        )
     raise LayerTypeError(
         f"{where} is {candidate!r} ({type(candidate).__name__}), not a layer; "
         "layers are jc.Relu, jc.Conv(32, 3), jc.serial(...) or jc.Layer(init, apply)"

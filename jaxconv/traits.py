@@ -57,6 +57,14 @@ class Traits:
     new_volume: bool = False
     opaque: bool = False
 
+    def __post_init__(self) -> None:
+        if self.field not in FIELDS:
+            raise ValueError(f"Traits(field={self.field!r}): use one of {FIELDS}")
+        if self.macs not in MACS:
+            raise ValueError(f"Traits(macs={self.macs!r}): use one of {MACS}")
+        if self.window is not None and self.field != "window":
+            raise ValueError(f"Traits(window={self.window!r}) slides a window: give field='window'")
+
 
 ACTIVATION = Traits(elementwise=True, in_place=True)
 """An activation whose derivative reads its output, computed in place (ReLU-like)."""

@@ -12,6 +12,10 @@ from hypothesis import settings
 settings.register_profile("jaxconv", deadline=None, print_blob=True)
 settings.load_profile("jaxconv")
 
+# scripts the distributed tests start in processes of their own; importing them here (for
+# doctests) would run their module-level set-up inside pytest
+collect_ignore = ["distributed/data_parallel_runner.py", "distributed/multiprocess_worker.py"]
+
 
 @pytest.fixture
 def key() -> jax.Array:

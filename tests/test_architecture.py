@@ -19,6 +19,26 @@ import jaxconv.core
 PACKAGE = pathlib.Path(jaxconv.__file__).parent
 MAX_FUNCTION_LINES = 50
 MAX_MODULE_LINES = 400
+LEVELS = {  # ARCHITECTURE.md's picture: a package imports only from lower levels
+    "traits": 0,
+    "errors": 0,
+    "core": 1,
+    "sizing": 2,
+    "layers": 3,
+    "combinators": 3,
+    "data": 3,
+    "losses": 3,
+    "wrappers": 4,
+    "models": 5,
+    "per_example": 5,
+    "train": 6,
+    "privacy": 6,
+    "analysis": 6,
+    "interop": 6,
+    "distributed": 7,
+    "runs": 8,
+    "cli": 9,
+}
 
 
 def module_name(path: pathlib.Path) -> str:
@@ -134,6 +154,18 @@ def test_no_import_cycle_between_modules():
 
 def test_no_import_cycle_between_packages():
     assert cycles(packages(graph())) == []
+
+
+def test_imports_follow_the_documented_levels():
+    edges = packages(graph())
+    assert {name.removeprefix("jaxconv.") for name in edges} == set(LEVELS), "give every package a level"
+    wrong = [
+        f"{source} (level {LEVELS[source.removeprefix('jaxconv.')]}) imports {target}"
+        for source, targets in edges.items()
+        for target in sorted(targets)
+        if LEVELS[target.removeprefix("jaxconv.")] >= LEVELS[source.removeprefix("jaxconv.")]
+    ]
+    assert wrong == []
 
 
 def test_no_deferred_imports():

@@ -262,3 +262,15 @@ def test_calling_a_layer_says_it_is_one_already():
         jc.serial(jc.Relu())
     with pytest.raises(TypeError):  # also a TypeError, as Python would raise
         jc.Flatten()
+    with pytest.raises(
+        jc.LayerTypeError, match=r"a Conv layer is not called on data: run it with layer\.apply"
+    ):
+        jc.Conv(8, 3)(jnp.ones((1, 8, 8, 1)))
+
+
+def test_a_plain_function_where_a_layer_belongs_points_to_lambda():
+    with pytest.raises(
+        jc.LayerTypeError,
+        match=r"serial: child 1 is the function <lambda>, not a layer: wrap it as jc\.Lambda\(fn\)",
+    ):
+        jc.serial(jc.Conv(4, 3), lambda x: x)

@@ -91,18 +91,24 @@ class Run:
             if path is None:
                 raise RunDirError("--resume needs the --run-dir of the run to continue")
             run = cls(path)
-            run.require_saved("resume from")
-            run._check_writable()
+            run.check(resume=True)
             return run, run._resumed_config(options).validate()
         config = TrainConfig.from_dict(options).validate()
         run = cls(path if path is not None else default_run_dir(config))
-        if run.checkpoint.exists() or (run.path / CONFIG).exists():
+        run.check(resume=False)
+        return run, config
+
+    def check(self, *, resume: bool) -> None:
+        """Raise `RunDirError` unless the directory can take a new run (it holds none and can be
+        written) or, with ``resume``, holds a run to continue; writes nothing."""
+        if resume:
+            self.require_saved("resume from")
+        elif self.checkpoint.exists() or (self.path / CONFIG).exists():
             raise RunDirError(
-                f"{run.path} already holds a run; pass --resume to continue it, "
+                f"{self.path} already holds a run; pass --resume to continue it, "
                 "or choose another --run-dir (nothing was changed)"
             )
-        run._check_writable()
-        return run, config
+        self._check_writable()
 
     def require_saved(self, action: str = "use") -> None:
         """Raise `RunDirError` unless the directory holds a configuration and a checkpoint."""

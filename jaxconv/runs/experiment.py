@@ -70,7 +70,7 @@ def train_run(
             run=run, resume=resume, stop_after_epoch=stop_after_epoch, progress=progress,
         )  # fmt: skip
     except (NonFiniteLossError, KeyboardInterrupt) as error:
-        if writer:
+        if writer and run.path.is_dir():  # an interrupt before the first write leaves nothing to report
             status = "interrupted" if isinstance(error, KeyboardInterrupt) else "non-finite loss"
             report(run, net, test_data, None, status=status, seconds=time.perf_counter() - started)
             _how_to_resume(run)

@@ -207,6 +207,7 @@ def _start(
     from ``run``'s checkpoint with the records of the epochs it holds."""
     if run is None:
         return train_state, [], 0
+    run.check(resume=resume)  # again: `fit` may be given a `Run` that `Run.open` never saw
     if jax.process_count() > 1:  # every process has checked the directory before process 0 writes
         multihost_utils.sync_global_devices("jaxconv: run directory checked")
     if not resume:

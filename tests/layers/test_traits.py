@@ -77,3 +77,14 @@ def test_traits_that_tools_rely_on():
     assert not core.info(jc.Conv(4, 3, groups=2)).traits.tap  # grouped: vmap computes its gradient
     assert core.info(jc.Tanh).traits.output_derivative and not core.info(jc.Gelu).traits.in_place
     assert core.info(jc.Layer(lambda key, shape: (shape, {}, {}), None)).traits is None
+
+
+def test_traits_refuse_unknown_values():
+    with pytest.raises(ValueError, match=r"Traits\(field='windows'\): use one of"):
+        traits.Traits(field="windows")
+    with pytest.raises(ValueError, match=r"Traits\(macs='all'\): use one of"):
+        traits.Traits(macs="all")
+    with pytest.raises(
+        ValueError, match=r"Traits\(window='kernel_size'\) slides a window: give field='window'"
+    ):
+        traits.Traits(window="kernel_size")

@@ -136,6 +136,16 @@ def test_run_directory_checks(first_epoch, tmp_path):
         Run.open(first_epoch[0].path)
 
 
+def test_fit_checks_a_run_it_is_given_before_writing(first_epoch, tmp_path):
+    held = copy_run(first_epoch[0], tmp_path / "held")
+    files = {path.name: path.read_bytes() for path in held.path.iterdir()}
+    with pytest.raises(RunDirError, match=r"already holds a run; pass --resume to continue it"):
+        fit(tiny_net(), TRAIN, TEST, CONFIG, run=Run(held.path), progress=False)
+    assert {path.name: path.read_bytes() for path in held.path.iterdir()} == files
+    with pytest.raises(RunDirError, match=r"cannot resume from .*: it has no config\.json"):
+        fit(tiny_net(), TRAIN, TEST, CONFIG, run=Run(tmp_path / "empty"), resume=True, progress=False)
+
+
 def test_history_keeps_the_last_record_of_each_epoch_and_skips_a_cut_line(tmp_path):
     run = Run(tmp_path)
     for record in ({"epoch": 1, "x": 1}, {"epoch": 2, "x": 2}, {"epoch": 2, "x": 3}):
