@@ -369,6 +369,12 @@ def walk(net: Layer, path: LayerPath = ()) -> Iterator[tuple[LayerPath, LayerInf
         yield from walk(child, (*path, name))
 
 
+def leaf_path(keys: Sequence[Any]) -> LayerPath:
+    """A pytree key path (`jax.tree_util.tree_leaves_with_path`'s) as the names along it:
+    ``('residual_4', 'body', 'conv_0', 'kernel')``; the layer's path is all but the last."""
+    return tuple(str(getattr(entry, "key", entry)) for entry in keys)
+
+
 def subtree(tree: PyTree, path: LayerPath) -> PyTree:
     """The part of a params or state tree under ``path`` (``{}`` where a layer keeps nothing)."""
     for name in path:

@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxconv import core, models
-from jaxconv.core import Layer, LayerPath, Params, Record, State
+from jaxconv.core import Layer, LayerPath, Params, Record, State, leaf_path
 from jaxconv.errors import StateDictError
 from jaxconv.interop.torchvision_modules import TORCHVISION, Entry
 
@@ -229,7 +229,7 @@ def from_torchvision(name: str, state_dict: StateDict, **model_options: Any) -> 
     by_leaf = {(slot.tree, slot.path): slot for slot in slots}
 
     def load(tree: str, keys: tuple, struct: jax.ShapeDtypeStruct) -> jax.Array:
-        slot = by_leaf[tree, tuple(key.key for key in keys)]
+        slot = by_leaf[tree, leaf_path(keys)]
         return jnp.asarray(slot.to_jax(_to_numpy(tensors[slot.key])), slot.dtype)
 
     params, state = (

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxconv.core import Key, Params, PyTree, State
+from jaxconv.core import Key, Params, PyTree, State, leaf_path
 
 Strategy = Literal["auto", "vmap", "chunked", "loop", "einsum"]
 STRATEGIES = ("auto", "vmap", "chunked", "loop", "einsum")
@@ -31,7 +31,7 @@ def layer_squared_norms(grads: Params) -> dict[str, jax.Array]:
     """
     squared: dict[str, jax.Array] = {}
     for path, leaf in jax.tree_util.tree_leaves_with_path(grads):
-        layer = "/".join(str(getattr(entry, "key", entry)) for entry in path[:-1])
+        layer = "/".join(leaf_path(path)[:-1])
         squared[layer] = squared.get(layer, 0.0) + jnp.sum(jnp.square(leaf))
     return squared
 

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxconv.core import Key, Layer, LayerPath, Params, PyTree, State, info, intercept, subtree
+from jaxconv.core import Key, Layer, LayerPath, Params, PyTree, State, info, intercept, leaf_path, subtree
 from jaxconv.losses import cross_entropy
 from jaxconv.per_example.mapped import example_keys
 from jaxconv.per_example.tap_grads import (
@@ -292,10 +292,7 @@ def _add_rest(squared: dict[str, jax.Array], rest_grads: dict[LayerPath, jax.Arr
 
 def _rest_leaves(params: Params, tapped: Collection[LayerPath]) -> dict[LayerPath, jax.Array]:
     """The leaves of ``params`` outside the tapped layers, by path: their gradients come from vmap."""
-    leaves = {
-        tuple(str(entry.key) for entry in path): leaf
-        for path, leaf in jax.tree_util.tree_leaves_with_path(params)
-    }
+    leaves = {leaf_path(path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(params)}
     return {path: leaf for path, leaf in leaves.items() if path[:-1] not in tapped}
 
 
@@ -303,6 +300,6 @@ def _replace_leaves(tree: PyTree, leaves: dict[LayerPath, jax.Array]) -> PyTree:
     """``tree`` with the leaves at the given paths replaced."""
 
     def pick(path, leaf):
-        return leaves.get(tuple(str(entry.key) for entry in path), leaf)
+        return leaves.get(leaf_path(path), leaf)
 
     return jax.tree_util.tree_map_with_path(pick, tree)

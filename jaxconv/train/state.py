@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxconv.core import Layer, Params, PyTree, Shape, State
+from jaxconv.core import Layer, Params, PyTree, Shape, State, trace
 from jaxconv.errors import ConfigError
 
 
@@ -51,8 +51,8 @@ def init_train_state(
     if initial is None:
         _, params, state = net.init(init_key, input_shape)
     else:
-        _, *expected = jax.eval_shape(lambda: net.init(init_key, input_shape))
-        _check_initial(initial, tuple(expected))
+        shapes = trace(net, input_shape)
+        _check_initial(initial, (shapes.params, shapes.state))
         # copies: the train step donates its state, and the caller's arrays must outlive it
         params, state = jax.tree_util.tree_map(jnp.array, tuple(initial))
     return TrainState(params, state, optimizer.init(params), jnp.zeros((), jnp.int32), train_key)
