@@ -116,6 +116,16 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         ("--dp-epsilon", float, "train with DP-SGD to this epsilon, e.g. 3 (default: not private)"),
         ("--dp-delta", float, f"DP-SGD's delta (default {defaults.dp_delta})"),
         ("--dp-clip", float, f"DP-SGD's per-example gradient clip norm C (default {defaults.dp_clip})"),
+        (
+            "--augmult",
+            int,
+            f"DP-SGD: augmented copies of each example, averaged (default {defaults.augmult})",
+        ),
+        (
+            "--physical-batch-size",
+            int,
+            "DP-SGD: examples computed at once; a batch runs in chunks (default: all)",
+        ),
     ]
     for flag, kind, text in options:
         train.add_argument(flag, type=kind, default=None, help=text)

@@ -82,6 +82,10 @@ class TrainConfig:
         ``batch_size`` is then the expected size of the Poisson-sampled batches.
       dp_delta: the delta of the (epsilon, delta) guarantee; below 1 / the number of examples.
       dp_clip: C, the L2 norm each example's gradient is clipped to.
+      augmult: DP-SGD's augmentation multiplicity K (De et al. 2022): each example of a
+        step in K augmented copies, its gradient the mean of theirs, then clipped.
+      physical_batch_size: DP-SGD: compute each Poisson batch in chunks of this many
+        examples (virtual batches: memory bounded by a chunk); None: all at once.
     """
 
     model: str = DEFAULT_MODEL
@@ -102,6 +106,8 @@ class TrainConfig:
     dp_epsilon: float | None = None
     dp_delta: float = 1e-5
     dp_clip: float = 1.0
+    augmult: int = 1
+    physical_batch_size: int | None = None
 
     def validate(self) -> TrainConfig:
         """Raise `ConfigError` naming the first bad value and a fix; return self."""
@@ -129,7 +135,32 @@ class TrainConfig:
                 f"label_smoothing={self.label_smoothing}: must be in [0, 1), e.g. 0.1",
             ),
         ]
-        if self.dp_epsilon is not None:
+        checks += self._private_checks()
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        self.augmentation  # noqa: B018  (parses, raising on a bad value)
+        return self
+
+    def _private_checks(self) -> list[tuple[bool, str]]:
+        """The checks of the DP-SGD fields: valid values, and only in a private run."""
+        checks = [
+            (self.augmult >= 1, f"augmult={self.augmult}: the copies of each example, at least 1, e.g. 16"),
+            (
+                self.physical_batch_size is None or self.physical_batch_size >= 1,
+                f"physical_batch_size={self.physical_batch_size}: the examples computed at once, e.g. 256",
+            ),
+        ]
+        if self.dp_epsilon is None:
+            for name, value in (
+                ("augmult", self.augmult != 1),
+                ("physical_batch_size", self.physical_batch_size),
+            ):
+                flag = "--" + name.replace("_", "-")
+                checks.append(
+                    (not value, f"{name} ({flag}) applies to DP-SGD only: add --dp-epsilon or drop {flag}")
+                )
+        else:
             checks += [
                 (self.dp_epsilon > 0, f"dp_epsilon={self.dp_epsilon}: must be positive, e.g. 3"),
                 (0 < self.dp_delta < 1, f"dp_delta={self.dp_delta}: must be in (0, 1), e.g. 1e-5"),
@@ -139,11 +170,7 @@ class TrainConfig:
                     f"devices={self.devices}: DP-SGD training runs on one device; drop --devices",
                 ),
             ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
-        self.augmentation  # noqa: B018  (parses, raising on a bad value)
-        return self
+        return checks
 
     @property
     def augmentation(self) -> Augmentation:
