@@ -13,16 +13,18 @@ run directory, epochs, figures) is `jaxconv.runs`.
 """
 
 from jaxconv.train.checkpoint import load_checkpoint, read_metadata, save_checkpoint
-from jaxconv.train.evaluation import Evaluation, confusion_matrix, evaluate
+from jaxconv.train.evaluation import Evaluation, confusion_matrix, evaluate, per_model
 from jaxconv.train.optim import OPTIMIZERS, SCHEDULES, kernels_only, make_optimizer, make_schedule
 from jaxconv.train.state import TrainState, count_params, init_train_state, step_key
 from jaxconv.train.step import (
     EvalStep,
     Preprocess,
     TrainStep,
+    eval_step_function,
     make_eval_step,
     make_preprocess,
     make_train_step,
+    train_step_function,
 )
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "TrainStep",
     "confusion_matrix",
     "count_params",
+    "eval_step_function",
     "evaluate",
     "init_train_state",
     "kernels_only",
@@ -44,7 +47,9 @@ __all__ = [
     "make_preprocess",
     "make_schedule",
     "make_train_step",
+    "per_model",
     "read_metadata",
     "save_checkpoint",
     "step_key",
+    "train_step_function",
 ]

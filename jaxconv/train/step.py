@@ -41,6 +41,20 @@ def make_train_step(
     accuracy. With ``donate`` the input train state's buffers are reused for the
     output, so the caller must not touch the old state after the call.
     """
+    step = train_step_function(net, optimizer, preprocess=preprocess, label_smoothing=label_smoothing)
+    return jax.jit(step, donate_argnums=0 if donate else ())
+
+
+def train_step_function(
+    net: Layer,
+    optimizer: optax.GradientTransformation,
+    *,
+    preprocess: Preprocess | None = None,
+    label_smoothing: float | jax.Array = 0.0,
+) -> TrainStep:
+    """The step of `make_train_step` before ``jax.jit``: the one train step that `make_train_step`,
+    the sharded steps and `jaxconv.runs.fit_many` (under ``vmap``, where ``optimizer`` and
+    ``label_smoothing`` may hold traced hyperparameters) all run."""
 
     def train_step(
         train_state: TrainState, images: jax.Array, labels: jax.Array
@@ -58,7 +72,7 @@ def make_train_step(
         new_state = TrainState(params, state, opt_state, train_state.step + 1, train_state.key)
         return new_state, {"loss": loss, **accuracies(logits, labels, jnp.mean)}
 
-    return jax.jit(train_step, donate_argnums=0 if donate else ())
+    return train_step
 
 
 def make_eval_step(net: Layer, *, preprocess: Preprocess | None = None) -> EvalStep:
@@ -68,6 +82,11 @@ def make_eval_step(net: Layer, *, preprocess: Preprocess | None = None) -> EvalS
     (cross-entropy without smoothing), ``top1`` and ``top5`` (correct counts),
     and the (N,) ``predictions``.
     """
+    return jax.jit(eval_step_function(net, preprocess=preprocess))
+
+
+def eval_step_function(net: Layer, *, preprocess: Preprocess | None = None) -> EvalStep:
+    """The step of `make_eval_step` before ``jax.jit`` (`jaxconv.runs.fit_many` maps it over models)."""
 
     def eval_step(params: Params, state: State, images: jax.Array, labels: jax.Array) -> Metrics:
         x = preprocess(None, images) if preprocess else images
@@ -76,7 +95,7 @@ def make_eval_step(net: Layer, *, preprocess: Preprocess | None = None) -> EvalS
         predictions = jnp.argmax(logits, -1)
         return {"loss": loss, **accuracies(logits, labels, jnp.sum), "predictions": predictions}
 
-    return jax.jit(eval_step)
+    return eval_step
 
 
 def make_preprocess(mean: Any, std: Any, *, crop_padding: int = 0, flip: bool = False) -> Preprocess:
