@@ -32,7 +32,8 @@ from typing import Any
 from jaxconv import distributed, models
 from jaxconv.analysis import summary
 from jaxconv.distributed.multiprocess import ENVIRONMENT
-from jaxconv.runs import TrainConfig, evaluate_run, is_writer, train_run
+from jaxconv.runs import GRID_FIELDS, TrainConfig, evaluate_run, is_writer, parse_grid, train_run
+from jaxconv.runs.sweep import is_many_run, train_many_run
 from jaxconv.train import OPTIMIZERS, SCHEDULES
 
 EXIT_ERROR, EXIT_USAGE = 1, 2
@@ -127,10 +128,49 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--no-progress", action="store_true", help="no progress bar, nor the line naming the run"
     )
+    _add_many(train)
     train.set_defaults(handler=_train)
 
 
+def _add_many(train: argparse.ArgumentParser) -> None:
+    """The options that train many models in one program (`jaxconv.runs.fit_many`)."""
+    many = train.add_argument_group("many models in one program")
+    many.add_argument("--seeds", type=int, help="train N models, seeds --seed ... --seed + N - 1, together")
+    many.add_argument(
+        "--grid",
+        help=f"values to try, e.g. lr=0.05,0.1,0.2 or 'lr=0.05,0.1;weight_decay=0,5e-4' ({', '.join(GRID_FIELDS)})",
+    )
+    many.add_argument("--shared-order", action="store_true", help="every model sees the first seed's batches")
+    many.add_argument(
+        "--memory-budget-mb", type=float, help="train the models in chunks that fit this much memory"
+    )
+
+
+def _train_many(args: argparse.Namespace) -> int:
+    """``jaxconv train --seeds N`` / ``--grid ...`` (or ``--resume`` of such a run)."""
+    first = args.seed if args.seed is not None else TrainConfig().seed
+    result = train_many_run(
+        _options(args),
+        args.run_dir,
+        seeds=None if args.seeds is None else range(first, first + args.seeds),
+        grid=None if args.grid is None else parse_grid(args.grid),
+        shared_order=args.shared_order,
+        memory_budget=None if args.memory_budget_mb is None else int(args.memory_budget_mb * 2**20),
+        resume=args.resume,
+        data_root=args.data_dir,
+        progress=not args.no_progress,
+    )
+    if is_writer():
+        print(result.table())
+        print(
+            f"run written to {result.run.path}: one checkpoint of {len(result.configs)} models, results.json"
+        )
+    return 0
+
+
 def _train(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    if args.seeds is not None or args.grid is not None or is_many_run(args.run_dir if args.resume else None):
+        return _train_many(args)
     if _join_processes() and args.run_dir is None:
         raise ValueError("the processes of a run write one run directory: give them all the same --run-dir")
     result = train_run(

@@ -26,6 +26,7 @@ from jaxconv.runs.grid import GRID_FIELDS, model_configs, parse_grid
 from jaxconv.runs.loop import FitResult, fit
 from jaxconv.runs.many import ManyResult, fit_many, model_bytes
 from jaxconv.runs.private import PrivacyPlan, privacy_plan
+from jaxconv.runs.sweep import train_many_run
 
 __all__ = [
     "GRID_FIELDS",
@@ -50,5 +51,6 @@ __all__ = [
     "plot_filters",
     "privacy_plan",
     "report",
+    "train_many_run",
     "train_run",
 ]

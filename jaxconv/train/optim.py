@@ -62,7 +62,9 @@ def make_optimizer(
         if name == "adam"
         else optax.sgd(learning_rate, momentum=momentum, nesterov=name == "nesterov")
     )
-    if isinstance(weight_decay, int | float) and not weight_decay:  # 0: none; a traced value (a grid under vmap) stays
+    if (
+        isinstance(weight_decay, int | float) and not weight_decay
+    ):  # 0: none; a traced value (a grid under vmap) stays
         return base
     return optax.chain(optax.add_decayed_weights(weight_decay, mask=kernels_only), base)
 
