@@ -1,4 +1,5 @@
-"""The models of a grid: one configuration per (grid point, seed), and their results over seeds.
+"""The models of a grid: one configuration per (grid point, seed), their results over seeds, and
+``models.json``, which names them in a run directory.
 
 configs = model_configs(config, seeds=[0, 1], grid=parse_grid("lr=0.05,0.1"))
 print(format_table(summarize(configs, final_accuracies)))
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,7 +17,9 @@ import numpy as np
 
 from jaxconv.errors import ConfigError
 from jaxconv.runs.config import TrainConfig
+from jaxconv.runs.directory import Run, is_writer, write_atomic
 
+MODELS = "models.json"  # in the run directory: each model's seed and grid point
 GRID_FIELDS = ("lr", "weight_decay", "momentum", "label_smoothing")  # may differ between the models
 
 
@@ -100,3 +104,31 @@ def varying(configs: Sequence[TrainConfig]) -> list[str]:
 
 def _cell(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+# --- models.json -----------------------------------------------------------------------------
+
+
+def check_models(run: Run | None, resume: bool, configs: Sequence[TrainConfig]) -> None:
+    """Before resuming ``run``: raise `ConfigError` unless ``configs`` are the models it holds."""
+    if run is None or not resume:
+        return
+    path = run.path / MODELS
+    saved = json.loads(path.read_text()) if path.is_file() else None
+    models = [_model_fields(c, configs) for c in configs]
+    if saved != models:
+        raise ConfigError(
+            f"cannot resume {run.path} with other models: it holds {saved}, given {models}; "
+            "resume with the run's own seeds and grid"
+        )
+
+
+def write_models(run: Run | None, resume: bool, configs: Sequence[TrainConfig]) -> None:
+    """A new run's ``models.json``: each model's seed and grid point."""
+    if run is not None and not resume and is_writer():
+        models = [_model_fields(c, configs) for c in configs]
+        write_atomic(run.path / MODELS, json.dumps(models, indent=1) + "\n")
+
+
+def _model_fields(model_config: TrainConfig, configs: Sequence[TrainConfig]) -> dict[str, Any]:
+    return {name: getattr(model_config, name) for name in ("seed", *varying(configs))}

@@ -11,14 +11,16 @@ all of them. The step, the evaluation, the checkpoint and the records are `fit`'
 same train step (`jaxconv.train.train_step_function`) under ``vmap``, one checkpoint holding
 every model, one record per epoch whose metrics are lists of M.
 
+On an accelerator the models are one ``vmap``; on a CPU, where a batch of models' convolutions
+is slower than the models' own, the program holds each model's step in turn (`over_models`).
 Models that do not fit a memory budget together are trained ``chunk_size`` at a time inside the
-same program (``jax.lax.map`` over chunks of ``vmap``): the result is the same.
+same program (``jax.lax.map`` over chunks of ``vmap``, or barriers between chunks of the loop):
+the result is the same.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any, NamedTuple
@@ -31,8 +33,8 @@ from jaxconv.core import Layer
 from jaxconv.data import Dataset, epoch_order, num_batches, prefetch_to_device
 from jaxconv.errors import ConfigError
 from jaxconv.runs.config import TrainConfig, optimizer_for
-from jaxconv.runs.directory import Run, is_writer, write_atomic
-from jaxconv.runs.grid import GRID_FIELDS, format_table, model_configs, summarize, varying
+from jaxconv.runs.directory import Run
+from jaxconv.runs.grid import GRID_FIELDS, check_models, format_table, model_configs, summarize, write_models
 from jaxconv.runs.loop import _epoch, _keep, _start, _steps_per_epoch, _Training
 from jaxconv.train import (
     Evaluation,
@@ -45,7 +47,7 @@ from jaxconv.train import (
     train_step_function,
 )
 
-MODELS = "models.json"  # in the run directory: each model's seed and grid point
+STRATEGIES = ("vmap", "loop")
 
 
 @dataclasses.dataclass
@@ -93,6 +95,7 @@ def fit_many(
     shared_order: bool = False,
     chunk_size: int | None = None,
     memory_budget: int | None = None,
+    strategy: str = "auto",
     run: Run | None = None,
     resume: bool = False,
     stop_after_epoch: int | None = None,
@@ -111,6 +114,8 @@ def fit_many(
         allows).
       memory_budget: bytes the step of one chunk may use, estimated by XLA's memory analysis of
         the step of one model; the chunk size follows from it.
+      strategy: how one program holds the models (`over_models`): ``'vmap'``, ``'loop'``, or
+        ``'auto'``: ``'loop'`` on a CPU, ``'vmap'`` on an accelerator.
       run, resume, stop_after_epoch, progress: as in `fit`; the run directory also gets
         ``models.json``, and a resumed run must be given the same seeds and grid.
 
@@ -122,16 +127,17 @@ def fit_many(
     configs = model_configs(config, seeds, grid)
     program = _program(net, train_data, config, configs, shared_order)
     chunk = _chunk(chunk_size, memory_budget, program)
+    over = over_models(default_strategy() if strategy == "auto" else strategy, chunk)
     training = _Training(
-        _many_train_step(program.step_of_one, program.hypers, chunk, shared_order),
+        _many_train_step(program.step_of_one, program.hypers, over, shared_order),
         program.batches,
-        _many_eval_step(net, program.preprocess, chunk),
+        _many_eval_step(net, program.preprocess, over),
         program.steps,
         None,
     )
-    _check_models(run, resume, configs)
+    check_models(run, resume, configs)
     train_state, history, first_epoch = _start(run, resume, config, program.train_state)
-    _write_models(run, resume, configs)
+    write_models(run, resume, configs)
     evaluation = None
     for epoch in range(first_epoch, min(config.epochs, stop_after_epoch or config.epochs)):
         train_state, record, evaluation = _epoch(
@@ -255,39 +261,67 @@ def _model_step(net: Layer, config: TrainConfig, steps: int, preprocess: Preproc
     return step
 
 
-def _over_models(function: Callable[..., Any], per_model_args: tuple, shared_args: tuple, chunk: int) -> Any:
-    """``function(*per_model_args[m], *shared_args)`` for every model m, stacked: one ``vmap``, or
-    ``lax.map`` over chunks of ``chunk`` models."""
+Over = Callable[[Callable[..., Any], tuple, tuple], Any]  # (function, per-model args, shared args)
 
-    def one(args: tuple) -> Any:
-        return function(*args, *shared_args)
 
-    models = len(jax.tree_util.tree_leaves(per_model_args)[0])
-    if chunk >= models:
-        return jax.vmap(one)(per_model_args)
-    return jax.lax.map(one, per_model_args, batch_size=chunk)
+def over_models(strategy: str, chunk: int) -> Over:
+    """``over(function, per_model_args, shared_args)``: ``function(*per_model_args[m],
+    *shared_args)`` for every model m, stacked on a leading axis.
+
+    ``'vmap'``: one ``vmap`` over the models, or ``lax.map`` over chunks of ``chunk`` of them.
+    ``'loop'``: each model's own computation, one after the other in the same program (compile
+    time grows with the models; XLA:CPU runs a batched convolution, which ``vmap`` makes of the
+    models' kernels, far slower than M plain ones); chunks of ``chunk`` models are kept apart by
+    an optimisation barrier, so only one chunk's activations are live at a time.
+    """
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"strategy={strategy!r}: use one of {STRATEGIES}")
+
+    def over(function: Callable[..., Any], per_model_args: tuple, shared_args: tuple) -> Any:
+        def one(args: tuple) -> Any:
+            return function(*args, *shared_args)
+
+        models = len(jax.tree_util.tree_leaves(per_model_args)[0])
+        if strategy == "loop":
+            return _loop(one, per_model_args, models, chunk)
+        if chunk >= models:
+            return jax.vmap(one)(per_model_args)
+        return jax.lax.map(one, per_model_args, batch_size=chunk)
+
+    return over
+
+
+def _loop(one: Callable[[tuple], Any], per_model_args: tuple, models: int, chunk: int) -> Any:
+    """``one`` applied to each model's slice in turn, chunk after chunk, stacked."""
+    outputs: list[Any] = []
+    for start in range(0, models, chunk):
+        if outputs:  # the next chunk's inputs wait for the last chunk's outputs
+            outputs[-1], per_model_args = jax.lax.optimization_barrier((outputs[-1], per_model_args))
+        for model in range(start, min(start + chunk, models)):
+            outputs.append(one(jax.tree_util.tree_map(lambda leaf, m=model: leaf[m], per_model_args)))
+    return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *outputs)
 
 
 def _many_train_step(
-    step_of_one: Callable[..., Any], hypers: dict, chunk: int, shared_order: bool
+    step_of_one: Callable[..., Any], hypers: dict, over: Over, shared_order: bool
 ) -> Callable[..., Any]:
     """The jitted step of all models: ``step(train_state, images, labels)``, the train state and
     the batch (unless ``shared_order``) stacked on the model axis; donates the train state."""
 
     def step(train_state: TrainState, images: jax.Array, labels: jax.Array) -> Any:
         if shared_order:
-            return _over_models(step_of_one, (hypers, train_state), (images, labels), chunk)
-        return _over_models(step_of_one, (hypers, train_state, images, labels), (), chunk)
+            return over(step_of_one, (hypers, train_state), (images, labels))
+        return over(step_of_one, (hypers, train_state, images, labels), ())
 
     return jax.jit(step, donate_argnums=0)
 
 
-def _many_eval_step(net: Layer, preprocess: Preprocess, chunk: int) -> Callable[..., Any]:
+def _many_eval_step(net: Layer, preprocess: Preprocess, over: Over) -> Callable[..., Any]:
     """`fit`'s evaluation step of every model on one batch: metrics with a leading model axis."""
     eval_step = eval_step_function(net, preprocess=preprocess)
 
     def step(params: Any, state: Any, images: jax.Array, labels: jax.Array) -> Any:
-        return _over_models(eval_step, (params, state), (images, labels), chunk)
+        return over(eval_step, (params, state), (images, labels))
 
     return jax.jit(step)
 
@@ -311,6 +345,11 @@ def _many_batches(
     return prefetch_to_device(generate(), 2)
 
 
+def default_strategy() -> str:
+    """``'loop'`` where the default device is a CPU, else ``'vmap'`` (see `over_models`)."""
+    return "loop" if jax.default_backend() == "cpu" else "vmap"
+
+
 def _chunk(chunk_size: int | None, memory_budget: int | None, program: _Program) -> int:
     """How many models one chunk trains: ``chunk_size``, what ``memory_budget`` allows, or all."""
     models = len(jax.tree_util.tree_leaves(program.train_state)[0])
@@ -326,34 +365,6 @@ def _chunk(chunk_size: int | None, memory_budget: int | None, program: _Program)
             "XLA's estimate); raise the budget or lower batch_size"
         )
     return min(chunk, memory_budget // need)
-
-
-# --- the run directory -----------------------------------------------------------------------------
-
-
-def _check_models(run: Run | None, resume: bool, configs: Sequence[TrainConfig]) -> None:
-    """Before resuming ``run``: raise `ConfigError` unless ``configs`` are the models it holds."""
-    if run is None or not resume:
-        return
-    path = run.path / MODELS
-    saved = json.loads(path.read_text()) if path.is_file() else None
-    models = [_model_fields(c, configs) for c in configs]
-    if saved != models:
-        raise ConfigError(
-            f"cannot resume {run.path} with other models: it holds {saved}, given {models}; "
-            "resume with the run's own seeds and grid"
-        )
-
-
-def _write_models(run: Run | None, resume: bool, configs: Sequence[TrainConfig]) -> None:
-    """A new run's ``models.json``: each model's seed and grid point."""
-    if run is not None and not resume and is_writer():
-        models = [_model_fields(c, configs) for c in configs]
-        write_atomic(run.path / MODELS, json.dumps(models, indent=1) + "\n")
-
-
-def _model_fields(model_config: TrainConfig, configs: Sequence[TrainConfig]) -> dict[str, Any]:
-    return {name: getattr(model_config, name) for name in ("seed", *varying(configs))}
 
 
 def _plain(record: dict[str, Any]) -> dict[str, Any]:

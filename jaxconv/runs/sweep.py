@@ -22,8 +22,8 @@ from jaxconv.errors import NonFiniteLossError
 from jaxconv.runs.directory import CURVES, Options, Run, is_writer
 from jaxconv.runs.experiment import PathLike, _load
 from jaxconv.runs.figures import plot_model_curves
-from jaxconv.runs.grid import GRID_FIELDS, summarize
-from jaxconv.runs.many import MODELS, ManyResult, fit_many
+from jaxconv.runs.grid import GRID_FIELDS, MODELS, summarize
+from jaxconv.runs.many import ManyResult, fit_many
 
 
 def train_many_run(

@@ -20,7 +20,7 @@ import jaxconv as jc
 from jaxconv.errors import ConfigError
 from jaxconv.runs import Run, TrainConfig, fit, fit_many, model_configs, parse_grid
 from jaxconv.runs.grid import format_table, summarize
-from jaxconv.runs.many import model_bytes
+from jaxconv.runs.many import default_strategy, model_bytes, over_models
 
 TRAIN, TEST = dataset(64), dataset(40, "test", seed=1)
 CONFIG = TrainConfig(
@@ -46,8 +46,15 @@ def model_history(history, model: int) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def many(tmp_path_factory):
+    """The 4 models, one after the other in one program (``strategy='loop'``, the CPU's default)."""
     run = Run(tmp_path_factory.mktemp("many") / "run")
     return fit_many(tiny_net(), TRAIN, TEST, CONFIG, seeds=SEEDS, grid=GRID, run=run, progress=False)
+
+
+def test_the_cpu_default_is_a_loop_of_the_models_in_one_program():
+    assert jax.default_backend() == "cpu" and default_strategy() == "loop"
+    with pytest.raises(ConfigError, match=r"strategy='pmap': use one of \('vmap', 'loop'\)"):
+        over_models("pmap", 1)
 
 
 @pytest.mark.parametrize("model", [1, 2])  # (lr 0.03, seed 5) and (lr 0.01, seed 3)
@@ -82,7 +89,9 @@ def test_resuming_equals_the_uninterrupted_run(many, tmp_path):
         tiny_net(), TRAIN, TEST, CONFIG, seeds=SEEDS, grid=GRID, run=run, stop_after_epoch=1, progress=False
     )
     assert len(first.history) == 1
-    with pytest.raises(ConfigError, match=r"cannot resume .* with other models.*the run's own seeds and grid"):
+    with pytest.raises(
+        ConfigError, match=r"cannot resume .* with other models.*the run's own seeds and grid"
+    ):
         fit_many(tiny_net(), TRAIN, TEST, CONFIG, seeds=[3], grid=GRID, run=run, resume=True, progress=False)
     resumed = fit_many(
         tiny_net(), TRAIN, TEST, CONFIG, seeds=SEEDS, grid=GRID, run=run, resume=True, progress=False
@@ -91,14 +100,15 @@ def test_resuming_equals_the_uninterrupted_run(many, tmp_path):
     assert resumed.history[-1]["test_loss"] == many.history[-1]["test_loss"]
 
 
-def test_more_models_than_the_memory_budget_are_chunked_with_the_same_result(many):
+@pytest.mark.parametrize("strategy", ["vmap", "loop"])
+def test_more_models_than_the_memory_budget_are_chunked_with_the_same_result(many, strategy):
     need = model_bytes(tiny_net(), TRAIN, CONFIG, {"lr": [1e-2]})
     assert need > jc.train.count_params(many.model(0).params) * 4 * 3  # params, their gradient, momentum
-    chunked = fit_many(
-        tiny_net(), TRAIN, TEST, CONFIG, seeds=SEEDS, grid=GRID, memory_budget=int(3.5 * need), progress=False
-    )
-    assert chunked.chunk_size == 3  # lax.map over a chunk of 3 and the remainder of 1
-    assert_close(chunked.train_state, many.train_state)
+    options = {"seeds": SEEDS, "grid": GRID, "strategy": strategy, "progress": False}
+    chunked = fit_many(tiny_net(), TRAIN, TEST, CONFIG, memory_budget=int(3.5 * need), **options)
+    assert chunked.chunk_size == 3  # a chunk of 3 (lax.map over vmap, or a barrier) and the remainder
+    assert_close(chunked.train_state, many.train_state)  # vmap against the loop: batched convolutions
+    assert chunked.history[-1]["test_top1"] == pytest.approx(many.history[-1]["test_top1"])
     with pytest.raises(ConfigError, match=r"memory_budget=1,000 bytes is less than one model's step needs"):
         fit_many(tiny_net(), TRAIN, TEST, CONFIG, seeds=SEEDS, memory_budget=1000, progress=False)
 
