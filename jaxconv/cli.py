@@ -117,6 +117,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         ("--dp-epsilon", float, "train with DP-SGD to this epsilon, e.g. 3 (default: not private)"),
         ("--dp-delta", float, f"DP-SGD's delta (default {defaults.dp_delta})"),
         ("--dp-clip", float, f"DP-SGD's per-example gradient clip norm C (default {defaults.dp_clip})"),
+        ("--ema-decay", float, "keep and evaluate an EMA of the weights, e.g. 0.999 (default: none)"),
     ]
     for flag, kind, text in options:
         train.add_argument(flag, type=kind, default=None, help=text)

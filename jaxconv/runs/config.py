@@ -17,6 +17,7 @@ import optax
 
 from jaxconv.errors import ConfigError
 from jaxconv.models import DEFAULT_MODEL
+from jaxconv.train.ema import with_ema
 from jaxconv.train.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
 
 
@@ -82,6 +83,8 @@ class TrainConfig:
         ``batch_size`` is then the expected size of the Poisson-sampled batches.
       dp_delta: the delta of the (epsilon, delta) guarantee; below 1 / the number of examples.
       dp_clip: C, the L2 norm each example's gradient is clipped to.
+      ema_decay: keep an exponential moving average of the weights with this decay
+        (`jaxconv.train.with_ema`), evaluated beside the weights each epoch; 0: none.
     """
 
     model: str = DEFAULT_MODEL
@@ -102,6 +105,7 @@ class TrainConfig:
     dp_epsilon: float | None = None
     dp_delta: float = 1e-5
     dp_clip: float = 1.0
+    ema_decay: float = 0.0
 
     def validate(self) -> TrainConfig:
         """Raise `ConfigError` naming the first bad value and a fix; return self."""
@@ -129,6 +133,7 @@ class TrainConfig:
                 f"label_smoothing={self.label_smoothing}: must be in [0, 1), e.g. 0.1",
             ),
         ]
+        checks.append((0 <= self.ema_decay < 1, f"ema_decay={self.ema_decay}: must be in [0, 1), e.g. 0.999"))
         if self.dp_epsilon is not None:
             checks += [
                 (self.dp_epsilon > 0, f"dp_epsilon={self.dp_epsilon}: must be positive, e.g. 3"),
@@ -175,6 +180,7 @@ def optimizer_for(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTr
         total_steps=config.epochs * steps_per_epoch,
         warmup_steps=round(config.warmup_epochs * steps_per_epoch),
     )
-    return make_optimizer(
+    optimizer = make_optimizer(
         config.optimizer, schedule, weight_decay=config.weight_decay, momentum=config.momentum
     )
+    return with_ema(optimizer, config.ema_decay) if config.ema_decay else optimizer

@@ -115,8 +115,9 @@ def report(
             "best_test_top1": max(record["test_top1"] for record in history),
             "images_per_second": last["train_images_per_second"],
         }
-        if "epsilon" in last:
-            results["epsilon"] = last["epsilon"]
+        results |= {
+            name: last[name] for name in ("epsilon", "test_ema_top1", "test_ema_loss") if name in last
+        }
     if result is not None:
         results |= _figures_of_the_result(run, net, test_data, result)
     run.write_results(results)

@@ -44,6 +44,7 @@ from jaxconv.train import (
     TrainState,
     TrainStep,
     evaluate,
+    evaluate_ema,
     init_train_state,
     load_checkpoint,
     make_eval_step,
@@ -245,6 +246,9 @@ def _epoch(
     }
     if training.privacy is not None:
         record["epsilon"] = training.privacy.epsilon(step)
+    averaged = evaluate_ema(training.eval_step, train_state, test_data, config.eval_batch_size)
+    if averaged is not None:  # the EMA of the weights (config.ema_decay), beside the weights
+        record |= {f"test_ema_{name}": getattr(averaged, name) for name in ("loss", "top1", "top5")}
     return train_state, record, evaluation
 
 

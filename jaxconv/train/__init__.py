@@ -13,6 +13,7 @@ run directory, epochs, figures) is `jaxconv.runs`.
 """
 
 from jaxconv.train.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from jaxconv.train.ema import EmaState, ema_params, evaluate_ema, with_ema
 from jaxconv.train.evaluation import Evaluation, confusion_matrix, evaluate, per_model
 from jaxconv.train.optim import OPTIMIZERS, SCHEDULES, kernels_only, make_optimizer, make_schedule
 from jaxconv.train.state import TrainState, count_params, init_train_state, step_key
@@ -30,6 +31,7 @@ from jaxconv.train.step import (
 __all__ = [
     "OPTIMIZERS",
     "SCHEDULES",
+    "EmaState",
     "EvalStep",
     "Evaluation",
     "Preprocess",
@@ -37,8 +39,10 @@ __all__ = [
     "TrainStep",
     "confusion_matrix",
     "count_params",
+    "ema_params",
     "eval_step_function",
     "evaluate",
+    "evaluate_ema",
     "init_train_state",
     "kernels_only",
     "load_checkpoint",
@@ -52,4 +56,5 @@ __all__ = [
     "save_checkpoint",
     "step_key",
     "train_step_function",
+    "with_ema",
 ]

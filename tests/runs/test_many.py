@@ -25,10 +25,18 @@ from jaxconv.runs.many import default_strategy, model_bytes, over_models
 TRAIN, TEST = dataset(64), dataset(40, "test", seed=1)
 CONFIG = TrainConfig(
     model="tiny", epochs=2, batch_size=16, lr=3e-2, optimizer="sgd", augment="crop=2,flip",
-    eval_batch_size=40, seed=3,
+    eval_batch_size=40, seed=3, ema_decay=0.5,
 )  # fmt: skip
 SEEDS, GRID = [3, 5], {"lr": [3e-2, 1e-2]}  # 4 models: (0.03, 3), (0.03, 5), (0.01, 3), (0.01, 5)
-METRICS = ("train_loss", "train_top1", "test_loss", "test_top1", "test_top5")
+METRICS = (
+    "train_loss",
+    "train_top1",
+    "test_loss",
+    "test_top1",
+    "test_top5",
+    "test_ema_top1",
+    "test_ema_loss",
+)
 
 
 def assert_close(a, b, tolerance: float = 2e-5) -> None:
