@@ -118,6 +118,8 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         ("--dp-delta", float, f"DP-SGD's delta (default {defaults.dp_delta})"),
         ("--dp-clip", float, f"DP-SGD's per-example gradient clip norm C (default {defaults.dp_clip})"),
         ("--ema-decay", float, "keep and evaluate an EMA of the weights, e.g. 0.999 (default: none)"),
+        ("--lookahead-steps", int, "Lookahead: sync the slow weights every k steps, e.g. 5 (default: none)"),
+        ("--lookahead-alpha", float, f"Lookahead's slow step (default {defaults.lookahead_alpha})"),
     ]
     for flag, kind, text in options:
         train.add_argument(flag, type=kind, default=None, help=text)

@@ -18,7 +18,7 @@ import optax
 from jaxconv.errors import ConfigError
 from jaxconv.models import DEFAULT_MODEL
 from jaxconv.train.ema import with_ema
-from jaxconv.train.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
+from jaxconv.train.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule, with_lookahead
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +85,9 @@ class TrainConfig:
       dp_clip: C, the L2 norm each example's gradient is clipped to.
       ema_decay: keep an exponential moving average of the weights with this decay
         (`jaxconv.train.with_ema`), evaluated beside the weights each epoch; 0: none.
+      lookahead_steps: k of Lookahead (`jaxconv.train.with_lookahead`): every k steps the slow
+        weights move ``lookahead_alpha`` of the way to the trained ones; 0: none.
+      lookahead_alpha: the slow weights' step, in (0, 1].
     """
 
     model: str = DEFAULT_MODEL
@@ -106,6 +109,8 @@ class TrainConfig:
     dp_delta: float = 1e-5
     dp_clip: float = 1.0
     ema_decay: float = 0.0
+    lookahead_steps: int = 0
+    lookahead_alpha: float = 0.5
 
     def validate(self) -> TrainConfig:
         """Raise `ConfigError` naming the first bad value and a fix; return self."""
@@ -133,7 +138,17 @@ class TrainConfig:
                 f"label_smoothing={self.label_smoothing}: must be in [0, 1), e.g. 0.1",
             ),
         ]
-        checks.append((0 <= self.ema_decay < 1, f"ema_decay={self.ema_decay}: must be in [0, 1), e.g. 0.999"))
+        checks += [
+            (0 <= self.ema_decay < 1, f"ema_decay={self.ema_decay}: must be in [0, 1), e.g. 0.999"),
+            (
+                self.lookahead_steps >= 0,
+                f"lookahead_steps={self.lookahead_steps}: use k >= 1, e.g. 5 (0: none)",
+            ),
+            (
+                0 < self.lookahead_alpha <= 1,
+                f"lookahead_alpha={self.lookahead_alpha}: must be in (0, 1], e.g. 0.5",
+            ),
+        ]
         if self.dp_epsilon is not None:
             checks += [
                 (self.dp_epsilon > 0, f"dp_epsilon={self.dp_epsilon}: must be positive, e.g. 3"),
@@ -183,4 +198,6 @@ def optimizer_for(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTr
     optimizer = make_optimizer(
         config.optimizer, schedule, weight_decay=config.weight_decay, momentum=config.momentum
     )
+    if config.lookahead_steps:
+        optimizer = with_lookahead(optimizer, config.lookahead_steps, config.lookahead_alpha)
     return with_ema(optimizer, config.ema_decay) if config.ema_decay else optimizer

@@ -15,7 +15,15 @@ run directory, epochs, figures) is `jaxconv.runs`.
 from jaxconv.train.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from jaxconv.train.ema import EmaState, ema_params, evaluate_ema, with_ema
 from jaxconv.train.evaluation import Evaluation, confusion_matrix, evaluate, per_model
-from jaxconv.train.optim import OPTIMIZERS, SCHEDULES, kernels_only, make_optimizer, make_schedule
+from jaxconv.train.optim import (
+    OPTIMIZERS,
+    SCHEDULES,
+    LookaheadState,
+    kernels_only,
+    make_optimizer,
+    make_schedule,
+    with_lookahead,
+)
 from jaxconv.train.state import TrainState, count_params, init_train_state, step_key
 from jaxconv.train.step import (
     EvalStep,
@@ -34,6 +42,7 @@ __all__ = [
     "EmaState",
     "EvalStep",
     "Evaluation",
+    "LookaheadState",
     "Preprocess",
     "TrainState",
     "TrainStep",
@@ -57,4 +66,5 @@ __all__ = [
     "step_key",
     "train_step_function",
     "with_ema",
+    "with_lookahead",
 ]

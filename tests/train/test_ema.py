@@ -1,4 +1,5 @@
-"""The EMA of the weights (`jaxconv.train.with_ema`) against the NumPy recurrence, and in `fit`."""
+"""The EMA of the weights (`with_ema`) against the NumPy recurrence, and in `fit`; Lookahead
+(`with_lookahead`) against a NumPy loop."""
 
 from __future__ import annotations
 
@@ -6,12 +7,21 @@ import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import jaxconv as jc
 from jaxconv.errors import ConfigError
-from jaxconv.train import ema_params, init_train_state, make_optimizer, make_train_step, with_ema
+from jaxconv.train import (
+    ema_params,
+    init_train_state,
+    make_optimizer,
+    make_train_step,
+    with_ema,
+    with_lookahead,
+)
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "runs"))
 from synthetic import dataset, tiny_net
@@ -53,3 +63,23 @@ def test_fit_evaluates_the_average_beside_the_weights():
         jc.runs.TrainConfig(ema_decay=1.0).validate()
     with pytest.raises(ConfigError, match=r"ema decay=-0.5: must be in \[0, 1\)"):
         with_ema(make_optimizer("sgd", 0.1), -0.5)
+
+
+def test_lookahead_follows_the_numpy_reference():
+    """Plain SGD on ||p - target||^2 / 2 (gradient p - target) with Lookahead(k=3, alpha=0.4)."""
+    lr, k, alpha, target = 0.3, 3, 0.4, np.array([1.0, -2.0, 0.5])
+    optimizer = with_lookahead(optax.sgd(lr), k, alpha)
+    params = {"p": jnp.zeros(3)}
+    state = optimizer.init(params)
+    fast = slow = np.zeros(3)
+    for step in range(1, 11):
+        updates, state = optimizer.update({"p": params["p"] - target}, state, params)
+        params = optax.apply_updates(params, updates)
+        fast = fast - lr * (fast - target)
+        if step % k == 0:
+            slow = slow + alpha * (fast - slow)
+            fast = slow
+        np.testing.assert_allclose(np.asarray(params["p"]), fast, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(state.slow["p"]), slow, rtol=1e-6)
+    with pytest.raises(ConfigError, match=r"lookahead steps=0, alpha=0.5: use steps >= 1"):
+        with_lookahead(optax.sgd(lr), 0)
