@@ -120,6 +120,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         ("--ema-decay", float, "keep and evaluate an EMA of the weights, e.g. 0.999 (default: none)"),
         ("--lookahead-steps", int, "Lookahead: sync the slow weights every k steps, e.g. 5 (default: none)"),
         ("--lookahead-alpha", float, f"Lookahead's slow step (default {defaults.lookahead_alpha})"),
+        ("--mix", str, "none, mixup, mixup=ALPHA, cutmix or cutmix=ALPHA (default none)"),
     ]
     for flag, kind, text in options:
         train.add_argument(flag, type=kind, default=None, help=text)

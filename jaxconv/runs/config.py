@@ -15,6 +15,7 @@ from typing import Any
 
 import optax
 
+from jaxconv.data.mixing import parse_mix
 from jaxconv.errors import ConfigError
 from jaxconv.models import DEFAULT_MODEL
 from jaxconv.train.ema import with_ema
@@ -88,6 +89,8 @@ class TrainConfig:
       lookahead_steps: k of Lookahead (`jaxconv.train.with_lookahead`): every k steps the slow
         weights move ``lookahead_alpha`` of the way to the trained ones; 0: none.
       lookahead_alpha: the slow weights' step, in (0, 1].
+      mix: 'none', 'mixup', 'mixup=ALPHA', 'cutmix' or 'cutmix=ALPHA' (`jaxconv.data.parse_mix`),
+        on one device without DP-SGD.
     """
 
     model: str = DEFAULT_MODEL
@@ -111,6 +114,7 @@ class TrainConfig:
     ema_decay: float = 0.0
     lookahead_steps: int = 0
     lookahead_alpha: float = 0.5
+    mix: str = "none"
 
     def validate(self) -> TrainConfig:
         """Raise `ConfigError` naming the first bad value and a fix; return self."""
@@ -149,6 +153,10 @@ class TrainConfig:
                 f"lookahead_alpha={self.lookahead_alpha}: must be in (0, 1], e.g. 0.5",
             ),
         ]
+        if parse_mix(self.mix) is not None:
+            checks.append(
+                (self.devices == 1, f"mix={self.mix!r} trains on one device; drop --devices or --mix")
+            )
         if self.dp_epsilon is not None:
             checks += [
                 (self.dp_epsilon > 0, f"dp_epsilon={self.dp_epsilon}: must be positive, e.g. 3"),
@@ -158,6 +166,7 @@ class TrainConfig:
                     self.devices == 1,
                     f"devices={self.devices}: DP-SGD training runs on one device; drop --devices",
                 ),
+                (self.mix == "none", f"mix={self.mix!r}: DP-SGD trains on unmixed examples; drop --mix"),
             ]
         for ok, message in checks:
             if not ok:

@@ -25,7 +25,7 @@ import optax
 from jax.experimental import multihost_utils
 
 from jaxconv.core import Layer, Params, State
-from jaxconv.data import Dataset, batches, num_batches
+from jaxconv.data import Dataset, Mix, batches, num_batches, parse_mix
 from jaxconv.distributed import (
     make_mesh,
     make_sharded_eval_step,
@@ -151,8 +151,9 @@ def _training(
         eval_step = make_eval_step(net, preprocess=preprocess)  # DP-SGD trains on one device
         return _Training(step, partial(private.private_batches, data, plan, data_key), eval_step, steps, plan)
     step = _make_train_step(
-        net, optimizer, devices=config.devices, preprocess=preprocess, label_smoothing=config.label_smoothing
-    )
+        net, optimizer, devices=config.devices, preprocess=preprocess, label_smoothing=config.label_smoothing,
+        mix=parse_mix(config.mix),
+    )  # fmt: skip
     eval_step = _make_eval_step(net, devices=config.devices, preprocess=preprocess)
 
     def epoch_batches(epoch: int) -> Iterable[tuple[jax.Array, ...]]:
@@ -168,6 +169,7 @@ def _make_train_step(
     devices: int = 1,
     preprocess: Preprocess | None = None,
     label_smoothing: float = 0.0,
+    mix: Mix | None = None,
 ) -> TrainStep:
     """`jaxconv.train.make_train_step` on one device, or `make_sharded_train_step` over a mesh of
     ``devices`` local devices, as `fit` uses it: the step takes the train state as
@@ -175,7 +177,7 @@ def _make_train_step(
     size divisible by the device count."""
     options = {"preprocess": preprocess, "label_smoothing": label_smoothing}
     if devices == 1:
-        return make_train_step(net, optimizer, **options)
+        return make_train_step(net, optimizer, mix=mix, **options)
     return make_sharded_train_step(net, optimizer, make_mesh(devices), **options)
 
 

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxconv.core import Layer
-from jaxconv.data import Dataset, epoch_order, num_batches, prefetch_to_device
+from jaxconv.data import Dataset, epoch_order, num_batches, parse_mix, prefetch_to_device
 from jaxconv.errors import ConfigError
 from jaxconv.runs.config import TrainConfig, optimizer_for
 from jaxconv.runs.directory import Run
@@ -255,6 +255,7 @@ def _model_step(net: Layer, config: TrainConfig, steps: int, preprocess: Preproc
             optimizer_for(model_config, steps),
             preprocess=preprocess,
             label_smoothing=model_config.label_smoothing,
+            mix=parse_mix(config.mix),
         )
         return train_step(train_state, images, labels)
 

@@ -17,12 +17,13 @@ import jax.numpy as jnp
 import optax
 
 from jaxconv.core import Layer, Params, State
-from jaxconv.data import augment, normalize
+from jaxconv.data import Mix, augment, normalize
 from jaxconv.losses import Metrics, accuracies, cross_entropy
 from jaxconv.train.state import TrainState, step_key
 
 Preprocess = Callable[[jax.Array | None, jax.Array], jax.Array]  # (key or None, images) -> x
 TrainStep = Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, Metrics]]
+MIX_STREAM = 2  # the mixing key: fold_in(step key, MIX_STREAM)
 EvalStep = Callable[[Params, State, jax.Array, jax.Array], Metrics]
 
 
@@ -32,6 +33,7 @@ def make_train_step(
     *,
     preprocess: Preprocess | None = None,
     label_smoothing: float = 0.0,
+    mix: Mix | None = None,
     donate: bool = True,
 ) -> TrainStep:
     """A jitted ``step(train_state, images, labels) -> (train_state, metrics)``.
@@ -39,9 +41,14 @@ def make_train_step(
     One step of ``optimizer`` on the mean ``cross_entropy`` of a batch. The
     metrics are the batch's mean ``loss`` (with smoothing), ``top1`` and ``top5``
     accuracy. With ``donate`` the input train state's buffers are reused for the
-    output, so the caller must not touch the old state after the call.
+    output, so the caller must not touch the old state after the call. ``mix``
+    (`jaxconv.data.mixup`, `cutmix`) mixes the preprocessed batch, and the loss is
+    ``lam * loss(labels) + (1 - lam) * loss(labels[partner])``; the accuracies count
+    the labels of the unmixed examples.
     """
-    step = train_step_function(net, optimizer, preprocess=preprocess, label_smoothing=label_smoothing)
+    step = train_step_function(
+        net, optimizer, preprocess=preprocess, label_smoothing=label_smoothing, mix=mix
+    )
     return jax.jit(step, donate_argnums=0 if donate else ())
 
 
@@ -51,6 +58,7 @@ def train_step_function(
     *,
     preprocess: Preprocess | None = None,
     label_smoothing: float | jax.Array = 0.0,
+    mix: Mix | None = None,
 ) -> TrainStep:
     """The step of `make_train_step` before ``jax.jit``: the one train step that `make_train_step`,
     the sharded steps and `jaxconv.runs.fit_many` (under ``vmap``, where ``optimizer`` and
@@ -61,10 +69,15 @@ def train_step_function(
     ) -> tuple[TrainState, Metrics]:
         augment_key, dropout_key = jax.random.split(step_key(train_state))
         x = preprocess(augment_key, images) if preprocess else images
+        if mix is not None:  # a key of its own: the other draws stay those of a run without mixing
+            x, partner, lam = mix(jax.random.fold_in(step_key(train_state), MIX_STREAM), x)
 
         def loss_fn(params: Params) -> tuple[jax.Array, tuple[jax.Array, State]]:
             logits, state = net.apply(params, train_state.state, x, key=dropout_key, train=True)
-            return cross_entropy(logits, labels, label_smoothing), (logits, state)
+            loss = cross_entropy(logits, labels, label_smoothing)
+            if mix is not None:
+                loss = lam * loss + (1 - lam) * cross_entropy(logits, labels[partner], label_smoothing)
+            return loss, (logits, state)
 
         (loss, (logits, state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(train_state.params)
         updates, opt_state = optimizer.update(grads, train_state.opt_state, train_state.params)
