@@ -121,6 +121,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         ("--lookahead-steps", int, "Lookahead: sync the slow weights every k steps, e.g. 5 (default: none)"),
         ("--lookahead-alpha", float, f"Lookahead's slow step (default {defaults.lookahead_alpha})"),
         ("--mix", str, "none, mixup, mixup=ALPHA, cutmix or cutmix=ALPHA (default none)"),
+        ("--tta", str, "test-time augmentation: none, flip, crop=P or crop=P,flip (default none)"),
     ]
     for flag, kind, text in options:
         train.add_argument(flag, type=kind, default=None, help=text)

@@ -12,7 +12,7 @@
             x = jc.data.normalize(images, train.mean, train.std)  # in the jitted step
 """
 
-from jaxconv.data.augmentation import augment, normalize, random_crop, random_flip
+from jaxconv.data.augmentation import augment, normalize, random_crop, random_flip, test_views
 from jaxconv.data.batching import (
     batches,
     epoch_batches,
@@ -70,4 +70,5 @@ __all__ = [
     "read_cifar10_batch",
     "read_idx",
     "search_dirs",
+    "test_views",
 ]

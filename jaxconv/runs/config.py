@@ -91,6 +91,8 @@ class TrainConfig:
       lookahead_alpha: the slow weights' step, in (0, 1].
       mix: 'none', 'mixup', 'mixup=ALPHA', 'cutmix' or 'cutmix=ALPHA' (`jaxconv.data.parse_mix`),
         on one device without DP-SGD.
+      tta: test-time augmentation, in `Augmentation.parse`'s terms: 'flip', 'crop=P' or
+        'crop=P,flip' average the evaluation over `jaxconv.data.test_views`; 'none': one view.
     """
 
     model: str = DEFAULT_MODEL
@@ -115,6 +117,7 @@ class TrainConfig:
     lookahead_steps: int = 0
     lookahead_alpha: float = 0.5
     mix: str = "none"
+    tta: str = "none"
 
     def validate(self) -> TrainConfig:
         """Raise `ConfigError` naming the first bad value and a fix; return self."""
@@ -172,11 +175,18 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(message)
         self.augmentation  # noqa: B018  (parses, raising on a bad value)
+        if str(self.test_augmentation) != "none" and self.devices != 1:
+            raise ConfigError(f"tta={self.tta!r} evaluates on one device; drop --devices or --tta")
         return self
 
     @property
     def augmentation(self) -> Augmentation:
         return Augmentation.parse(self.augment)
+
+    @property
+    def test_augmentation(self) -> Augmentation:
+        """The views of test-time augmentation (``tta``)."""
+        return Augmentation.parse(self.tta)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2) + "\n"

@@ -148,13 +148,13 @@ def _training(
         step = private.make_private_train_step(
             net, optimizer, plan, preprocess=preprocess, label_smoothing=config.label_smoothing
         )
-        eval_step = make_eval_step(net, preprocess=preprocess)  # DP-SGD trains on one device
+        eval_step = make_eval_step(net, preprocess=preprocess, **_views(config))  # DP-SGD: one device
         return _Training(step, partial(private.private_batches, data, plan, data_key), eval_step, steps, plan)
     step = _make_train_step(
         net, optimizer, devices=config.devices, preprocess=preprocess, label_smoothing=config.label_smoothing,
         mix=parse_mix(config.mix),
     )  # fmt: skip
-    eval_step = _make_eval_step(net, devices=config.devices, preprocess=preprocess)
+    eval_step = _make_eval_step(net, devices=config.devices, preprocess=preprocess, **_views(config))
 
     def epoch_batches(epoch: int) -> Iterable[tuple[jax.Array, ...]]:
         return batches(data, config.batch_size, key=data_key, epoch=epoch)
@@ -181,11 +181,25 @@ def _make_train_step(
     return make_sharded_train_step(net, optimizer, make_mesh(devices), **options)
 
 
-def _make_eval_step(net: Layer, *, devices: int = 1, preprocess: Preprocess | None = None) -> EvalStep:
-    """`jaxconv.train.make_eval_step` on ``devices`` devices (as `_make_train_step`)."""
+def _make_eval_step(
+    net: Layer,
+    *,
+    devices: int = 1,
+    preprocess: Preprocess | None = None,
+    crop_padding: int = 0,
+    flip: bool = False,
+) -> EvalStep:
+    """`jaxconv.train.make_eval_step` on ``devices`` devices (as `_make_train_step`); test-time
+    augmentation (``crop_padding``, ``flip``) on one device."""
     if devices == 1:
-        return make_eval_step(net, preprocess=preprocess)
+        return make_eval_step(net, preprocess=preprocess, crop_padding=crop_padding, flip=flip)
     return make_sharded_eval_step(net, make_mesh(devices), preprocess=preprocess)
+
+
+def _views(config: TrainConfig) -> dict[str, Any]:
+    """The test-time augmentation of ``config`` as `make_eval_step`'s options."""
+    views = config.test_augmentation
+    return {"crop_padding": views.crop_padding, "flip": views.flip}
 
 
 def _steps_per_epoch(config: TrainConfig, train_data: Dataset) -> int:

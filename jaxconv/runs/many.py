@@ -35,7 +35,7 @@ from jaxconv.errors import ConfigError
 from jaxconv.runs.config import TrainConfig, optimizer_for
 from jaxconv.runs.directory import Run
 from jaxconv.runs.grid import GRID_FIELDS, check_models, format_table, model_configs, summarize, write_models
-from jaxconv.runs.loop import _epoch, _keep, _start, _steps_per_epoch, _Training
+from jaxconv.runs.loop import _epoch, _keep, _start, _steps_per_epoch, _Training, _views
 from jaxconv.train import (
     Evaluation,
     Preprocess,
@@ -131,7 +131,7 @@ def fit_many(
     training = _Training(
         _many_train_step(program.step_of_one, program.hypers, over, shared_order),
         program.batches,
-        _many_eval_step(net, program.preprocess, over),
+        _many_eval_step(net, program.preprocess, over, config),
         program.steps,
         None,
     )
@@ -317,9 +317,11 @@ def _many_train_step(
     return jax.jit(step, donate_argnums=0)
 
 
-def _many_eval_step(net: Layer, preprocess: Preprocess, over: Over) -> Callable[..., Any]:
+def _many_eval_step(
+    net: Layer, preprocess: Preprocess, over: Over, config: TrainConfig
+) -> Callable[..., Any]:
     """`fit`'s evaluation step of every model on one batch: metrics with a leading model axis."""
-    eval_step = eval_step_function(net, preprocess=preprocess)
+    eval_step = eval_step_function(net, preprocess=preprocess, **_views(config))
 
     def step(params: Any, state: Any, images: jax.Array, labels: jax.Array) -> Any:
         return over(eval_step, (params, state), (images, labels))

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxconv.core import Layer, Params, State
-from jaxconv.data import Mix, augment, normalize
+from jaxconv.data import Mix, augment, normalize, test_views
 from jaxconv.losses import Metrics, accuracies, cross_entropy
 from jaxconv.train.state import TrainState, step_key
 
@@ -88,22 +88,36 @@ def train_step_function(
     return train_step
 
 
-def make_eval_step(net: Layer, *, preprocess: Preprocess | None = None) -> EvalStep:
+def make_eval_step(
+    net: Layer, *, preprocess: Preprocess | None = None, crop_padding: int = 0, flip: bool = False
+) -> EvalStep:
     """A jitted ``step(params, state, images, labels) -> metrics`` in evaluation mode.
 
     The metrics are sums over the batch, to be added up over a dataset: ``loss``
     (cross-entropy without smoothing), ``top1`` and ``top5`` (correct counts),
-    and the (N,) ``predictions``.
+    and the (N,) ``predictions``. With ``crop_padding`` or ``flip`` it averages the
+    softmax probabilities over `jaxconv.data.test_views` (test-time augmentation) and
+    the loss and predictions are those of the averaged probabilities.
     """
-    return jax.jit(eval_step_function(net, preprocess=preprocess))
+    return jax.jit(eval_step_function(net, preprocess=preprocess, crop_padding=crop_padding, flip=flip))
 
 
-def eval_step_function(net: Layer, *, preprocess: Preprocess | None = None) -> EvalStep:
+def eval_step_function(
+    net: Layer, *, preprocess: Preprocess | None = None, crop_padding: int = 0, flip: bool = False
+) -> EvalStep:
     """The step of `make_eval_step` before ``jax.jit`` (`jaxconv.runs.fit_many` maps it over models)."""
 
-    def eval_step(params: Params, state: State, images: jax.Array, labels: jax.Array) -> Metrics:
+    def predict(params: Params, state: State, images: jax.Array) -> jax.Array:
         x = preprocess(None, images) if preprocess else images
-        logits, _ = net.apply(params, state, x, train=False)
+        return net.apply(params, state, x, train=False)[0]
+
+    def eval_step(params: Params, state: State, images: jax.Array, labels: jax.Array) -> Metrics:
+        if crop_padding or flip:  # log of the mean probability over the views
+            views = test_views(images, crop_padding=crop_padding, flip=flip)
+            probabilities = [jax.nn.softmax(predict(params, state, view)) for view in views]
+            logits = jnp.log(sum(probabilities) / len(views))
+        else:
+            logits = predict(params, state, images)
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).sum()
         predictions = jnp.argmax(logits, -1)
         return {"loss": loss, **accuracies(logits, labels, jnp.sum), "predictions": predictions}
