@@ -33,6 +33,7 @@ from jaxconv import distributed, models
 from jaxconv.analysis import summary
 from jaxconv.distributed.multiprocess import ENVIRONMENT
 from jaxconv.runs import GRID_FIELDS, TrainConfig, evaluate_run, is_writer, parse_grid, train_run
+from jaxconv.runs.recipes import RECIPES, recipe
 from jaxconv.runs.sweep import is_many_run, train_many_run
 from jaxconv.train import OPTIMIZERS, SCHEDULES
 
@@ -140,6 +141,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
 def _add_many(train: argparse.ArgumentParser) -> None:
     """The options that train many models in one program (`jaxconv.runs.fit_many`)."""
     many = train.add_argument_group("many models in one program")
+    train.add_argument("--recipe", help=f"start from a named recipe's options: {', '.join(sorted(RECIPES))}")
     many.add_argument("--seeds", type=int, help="train N models, seeds --seed ... --seed + N - 1, together")
     many.add_argument(
         "--grid",
@@ -204,9 +206,11 @@ def _train(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
-    """The `TrainConfig` options given on the command line, by name (the others are left out)."""
+    """The `TrainConfig` options given on the command line, by name (the others are left out),
+    over those of ``--recipe`` if one is named."""
     fields = {field.name for field in dataclasses.fields(TrainConfig)}
-    return {name: value for name, value in vars(args).items() if name in fields and value is not None}
+    given = {name: value for name, value in vars(args).items() if name in fields and value is not None}
+    return (recipe(args.recipe) if getattr(args, "recipe", None) else {}) | given
 
 
 def _join_processes() -> bool:
