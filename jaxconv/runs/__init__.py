@@ -26,10 +26,12 @@ from jaxconv.runs.grid import GRID_FIELDS, model_configs, parse_grid
 from jaxconv.runs.loop import FitResult, fit
 from jaxconv.runs.many import ManyResult, fit_many, model_bytes
 from jaxconv.runs.private import PrivacyPlan, privacy_plan
+from jaxconv.runs.recipes import RECIPES, recipe
 from jaxconv.runs.sweep import train_many_run
 
 __all__ = [
     "GRID_FIELDS",
+    "RECIPES",
     "Augmentation",
     "FitResult",
     "ManyResult",
@@ -50,6 +52,7 @@ __all__ = [
     "plot_curves",
     "plot_filters",
     "privacy_plan",
+    "recipe",
     "report",
     "train_many_run",
     "train_run",
