@@ -147,6 +147,12 @@ def _add_many(train: argparse.ArgumentParser) -> None:
         "--grid",
         help=f"values to try, e.g. lr=0.05,0.1,0.2 or 'lr=0.05,0.1;weight_decay=0,5e-4' ({', '.join(GRID_FIELDS)})",
     )
+    many.add_argument(
+        "--shard",
+        choices=("models", "batch"),
+        default="models",
+        help="with --devices: split the models or each batch",
+    )
     many.add_argument("--shared-order", action="store_true", help="every model sees the first seed's batches")
     many.add_argument(
         "--memory-budget-mb", type=float, help="train the models in chunks that fit this much memory"
@@ -162,6 +168,7 @@ def _train_many(args: argparse.Namespace) -> int:
         seeds=None if args.seeds is None else range(first, first + args.seeds),
         grid=None if args.grid is None else parse_grid(args.grid),
         shared_order=args.shared_order,
+        shard=args.shard,
         memory_budget=None if args.memory_budget_mb is None else int(args.memory_budget_mb * 2**20),
         resume=args.resume,
         data_root=args.data_dir,

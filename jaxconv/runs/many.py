@@ -36,6 +36,7 @@ from jaxconv.runs.config import TrainConfig, optimizer_for
 from jaxconv.runs.directory import Run
 from jaxconv.runs.grid import GRID_FIELDS, check_models, format_table, model_configs, summarize, write_models
 from jaxconv.runs.loop import _epoch, _keep, _start, _steps_per_epoch, _Training, _views
+from jaxconv.runs.model_axis import Placement
 from jaxconv.train import (
     Evaluation,
     Preprocess,
@@ -96,6 +97,7 @@ def fit_many(
     chunk_size: int | None = None,
     memory_budget: int | None = None,
     strategy: str = "auto",
+    shard: str = "models",
     run: Run | None = None,
     resume: bool = False,
     stop_after_epoch: int | None = None,
@@ -121,13 +123,14 @@ def fit_many(
 
     Raises:
       ConfigError: a bad configuration, grid or seed list, a grid field that changes the
-        program (only `GRID_FIELDS` can), DP-SGD or several devices, or a memory budget too
-        small for one model.
+        program (only `GRID_FIELDS` can), DP-SGD, an axis that does not split over the
+        devices, or a memory budget too small for one model.
     """
     configs = model_configs(config, seeds, grid)
-    program = _program(net, train_data, config, configs, shared_order)
+    placement = Placement.of(config.devices, shard, len(configs), config.batch_size)
+    program = _program(net, train_data, config, configs, shared_order, placement.batch(shared_order))
     chunk = _chunk(chunk_size, memory_budget, program)
-    over = over_models(default_strategy() if strategy == "auto" else strategy, chunk)
+    over = over_models(_strategy(strategy, config.devices), chunk)
     training = _Training(
         _many_train_step(program.step_of_one, program.hypers, over, shared_order),
         program.batches,
@@ -136,7 +139,7 @@ def fit_many(
         None,
     )
     check_models(run, resume, configs)
-    train_state, history, first_epoch = _start(run, resume, config, program.train_state)
+    train_state, history, first_epoch = _start(run, resume, config, placement.put_state(program.train_state))
     write_models(run, resume, configs)
     evaluation = None
     for epoch in range(first_epoch, min(config.epochs, stop_after_epoch or config.epochs)):
@@ -154,7 +157,7 @@ def model_bytes(
 ) -> int:
     """XLA's estimate of the bytes `fit_many`'s step needs per model: arguments, outputs and
     temporaries, less the donated train state it reuses, of the step compiled for one model."""
-    program = _program(net, train_data, config, model_configs(config, None, grid)[:1], False)
+    program = _program(net, train_data, config, model_configs(config, None, grid)[:1], False, None)
     return _step_bytes(program)
 
 
@@ -165,11 +168,16 @@ def _refuse_unsupported(config: TrainConfig) -> TrainConfig:
     config.validate()
     if config.dp_epsilon is not None:
         raise ConfigError("fit_many trains without DP-SGD; drop dp_epsilon (--dp-epsilon) or use fit")
-    if config.devices != 1:
-        raise ConfigError(
-            f"devices={config.devices}: fit_many trains its models on one device; drop --devices"
-        )
     return config
+
+
+def _strategy(strategy: str, devices: int) -> str:
+    """The strategy to use: 'auto' is `default_strategy` on one device and 'vmap' on several."""
+    if strategy == "auto":
+        return default_strategy() if devices == 1 else "vmap"
+    if strategy == "loop" and devices > 1:
+        raise ConfigError(f"strategy='loop' trains on one device; use strategy='vmap' with devices={devices}")
+    return strategy
 
 
 class _Program(NamedTuple):
@@ -186,7 +194,12 @@ class _Program(NamedTuple):
 
 
 def _program(
-    net: Layer, data: Dataset, config: TrainConfig, configs: Sequence[TrainConfig], shared_order: bool
+    net: Layer,
+    data: Dataset,
+    config: TrainConfig,
+    configs: Sequence[TrainConfig],
+    shared_order: bool,
+    sharding: jax.sharding.Sharding | None,
 ) -> _Program:
     """Each model initialised as `fit` does (its seed split into the model and data keys), stacked."""
     steps = _steps_per_epoch(_refuse_unsupported(config), data)
@@ -216,6 +229,7 @@ def _program(
             config.batch_size,
             list(data_keys[:1] if shared_order else data_keys),
             shared_order,
+            sharding,
         ),
         tuple(array[: config.batch_size] for array in data.arrays),
         steps,
@@ -330,7 +344,12 @@ def _many_eval_step(
 
 
 def _many_batches(
-    data: Dataset, batch_size: int, data_keys: list[jax.Array], shared: bool, epoch: int
+    data: Dataset,
+    batch_size: int,
+    data_keys: list[jax.Array],
+    shared: bool,
+    sharding: jax.sharding.Sharding | None,
+    epoch: int,
 ) -> Iterator[tuple[jax.Array, ...]]:
     """One epoch of device batches for every model, each in the order of its data key (`fit`'s
     ``epoch_order``): (M, B, H, W, C) images and (M, B) labels; ``shared``: (B, ...) for all."""
@@ -345,7 +364,7 @@ def _many_batches(
             index = orders[..., start : start + batch_size]
             yield images[index], labels[index]
 
-    return prefetch_to_device(generate(), 2)
+    return prefetch_to_device(generate(), 2, sharding)
 
 
 def default_strategy() -> str:

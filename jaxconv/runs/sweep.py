@@ -33,6 +33,7 @@ def train_many_run(
     seeds: Sequence[int] | None = None,
     grid: Mapping[str, Sequence[float]] | None = None,
     shared_order: bool = False,
+    shard: str = "models",
     memory_budget: int | None = None,
     resume: bool = False,
     data_root: PathLike | None = None,
@@ -49,7 +50,13 @@ def train_many_run(
     started = time.perf_counter()
     if is_writer() and progress:
         print(f"training {config.model} on {config.dataset}, many models -> {run.path}", file=sys.stderr)
-    options = {"seeds": seeds, "grid": grid, "shared_order": shared_order, "memory_budget": memory_budget}
+    options = {
+        "seeds": seeds,
+        "grid": grid,
+        "shared_order": shared_order,
+        "shard": shard,
+        "memory_budget": memory_budget,
+    }
     try:
         result = fit_many(
             net, train_data, test_data, config,

@@ -21,6 +21,7 @@ from jaxconv.errors import ConfigError
 from jaxconv.runs import Run, TrainConfig, fit, fit_many, model_configs, parse_grid
 from jaxconv.runs.grid import format_table, summarize
 from jaxconv.runs.many import default_strategy, model_bytes, over_models
+from jaxconv.runs.model_axis import Placement
 
 TRAIN, TEST = dataset(64), dataset(40, "test", seed=1)
 CONFIG = TrainConfig(
@@ -164,6 +165,9 @@ def test_grids_and_seeds_are_checked():
         (lambda: model_configs(CONFIG, grid={"batch_size": [8]}), r"'batch_size' cannot vary.*separate runs"),
         (lambda: model_configs(CONFIG, grid={"lr": [-1.0]}), r"lr=-1.0: the learning rate must be positive"),
         (lambda: fit_many(tiny_net(), TRAIN, TEST, CONFIG, chunk_size=0), r"chunk_size=0"),
+        (lambda: Placement.of(2, "models", 3, 16), r"3 models do not split over 2 devices.*shard='batch'"),
+        (lambda: Placement.of(2, "batch", 4, 15), r"batch_size=15 does not split over 2 devices"),
+        (lambda: Placement.of(1, "rows", 4, 16), r"shard='rows': split the model axis"),
     ]:
         with pytest.raises(ConfigError, match=message):
             bad()
