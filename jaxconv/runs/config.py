@@ -145,21 +145,7 @@ class TrainConfig:
                 f"label_smoothing={self.label_smoothing}: must be in [0, 1), e.g. 0.1",
             ),
         ]
-        checks += [
-            (0 <= self.ema_decay < 1, f"ema_decay={self.ema_decay}: must be in [0, 1), e.g. 0.999"),
-            (
-                self.lookahead_steps >= 0,
-                f"lookahead_steps={self.lookahead_steps}: use k >= 1, e.g. 5 (0: none)",
-            ),
-            (
-                0 < self.lookahead_alpha <= 1,
-                f"lookahead_alpha={self.lookahead_alpha}: must be in (0, 1], e.g. 0.5",
-            ),
-        ]
-        if parse_mix(self.mix) is not None:
-            checks.append(
-                (self.devices == 1, f"mix={self.mix!r} trains on one device; drop --devices or --mix")
-            )
+        checks += self._option_checks()
         if self.dp_epsilon is not None:
             checks += [
                 (self.dp_epsilon > 0, f"dp_epsilon={self.dp_epsilon}: must be positive, e.g. 3"),
@@ -175,9 +161,30 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(message)
         self.augmentation  # noqa: B018  (parses, raising on a bad value)
-        if str(self.test_augmentation) != "none" and self.devices != 1:
-            raise ConfigError(f"tta={self.tta!r} evaluates on one device; drop --devices or --tta")
         return self
+
+    def _option_checks(self) -> list[tuple[bool, str]]:
+        """The checks of the EMA, Lookahead, mixing and test-time augmentation options."""
+        checks = [
+            (0 <= self.ema_decay < 1, f"ema_decay={self.ema_decay}: must be in [0, 1), e.g. 0.999"),
+            (
+                self.lookahead_steps >= 0,
+                f"lookahead_steps={self.lookahead_steps}: use k >= 1, e.g. 5 (0: none)",
+            ),
+            (
+                0 < self.lookahead_alpha <= 1,
+                f"lookahead_alpha={self.lookahead_alpha}: must be in (0, 1], e.g. 0.5",
+            ),
+        ]
+        if str(self.test_augmentation) != "none":
+            checks.append(
+                (self.devices == 1, f"tta={self.tta!r} evaluates on one device; drop --devices or --tta")
+            )
+        if parse_mix(self.mix) is not None:
+            checks.append(
+                (self.devices == 1, f"mix={self.mix!r} trains on one device; drop --devices or --mix")
+            )
+        return checks
 
     @property
     def augmentation(self) -> Augmentation:
