@@ -139,7 +139,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_many(train: argparse.ArgumentParser) -> None:
-    """The options that train many models in one program (`jaxconv.runs.fit_many`)."""
+    """``--recipe``, and the options that train many models in one program (`jaxconv.runs.fit_many`)."""
     many = train.add_argument_group("many models in one program")
     train.add_argument("--recipe", help=f"start from a named recipe's options: {', '.join(sorted(RECIPES))}")
     many.add_argument("--seeds", type=int, help="train N models, seeds --seed ... --seed + N - 1, together")

@@ -5,18 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from synthetic import tiny_net, write_idx_dataset
+from synthetic import tiny_registered, write_idx_dataset
 
 from jaxconv import cli
-from jaxconv.models import registry
 
 TINY = ["--model", "tiny", "--batch-size", "16", "--eval-batch-size", "40", "--no-progress"]
 
 
 @pytest.fixture(autouse=True, scope="module")
 def tiny_model():
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(registry._MODELS, "tiny", registry.ModelSpec("tiny", tiny_net, (28, 28, 1), 10, {}))
+    with tiny_registered():
         yield
 
 

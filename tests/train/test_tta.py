@@ -41,7 +41,9 @@ def test_the_step_averages_the_probabilities_over_the_views():
     )
     probabilities = np.zeros((5, 4))
     for view in numpy_views(IMAGES, 2):
-        logits = np.asarray(net.apply(params, state, (view.astype(np.float32) / 255 - 0.4) / 0.2)[0], np.float64)
+        logits = np.asarray(
+            net.apply(params, state, (view.astype(np.float32) / 255 - 0.4) / 0.2)[0], np.float64
+        )
         exp = np.exp(logits - logits.max(-1, keepdims=True))
         probabilities += exp / exp.sum(-1, keepdims=True) / 10
     assert float(metrics["loss"]) == pytest.approx(
