@@ -52,7 +52,7 @@ def main() -> None:
     config = jc.runs.TrainConfig(model=args.model, batch_size=args.batch_size)
     net = jc.models.get(args.model, num_classes=10)
     configs = jc.runs.model_configs(config, seeds=range(args.models))
-    program = many._program(net, data, config, configs, False)
+    program = many._program(net, data, config, configs, False, None)
     strategy = many.default_strategy() if args.strategy == "auto" else args.strategy
     over = many.over_models(strategy, args.chunk or args.models)
     many_step = many._many_train_step(program.step_of_one, program.hypers, over, False)
