@@ -17,11 +17,12 @@ import pytest
 from synthetic import dataset, tiny_net
 
 import jaxconv as jc
-from jaxconv.errors import ConfigError
+from jaxconv.errors import ConfigError, NonFiniteLossError
 from jaxconv.runs import Run, TrainConfig, fit, fit_many, model_configs, parse_grid
 from jaxconv.runs.grid import format_table, summarize
 from jaxconv.runs.many import default_strategy, model_bytes, over_models
 from jaxconv.runs.model_axis import Placement
+from jaxconv.runs.progress import check_finite
 
 TRAIN, TEST = dataset(64), dataset(40, "test", seed=1)
 CONFIG = TrainConfig(
@@ -171,3 +172,9 @@ def test_grids_and_seeds_are_checked():
     ]:
         with pytest.raises(ConfigError, match=message):
             bad()
+
+
+def test_a_non_finite_loss_names_the_models():
+    with pytest.raises(NonFiniteLossError, match=r"became nan at step 3 of epoch 1 \(models 1, 2 of 3\)"):
+        check_finite(np.array([0.5, np.nan, np.inf]), 0, 3, None)
+    check_finite(np.array([0.5, 0.25]), 0, 3, None)  # finite: nothing raised
