@@ -15,9 +15,11 @@ from typing import Any
 
 import optax
 
+from jaxconv.data.mixing import parse_mix
 from jaxconv.errors import ConfigError
 from jaxconv.models import DEFAULT_MODEL
-from jaxconv.train.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
+from jaxconv.train.ema import with_ema
+from jaxconv.train.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule, with_lookahead
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +88,15 @@ class TrainConfig:
         step in K augmented copies, its gradient the mean of theirs, then clipped.
       physical_batch_size: DP-SGD: compute each Poisson batch in chunks of this many
         examples (virtual batches: memory bounded by a chunk); None: all at once.
+      ema_decay: keep an exponential moving average of the weights with this decay
+        (`jaxconv.train.with_ema`), evaluated beside the weights each epoch; 0: none.
+      lookahead_steps: k of Lookahead (`jaxconv.train.with_lookahead`): every k steps the slow
+        weights move ``lookahead_alpha`` of the way to the trained ones; 0: none.
+      lookahead_alpha: the slow weights' step, in (0, 1].
+      mix: 'none', 'mixup', 'mixup=ALPHA', 'cutmix' or 'cutmix=ALPHA' (`jaxconv.data.parse_mix`),
+        on one device without DP-SGD.
+      tta: test-time augmentation, in `Augmentation.parse`'s terms: 'flip', 'crop=P' or
+        'crop=P,flip' average the evaluation over `jaxconv.data.test_views`; 'none': one view.
     """
 
     model: str = DEFAULT_MODEL
@@ -108,6 +119,11 @@ class TrainConfig:
     dp_clip: float = 1.0
     augmult: int = 1
     physical_batch_size: int | None = None
+    ema_decay: float = 0.0
+    lookahead_steps: int = 0
+    lookahead_alpha: float = 0.5
+    mix: str = "none"
+    tta: str = "none"
 
     def validate(self) -> TrainConfig:
         """Raise `ConfigError` naming the first bad value and a fix; return self."""
@@ -135,7 +151,7 @@ class TrainConfig:
                 f"label_smoothing={self.label_smoothing}: must be in [0, 1), e.g. 0.1",
             ),
         ]
-        checks += self._private_checks()
+        checks += self._option_checks() + self._private_checks()
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
@@ -169,12 +185,41 @@ class TrainConfig:
                     self.devices == 1,
                     f"devices={self.devices}: DP-SGD training runs on one device; drop --devices",
                 ),
+                (self.mix == "none", f"mix={self.mix!r}: DP-SGD trains on unmixed examples; drop --mix"),
             ]
+        return checks
+
+    def _option_checks(self) -> list[tuple[bool, str]]:
+        """The checks of the EMA, Lookahead, mixing and test-time augmentation options."""
+        checks = [
+            (0 <= self.ema_decay < 1, f"ema_decay={self.ema_decay}: must be in [0, 1), e.g. 0.999"),
+            (
+                self.lookahead_steps >= 0,
+                f"lookahead_steps={self.lookahead_steps}: use k >= 1, e.g. 5 (0: none)",
+            ),
+            (
+                0 < self.lookahead_alpha <= 1,
+                f"lookahead_alpha={self.lookahead_alpha}: must be in (0, 1], e.g. 0.5",
+            ),
+        ]
+        if str(self.test_augmentation) != "none":
+            checks.append(
+                (self.devices == 1, f"tta={self.tta!r} evaluates on one device; drop --devices or --tta")
+            )
+        if parse_mix(self.mix) is not None:
+            checks.append(
+                (self.devices == 1, f"mix={self.mix!r} trains on one device; drop --devices or --mix")
+            )
         return checks
 
     @property
     def augmentation(self) -> Augmentation:
         return Augmentation.parse(self.augment)
+
+    @property
+    def test_augmentation(self) -> Augmentation:
+        """The views of test-time augmentation (``tta``)."""
+        return Augmentation.parse(self.tta)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
@@ -202,6 +247,9 @@ def optimizer_for(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTr
         total_steps=config.epochs * steps_per_epoch,
         warmup_steps=round(config.warmup_epochs * steps_per_epoch),
     )
-    return make_optimizer(
+    optimizer = make_optimizer(
         config.optimizer, schedule, weight_decay=config.weight_decay, momentum=config.momentum
     )
+    if config.lookahead_steps:
+        optimizer = with_lookahead(optimizer, config.lookahead_steps, config.lookahead_alpha)
+    return with_ema(optimizer, config.ema_decay) if config.ema_decay else optimizer

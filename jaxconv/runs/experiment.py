@@ -91,7 +91,9 @@ def evaluate_run(run_dir: PathLike, *, data_root: PathLike | None = None, split:
     optimizer = optimizer_for(config, max(len(train_data) // config.batch_size, 1))
     template = init_train_state(net, optimizer, (-1, *data.images.shape[1:]), jax.random.key(config.seed))
     train_state, _ = load_checkpoint(run.checkpoint, like=template)
-    eval_step = make_eval_step(net, preprocess=make_preprocess(train_data.mean, train_data.std))
+    views = config.test_augmentation
+    preprocess = make_preprocess(train_data.mean, train_data.std)
+    eval_step = make_eval_step(net, preprocess=preprocess, crop_padding=views.crop_padding, flip=views.flip)
     return evaluate(eval_step, train_state.params, train_state.state, data, config.eval_batch_size)
 
 
@@ -115,8 +117,9 @@ def report(
             "best_test_top1": max(record["test_top1"] for record in history),
             "images_per_second": last["train_images_per_second"],
         }
-        if "epsilon" in last:
-            results["epsilon"] = last["epsilon"]
+        results |= {
+            name: last[name] for name in ("epsilon", "test_ema_top1", "test_ema_loss") if name in last
+        }
     if result is not None:
         results |= _figures_of_the_result(run, net, test_data, result)
     run.write_results(results)
