@@ -179,12 +179,15 @@ def test_private_batches_are_padded_poisson_samples(key):
 
 
 def test_fit_trains_privately_and_records_the_epsilon_spent(key):
-    result = fit(dp_cnn(), dataset(96), dataset(40, "test", seed=1), PRIVATE, progress=False)
+    """With De et al.'s additions: 2 augmented copies per example, chunks of 8, an EMA."""
+    config = dataclasses.replace(PRIVATE, augment="crop=2", augmult=2, physical_batch_size=8, ema_decay=0.9)
+    result = fit(dp_cnn(), dataset(96), dataset(40, "test", seed=1), config, progress=False)
     assert result.privacy is not None and result.privacy.steps == 2 * (96 // 16)
     assert [record["epoch"] for record in result.history] == [1, 2]
     spent = [record["epsilon"] for record in result.history]
     assert 0 < spent[0] < spent[1] <= 3.0
     assert np.isfinite(result.history[-1]["train_loss"])
+    assert 0 <= result.history[-1]["test_ema_top1"] <= 1
 
 
 def test_the_command_refuses_a_batchnorm_model_before_writing(capsys, tmp_path, data_dir):
