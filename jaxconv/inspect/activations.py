@@ -1,0 +1,131 @@
+"""Every layer's output, by its path in ``params``, from one jitted pass over a net.
+
+    outputs = jc.inspect.activations(net, params, state, images)
+    outputs[("conv_0",)]          # (N, H, W, K): the first convolution's output volume
+    outputs[()]                   # the net's own output: the logits
+
+The net runs inside `jaxconv.core.intercept`, so every combinator (``serial``, ``residual``,
+``parallel``, ``wired``, the zoo's blocks) threads params, state and keys exactly as in
+``net.apply``; the hook only keeps what each child returns. The keys are the layers' paths
+(`jaxconv.core.walk`), the same names as in ``params`` (``("residual_4", "body", "conv_0")``).
+A layer whose children run inside a JAX transformation of their own (`jaxconv.remat`: its traits
+say ``opaque``) is one volume: its insides are not kept. A layer applied twice keeps its last
+output.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
+
+import jax
+
+from jaxconv.core import Key, Layer, LayerPath, Params, State, info, intercept, walk
+from jaxconv.errors import LayerPathError
+from jaxconv.traits import Traits
+
+OnOutput = Callable[[LayerPath, Any], Any]  # on_output(path, y) -> the y the net goes on with
+
+PathLike = LayerPath | str  # ("block_1", "conv_0") or "block_1/conv_0"
+
+
+def activations(
+    net: Layer,
+    params: Params,
+    state: State,
+    x: jax.Array,
+    *,
+    train: bool = False,
+    key: Key | None = None,
+    paths: Collection[PathLike] | None = None,
+) -> dict[LayerPath, jax.Array]:
+    """``{path: output}`` of every layer ``net`` applies, and ``()``: the net's output (the logits).
+
+    x (N, H, W, C). One jitted pass: the outputs are those of ``net.apply(params, state, x,
+    key=key, train=train)`` (with ``train=True`` BatchNorm uses the batch's statistics and a
+    ``key`` drives dropout). ``paths`` keeps only those layers (a tuple of names or
+    ``"a/b"``; the logits are always kept); a path the net does not have is a `LayerPathError`
+    that lists the ones it has.
+    """
+    wanted = None if paths is None else tuple(sorted(as_path(path) for path in paths))
+    if wanted is not None:
+        _check_paths(net, wanted)
+    return _jitted(net, train, wanted)(params, state, x, key)
+
+
+def as_path(path: PathLike) -> LayerPath:
+    """``"a/b"`` or ``("a", "b")`` as the tuple ``("a", "b")``; ``""`` and ``()`` are the net."""
+    if isinstance(path, str):
+        return tuple(name for name in path.split("/") if name)
+    return tuple(path)
+
+
+def layer_paths(net: Layer) -> list[LayerPath]:
+    """The path of every layer `activations` can keep, parents before children (the net at ``()``);
+    the insides of an opaque layer (`jaxconv.remat`) are left out."""
+    found, hidden = [], []
+    for path, description in walk(net):
+        if any(path[: len(prefix)] == prefix for prefix in hidden):
+            continue
+        found.append(path)
+        if (description.traits or Traits()).opaque:
+            hidden.append(path + ("",))  # a prefix only its children have
+    return found
+
+
+def run_net(
+    net: Layer,
+    params: Params,
+    state: State,
+    x: Any,
+    key: Key | None,
+    train: bool,
+    on_output: OnOutput,
+) -> Any:
+    """``net.apply(params, state, x, key=key, train=train)[0]`` where every layer's output y goes
+    on as ``on_output(path, y)`` (the net's own at path ``()`` too); to watch or perturb a layer.
+    An opaque layer (`jaxconv.remat`) runs as it is, and only its output is seen."""
+
+    def hook(path, layer, params, state, x, key, train):
+        if (info(layer).traits or Traits()).opaque:  # its children run inside a JAX transformation
+            with intercept(_as_is):
+                y, new_state = layer.apply(params, state, x, key=key, train=train)
+        else:
+            y, new_state = layer.apply(params, state, x, key=key, train=train)
+        return on_output(path, y), new_state
+
+    with intercept(hook):
+        return hook((), net, params, state, x, key, train)[0]
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted(net: Layer, train: bool, wanted: tuple[LayerPath, ...] | None):
+    def run(params: Params, state: State, x: jax.Array, key: Key | None) -> dict[LayerPath, jax.Array]:
+        kept: dict[LayerPath, jax.Array] = {}
+
+        def keep(path: LayerPath, y: Any) -> Any:
+            if wanted is None or path in wanted or path == ():
+                kept[path] = y
+            return y
+
+        run_net(net, params, state, x, key, train, keep)
+        return kept
+
+    return jax.jit(run)
+
+
+def _check_paths(net: Layer, wanted: Sequence[LayerPath]) -> None:
+    known = set(layer_paths(net))
+    unknown = [path for path in wanted if path not in known]
+    if unknown:
+        names = ", ".join("/".join(path) for path in layer_paths(net) if path)
+        raise LayerPathError(
+            f"activations: the net has no layer at {', '.join(repr('/'.join(p)) for p in unknown)}; "
+            f"its layer paths are: {names}"
+        )
+
+
+def _as_is(path, layer, params, state, x, key, train):
+    """The hook that applies a layer as it is."""
+    return layer.apply(params, state, x, key=key, train=train)
