@@ -28,7 +28,7 @@ import numpy as np
 
 from jaxconv.core import Key, Layer, LayerPath, Params, State
 from jaxconv.errors import LayerPathError, ShapeError
-from jaxconv.inspect.activations import PathLike, as_path, layer_paths, run_net
+from jaxconv.inspect.capture import PathLike, as_path, layer_paths, run_net
 
 Target = int | jax.Array | np.ndarray | None
 

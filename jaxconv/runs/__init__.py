@@ -18,15 +18,19 @@ from jaxconv.runs.config import Augmentation, TrainConfig, optimizer_for
 from jaxconv.runs.directory import Run, default_run_dir, is_writer
 from jaxconv.runs.experiment import evaluate_run, report, train_run
 from jaxconv.runs.figures import first_conv_kernel, plot_confusion, plot_curves, plot_filters
+from jaxconv.runs.html_report import REPORT, write_report
 from jaxconv.runs.loop import FitResult, fit
 from jaxconv.runs.private import PrivacyPlan, privacy_plan
+from jaxconv.runs.trained import Trained, restore
 
 __all__ = [
+    "REPORT",
     "Augmentation",
     "FitResult",
     "PrivacyPlan",
     "Run",
     "TrainConfig",
+    "Trained",
     "default_run_dir",
     "evaluate_run",
     "first_conv_kernel",
@@ -38,5 +42,7 @@ __all__ = [
     "plot_filters",
     "privacy_plan",
     "report",
+    "restore",
     "train_run",
+    "write_report",
 ]

@@ -17,7 +17,9 @@ from jaxconv.inspect import activations, layer_paths
 
 def small_net() -> jc.Layer:
     block = jc.residual(jc.serial(jc.Conv(4, 3, padding=1), jc.BatchNorm(), jc.Relu))
-    branches = jc.serial(jc.fan_out(2), jc.parallel(jc.Conv(2, 1), jc.MaxPool(3, 1, padding=1)), jc.fan_in_concat())
+    branches = jc.serial(
+        jc.fan_out(2), jc.parallel(jc.Conv(2, 1), jc.MaxPool(3, 1, padding=1)), jc.fan_in_concat()
+    )
     return jc.serial(jc.Conv(4, 3, padding=1), jc.Relu, block, branches, jc.Flatten, jc.Dense(5))
 
 
@@ -39,7 +41,7 @@ def one_by_one(layer: jc.Layer, params, state, x, path=()) -> dict:
             outputs |= one_by_one(child, params.get(name, {}), state.get(name, {}), y, (*path, name))
             y = outputs[(*path, name)]
     elif description.kind == "Residual":
-        (name, body), = description.children
+        ((name, body),) = description.children
         outputs |= one_by_one(body, params.get(name, {}), state.get(name, {}), x, (*path, name))
         y = outputs[(*path, name)] + x
     elif description.kind == "Parallel":
@@ -78,7 +80,7 @@ def test_only_the_paths_asked_for_and_a_clear_error_for_a_wrong_one(net_and_weig
     net, params, state, x = net_and_weights
     got = activations(net, params, state, x, paths=["residual_2/body/conv_0", ("conv_0",)])
     assert set(got) == {(), ("residual_2", "body", "conv_0"), ("conv_0",)}
-    with pytest.raises(LayerPathError, match="no layer at 'residual_2/conv_0'.*residual_2/body/conv_0"):
+    with pytest.raises(LayerPathError, match=r"no layer at 'residual_2/conv_0'.*residual_2/body/conv_0"):
         activations(net, params, state, x, paths=["residual_2/conv_0"])
 
 
@@ -105,3 +107,19 @@ def test_every_layer_of_every_zoo_family_is_kept(name):
         assert any(path[: len(kept)] == kept for kept in got if kept), "/".join(path)
     convs = [path for path, info in core.walk(net) if info.kind == "Conv"]
     assert convs and all(len(got[path].shape) == 4 for path in convs if path in got)
+
+
+def test_an_opaque_layer_is_one_volume(net_and_weights):
+    """A `remat` block runs its children inside a JAX transformation: its output is kept, its
+    insides are not, and the values are the same as without it."""
+    inner = jc.serial(jc.Conv(3, 3, padding=1), jc.Relu)
+    plain, wrapped = (
+        jc.serial(jc.Conv(4, 3), block, jc.Flatten, jc.Dense(2)) for block in (inner, jc.remat(inner))
+    )
+    params, state = random_params(plain, (-1, 6, 6, 2))
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 6, 6, 2)), jnp.float32)
+    got, expected = activations(wrapped, params, state, x), activations(plain, params, state, x)
+    assert set(expected) - set(got) == {("serial_1", "conv_0"), ("serial_1", "relu_1")}
+    assert set(got) == set(layer_paths(wrapped))
+    for path in got:
+        np.testing.assert_allclose(got[path], expected[path], rtol=1e-6)

@@ -26,7 +26,10 @@ from scipy.stats import spearmanr  # noqa: E402
 
 TARGETS = [3, 7]
 # the last block's output in each: torchvision's layer4[-1] (after its ReLU) and features[19] (ReLU)
-MODELS = {"resnet18": ("stage4/relu_3", lambda tv: tv.layer4[-1]), "vgg11": ("stage5/conv2", lambda tv: tv.features[19])}
+MODELS = {
+    "resnet18": ("stage4/relu_3", lambda tv: tv.layer4[-1]),
+    "vgg11": ("stage5/conv2", lambda tv: tv.features[19]),
+}
 
 
 @pytest.fixture(scope="module", params=sorted(MODELS))

@@ -64,14 +64,25 @@ def as_path(path: PathLike) -> LayerPath:
 def layer_paths(net: Layer) -> list[LayerPath]:
     """The path of every layer `activations` can keep, parents before children (the net at ``()``);
     the insides of an opaque layer (`jaxconv.remat`) are left out."""
-    found, hidden = [], []
+    found, opaque = [], []
     for path, description in walk(net):
-        if any(path[: len(prefix)] == prefix for prefix in hidden):
+        if any(len(path) > len(above) and path[: len(above)] == above for above in opaque):
             continue
         found.append(path)
         if (description.traits or Traits()).opaque:
-            hidden.append(path + ("",))  # a prefix only its children have
+            opaque.append(path)
     return found
+
+
+def last_conv_path(net: Layer) -> LayerPath:
+    """The path of the last convolution (``Conv``) of ``net`` in `layer_paths` order: Grad-CAM's
+    usual layer. A net without one is a `LayerPathError`."""
+    convs = [
+        path for path, description in walk(net) if description.kind == "Conv" and path in layer_paths(net)
+    ]
+    if not convs:
+        raise LayerPathError(f"{info(net).kind}: the net has no Conv layer to explain; give a layer path")
+    return convs[-1]
 
 
 def run_net(
