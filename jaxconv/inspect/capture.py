@@ -45,13 +45,15 @@ def activations(
     x (N, H, W, C). One jitted pass: the outputs are those of ``net.apply(params, state, x,
     key=key, train=train)`` (with ``train=True`` BatchNorm uses the batch's statistics and a
     ``key`` drives dropout). ``paths`` keeps only those layers (a tuple of names or
-    ``"a/b"``; the logits are always kept); a path the net does not have is a `LayerPathError`
-    that lists the ones it has.
+    ``"a/b"``; the logits are always kept). The dict is in `layer_paths` order: the net, then
+    each layer before its children, children in the order they are defined. A path the net
+    does not have is a `LayerPathError` that lists the ones it has.
     """
     wanted = None if paths is None else tuple(sorted(as_path(path) for path in paths))
     if wanted is not None:
         _check_paths(net, wanted)
-    return _jitted(net, train, wanted)(params, state, x, key)
+    outputs = _jitted(net, train, wanted)(params, state, x, key)
+    return {path: outputs[path] for path in layer_paths(net) if path in outputs}  # in walk order
 
 
 def as_path(path: PathLike) -> LayerPath:
