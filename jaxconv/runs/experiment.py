@@ -87,7 +87,9 @@ def evaluate_run(run_dir: PathLike, *, data_root: PathLike | None = None, split:
     trained = restore(run_dir, data_root=data_root, split=split, action="evaluate")
     preprocess = make_preprocess(trained.train_data.mean, trained.train_data.std)
     eval_step = make_eval_step(trained.net, preprocess=preprocess)
-    return evaluate(eval_step, trained.params, trained.state, trained.test_data, trained.config.eval_batch_size)
+    return evaluate(
+        eval_step, trained.params, trained.state, trained.test_data, trained.config.eval_batch_size
+    )
 
 
 def report(

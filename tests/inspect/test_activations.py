@@ -12,7 +12,7 @@ from helpers import random_params
 import jaxconv as jc
 from jaxconv import core, models
 from jaxconv.errors import LayerPathError
-from jaxconv.inspect import activations, layer_paths
+from jaxconv.inspect import activations, last_conv_path, layer_paths
 
 
 def small_net() -> jc.Layer:
@@ -123,3 +123,9 @@ def test_an_opaque_layer_is_one_volume(net_and_weights):
     assert set(got) == set(layer_paths(wrapped))
     for path in got:
         np.testing.assert_allclose(got[path], expected[path], rtol=1e-6)
+
+
+def test_the_last_convolution_is_found():
+    assert last_conv_path(small_net()) == ("serial_3", "parallel_1", "conv_0")
+    with pytest.raises(LayerPathError, match="no Conv layer"):
+        last_conv_path(jc.serial(jc.Flatten, jc.Dense(2)))
