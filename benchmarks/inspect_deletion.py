@@ -41,7 +41,7 @@ def main() -> None:
     probability = jax.jit(
         lambda x, y: jnp.take_along_axis(jax.nn.softmax(net.apply(params, state, x)[0]), y[:, None], 1)[:, 0]
     )
-    mean_image = trained.preprocess(trained.train_data.images.mean(axis=0, keepdims=True))  # per pixel
+    mean_image = trained.preprocess(trained.train_data.images.mean(axis=0, keepdims=True) / 255)  # per pixel
     baselines = {"dataset_mean": jnp.zeros_like(mean_image), "mean_image": mean_image}
     drops = {(b, m): [] for b in baselines for m in METHODS}
     rng, started = np.random.default_rng(0), time.perf_counter()
@@ -61,14 +61,8 @@ def main() -> None:
             found.append(np.asarray(before - probability(deleted, y)))
     result: dict = {"images": args.images, "fraction": args.fraction, "layer": "/".join(layer)}
     for baseline in baselines:
-        mean = {
-            name: float(np.concatenate(drops[baseline, name]).mean())
-            for name in ("grad_cam", "saliency", "occlusion", "random")
-        }
-        result[baseline] = mean | {
-            f"{name}_over_random": mean[name] / mean["random"]
-            for name in ("grad_cam", "saliency", "occlusion")
-        }
+        mean = {name: float(np.concatenate(drops[baseline, name]).mean()) for name in METHODS}
+        result[baseline] = mean | {f"{name}_over_random": mean[name] / mean["random"] for name in METHODS[:3]}
     result["seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(result, indent=1))
 

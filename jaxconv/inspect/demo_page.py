@@ -13,7 +13,6 @@ page's script only shows the products of each step.
 
 from __future__ import annotations
 
-import html
 import json
 import os
 from dataclasses import dataclass
@@ -130,9 +129,14 @@ def conv_demo_html(demo: ConvDemo) -> str:
         '<p><button id="previous">previous</button> <button id="next">next</button> '
         '<button id="toggle">toggle movement</button></p>\n'
         '<div id="volumes"></div>\n<p id="arithmetic"></p>\n'
-        f'<script type="application/json" id="demo-data">{html.escape(json.dumps(data), quote=False)}</script>'
+        f'<script type="application/json" id="demo-data">{_script_safe(json.dumps(data))}</script>'
     )
     return html_page(title, body, style=_STYLE, script=_SCRIPT)
+
+
+def _script_safe(text: str) -> str:
+    """JSON to put inside a ``<script>`` element: no ``</`` that could close it early."""
+    return text.replace("</", "<\\/")
 
 
 def write_conv_demo(path: str | os.PathLike[str], demo: ConvDemo | None = None) -> Path:
