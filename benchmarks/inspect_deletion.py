@@ -3,10 +3,12 @@
 On a trained run (default: the default model on Fashion-MNIST, `jaxconv train --run-dir
 /tmp/inspect-run`), for each of the first N test images, set the 20% of pixels with the highest
 attribution for the true class to the dataset mean (0 after normalisation) and measure how much
-the true class's softmax probability drops; compare Grad-CAM (last convolution, or
-``--layer``), saliency (max |gradient| over channels), occlusion (6x6 windows, stride 3) and a
-random 20% (and a random 20% in blobs as coherent as Grad-CAM's, ``random_blobs``). Two readings of "the dataset mean": the mean pixel value (0 after normalisation,
-``dataset_mean``) and the per-pixel mean training image (``mean_image``).
+the true class's softmax probability drops; compare Grad-CAM (the last convolution block's
+output, after its BatchNorm and ReLU, or ``--layer``), saliency (max |gradient| over
+channels), occlusion (6x6 windows, stride 3) and a random 20% (and a random 20% in blobs as
+coherent as Grad-CAM's, ``random_blobs``). Two readings of "the dataset mean": the mean pixel
+value (0 after normalisation, ``dataset_mean``) and the per-pixel mean training image
+(``mean_image``).
 
     python benchmarks/inspect_deletion.py --run-dir /tmp/inspect-run --images 1000
 """
@@ -37,7 +39,7 @@ def main() -> None:
     args = parser.parse_args()
     trained = restore(args.run_dir)
     net, params, state = trained.net, trained.params, trained.state
-    layer = as_path(args.layer) if args.layer else last_conv_path(net)
+    layer = as_path(args.layer) if args.layer else last_conv_path(net, through_elementwise=True)
     probability = jax.jit(
         lambda x, y: jnp.take_along_axis(jax.nn.softmax(net.apply(params, state, x)[0]), y[:, None], 1)[:, 0]
     )

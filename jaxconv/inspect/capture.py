@@ -76,15 +76,25 @@ def layer_paths(net: Layer) -> list[LayerPath]:
     return found
 
 
-def last_conv_path(net: Layer) -> LayerPath:
+def last_conv_path(net: Layer, *, through_elementwise: bool = False) -> LayerPath:
     """The path of the last convolution (``Conv``) of ``net`` in `layer_paths` order: Grad-CAM's
-    usual layer. A net without one is a `LayerPathError`."""
-    convs = [
-        path for path, description in walk(net) if description.kind == "Conv" and path in layer_paths(net)
-    ]
+    usual layer. With ``through_elementwise``, the last of the elementwise layers that follow it
+    in its block (its BatchNorm and ReLU: the conv block's output). A net without a Conv is a
+    `LayerPathError`."""
+    kept = set(layer_paths(net))
+    convs = [path for path, description in walk(net) if description.kind == "Conv" and path in kept]
     if not convs:
         raise LayerPathError(f"{info(net).kind}: the net has no Conv layer to explain; give a layer path")
-    return convs[-1]
+    path = convs[-1]
+    if not through_elementwise:
+        return path
+    siblings = dict(walk(net))[path[:-1]].children
+    names = [name for name, _ in siblings]
+    for name, child in siblings[names.index(path[-1]) + 1 :]:
+        if not (info(child).traits or Traits()).elementwise:
+            break
+        path = (*path[:-1], name)
+    return path
 
 
 def run_net(

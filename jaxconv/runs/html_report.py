@@ -136,7 +136,7 @@ def _inside_section(trained: Trained, count: int) -> str:
     outputs = activations(trained.net, trained.params, trained.state, x)
     names = trained.test_data.class_names
     figure = activation_figure(outputs, images[0], class_names=names)
-    layer = last_conv_path(trained.net)
+    layer = last_conv_path(trained.net, through_elementwise=True)
     cams = grad_cam(trained.net, trained.params, trained.state, x, layer=layer)
     predicted = np.asarray(outputs[()]).argmax(axis=1)
     titles = [f"#{i}: {names[p]}" for i, p in enumerate(predicted)]

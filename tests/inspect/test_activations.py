@@ -127,5 +127,7 @@ def test_an_opaque_layer_is_one_volume(net_and_weights):
 
 def test_the_last_convolution_is_found():
     assert last_conv_path(small_net()) == ("serial_3", "parallel_1", "conv_0")
+    assert last_conv_path(models.get("convnet")) == ("conv_4",)
+    assert last_conv_path(models.get("convnet"), through_elementwise=True) == ("relu_6",)  # after BN, ReLU
     with pytest.raises(LayerPathError, match="no Conv layer"):
         last_conv_path(jc.serial(jc.Flatten, jc.Dense(2)))
