@@ -17,6 +17,8 @@ import sys
 import time
 from typing import Any
 
+import jax
+
 from jaxconv import models
 from jaxconv.core import Layer
 from jaxconv.data import Dataset, load
@@ -53,9 +55,9 @@ def train_run(
     defaults (what ``jaxconv train`` passes), or None; ``run_dir`` None is `default_run_dir`.
     With ``resume`` the configuration is read from ``run_dir`` and any option given must
     agree with it (`Run.open`). When training ends (all epochs, ``stop_after_epoch``, a
-    non-finite loss or Ctrl-C) the run directory gets its figures and ``results.json`` (and,
-    unless interrupted, ``report.html``: `jaxconv.runs.write_report`); an
-    error before training writes nothing. In a run of several processes each calls it alike
+    non-finite loss or Ctrl-C) the run directory gets its figures and ``results.json``, and
+    (not after an interruption, nor in a run of several processes: ``jaxconv report`` later)
+    ``report.html`` (`jaxconv.runs.write_report`); an error before training writes nothing. In a run of several processes each calls it alike
     and process 0 writes. ``progress``: say where the run goes, show a bar per epoch.
     """
     run, config = Run.open(run_dir, config, resume=resume)
@@ -77,7 +79,7 @@ def train_run(
     if writer:
         status = "complete" if len(result.history) == config.epochs else "paused"
         report(run, net, test_data, result, status=status, seconds=time.perf_counter() - started)
-        if run.checkpoint.exists():
+        if run.checkpoint.exists() and jax.process_count() == 1:  # several: `jaxconv report` after
             write_report(run.path, data_root=data_root)
     return result
 
