@@ -223,6 +223,36 @@ def intercept(hook: Hook) -> Iterator[None]:
         _hook.reset(token)
 
 
+Watch = Callable[[LayerPath, Layer, Any, Any], Any]
+"""``watch(path, layer, x, y) -> y'``: sees each layer's input x and output y; the net goes on with y'."""
+
+
+def apply_watched(
+    net: Layer, params: Params, state: State, x: Any, key: Key | None, train: bool, watch: Watch
+) -> Any:
+    """``net.apply(params, state, x, key=key, train=train)[0]`` with every layer's output y (the
+    net's own at path ``()`` too) replaced by ``watch(path, layer, x, y)``: the one walk of the
+    tools that watch or perturb what layers compute (`jaxconv.inspect`, the per-example taps).
+    A layer whose traits say ``opaque`` (`jaxconv.remat`) runs its children as they are, since
+    they run inside a JAX transformation of its own; only its own output is watched."""
+
+    def hook(path, layer, params, state, x, key, train):
+        if (info(layer).traits or Traits()).opaque:
+            with intercept(_as_is):
+                y, new_state = layer.apply(params, state, x, key=key, train=train)
+        else:
+            y, new_state = layer.apply(params, state, x, key=key, train=train)
+        return watch(path, layer, x, y), new_state
+
+    with intercept(hook):
+        return hook((), net, params, state, x, key, train)[0]
+
+
+def _as_is(path, layer, params, state, x, key, train):
+    """The hook that applies a layer as it is."""
+    return layer.apply(params, state, x, key=key, train=train)
+
+
 def put(tree: dict[str, PyTree], name: str, value: PyTree) -> None:
     """Store a child's params or state, leaving out empty ones to keep trees readable."""
     if not is_empty(value):

@@ -21,7 +21,7 @@ from typing import Any
 
 import jax
 
-from jaxconv.core import Key, Layer, LayerPath, Params, State, info, intercept, walk
+from jaxconv.core import Key, Layer, LayerPath, Params, State, apply_watched, info, walk
 from jaxconv.errors import LayerPathError
 from jaxconv.traits import Traits
 
@@ -108,18 +108,9 @@ def run_net(
 ) -> Any:
     """``net.apply(params, state, x, key=key, train=train)[0]`` where every layer's output y goes
     on as ``on_output(path, y)`` (the net's own at path ``()`` too); to watch or perturb a layer.
-    An opaque layer (`jaxconv.remat`) runs as it is, and only its output is seen."""
-
-    def hook(path, layer, params, state, x, key, train):
-        if (info(layer).traits or Traits()).opaque:  # its children run inside a JAX transformation
-            with intercept(_as_is):
-                y, new_state = layer.apply(params, state, x, key=key, train=train)
-        else:
-            y, new_state = layer.apply(params, state, x, key=key, train=train)
-        return on_output(path, y), new_state
-
-    with intercept(hook):
-        return hook((), net, params, state, x, key, train)[0]
+    An opaque layer (`jaxconv.remat`) runs as it is, and only its output is seen
+    (`jaxconv.core.apply_watched`)."""
+    return apply_watched(net, params, state, x, key, train, lambda path, layer, x, y: on_output(path, y))
 
 
 @functools.lru_cache(maxsize=64)
@@ -147,8 +138,3 @@ def _check_paths(net: Layer, wanted: Sequence[LayerPath]) -> None:
             f"activations: the net has no layer at {', '.join(repr('/'.join(p)) for p in unknown)}; "
             f"its layer paths are: {names}"
         )
-
-
-def _as_is(path, layer, params, state, x, key, train):
-    """The hook that applies a layer as it is."""
-    return layer.apply(params, state, x, key=key, train=train)

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxconv.core import Key, Layer, LayerPath, Params, PyTree, State, info, intercept, leaf_path, subtree
+from jaxconv.core import Key, Layer, LayerPath, Params, PyTree, State, apply_watched, info, leaf_path, subtree
 from jaxconv.losses import cross_entropy
 from jaxconv.per_example.mapped import example_keys
 from jaxconv.per_example.tap_grads import (
@@ -207,19 +207,15 @@ def apply_tapped(
     """``net.apply(params, state, x, key=key, train=train)[0]`` with the output y of every tapped
     layer (of those at the paths ``only``, if given) replaced by ``on_tap(path, layer, x, y)``,
     x the layer's input; the net itself is at path ``()``. The combinators apply their children
-    as always (`jaxconv.core.intercept`); a `remat` sub-net is applied untapped."""
+    as always (`jaxconv.core.apply_watched`); a `remat` sub-net is applied untapped."""
 
-    def hook(path, layer, params, state, x, key, train):
-        if (info(layer).traits or Traits()).opaque:  # its children run inside a jax.custom_vjp
-            with intercept(_untapped):
-                return layer.apply(params, state, x, key=key, train=train)
-        y, new_state = layer.apply(params, state, x, key=key, train=train)
-        if is_tapped(layer) and (only is None or path in only):
-            y = on_tap(path, layer, x, y)
-        return y, new_state
+    def watch(path, layer, x, y):
+        opaque = (info(layer).traits or Traits()).opaque  # its children run inside a jax.custom_vjp
+        if is_tapped(layer) and not opaque and (only is None or path in only):
+            return on_tap(path, layer, x, y)
+        return y
 
-    with intercept(hook):
-        return hook((), net, params, state, x, key, train)[0]
+    return apply_watched(net, params, state, x, key, train, watch)
 
 
 def is_tapped(layer: Layer) -> bool:
@@ -246,11 +242,6 @@ def find_taps(
 
     jax.eval_shape(first_example, x[:1], None if key is None else jax.random.fold_in(key, 0))
     return {path: found[0] for path, found in calls.items() if len(found) == 1}
-
-
-def _untapped(path, layer, params, state, x, key, train):
-    """The hook that applies every layer as it is."""
-    return layer.apply(params, state, x, key=key, train=train)
 
 
 def _norm_tap(layer: Layer, kernel_shape: tuple[int, ...], has_bias: bool):
