@@ -211,11 +211,11 @@ Hook = Callable[[LayerPath, Layer, Params, State, Any, "Key | None", bool], tupl
 
 
 @contextlib.contextmanager
-def intercept(hook: Hook) -> Iterator[None]:
-    """Within this block every combinator applies its children through ``hook``, with the child's
-    path in the net: to watch or replace what layers compute (the per-example taps), while the
-    combinators keep threading keys, params and state as they always do. Python-level and
-    trace-time only: under `jax.jit` it shapes the traced program, not each run."""
+def intercept(hook: Hook | None) -> Iterator[None]:
+    """Within this block every combinator applies its children through ``hook`` (None: as they
+    are), with the child's path in the net: to watch or replace what layers compute (the
+    per-example taps), while the combinators keep threading keys, params and state as they
+    always do. Python-level and trace-time only: under `jax.jit` it shapes the traced program."""
     token = _hook.set(hook)
     try:
         yield
@@ -223,34 +223,22 @@ def intercept(hook: Hook) -> Iterator[None]:
         _hook.reset(token)
 
 
-Watch = Callable[[LayerPath, Layer, Any, Any], Any]
-"""``watch(path, layer, x, y) -> y'``: sees each layer's input x and output y; the net goes on with y'."""
+Watch = Callable[[LayerPath, Layer, Any, Any], Any]  # watch(path, layer, x, y) -> the y to go on with
 
 
 def apply_watched(
     net: Layer, params: Params, state: State, x: Any, key: Key | None, train: bool, watch: Watch
 ) -> Any:
-    """``net.apply(params, state, x, key=key, train=train)[0]`` with every layer's output y (the
-    net's own at path ``()`` too) replaced by ``watch(path, layer, x, y)``: the one walk of the
-    tools that watch or perturb what layers compute (`jaxconv.inspect`, the per-example taps).
-    A layer whose traits say ``opaque`` (`jaxconv.remat`) runs its children as they are, since
-    they run inside a JAX transformation of its own; only its own output is watched."""
+    """``net.apply(params, state, x, key=key, train=train)[0]`` with each layer's output y (the net's
+    at ``()`` too) replaced by ``watch(path, layer, x, y)``; an opaque layer's children run as is."""
 
     def hook(path, layer, params, state, x, key, train):
-        if (info(layer).traits or Traits()).opaque:
-            with intercept(_as_is):
-                y, new_state = layer.apply(params, state, x, key=key, train=train)
-        else:
+        with intercept(None) if (info(layer).traits or Traits()).opaque else contextlib.nullcontext():
             y, new_state = layer.apply(params, state, x, key=key, train=train)
         return watch(path, layer, x, y), new_state
 
     with intercept(hook):
         return hook((), net, params, state, x, key, train)[0]
-
-
-def _as_is(path, layer, params, state, x, key, train):
-    """The hook that applies a layer as it is."""
-    return layer.apply(params, state, x, key=key, train=train)
 
 
 def put(tree: dict[str, PyTree], name: str, value: PyTree) -> None:
