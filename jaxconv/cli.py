@@ -35,7 +35,17 @@ from jaxconv import distributed, models
 from jaxconv.analysis import summary
 from jaxconv.distributed.multiprocess import ENVIRONMENT
 from jaxconv.inspect import conv_demo, write_conv_demo
-from jaxconv.runs import TrainConfig, evaluate_run, is_writer, train_run, write_report
+from jaxconv.runs import (
+    GRID_FIELDS,
+    TrainConfig,
+    evaluate_run,
+    is_writer,
+    parse_grid,
+    train_run,
+    write_report,
+)
+from jaxconv.runs.recipes import RECIPES, recipe
+from jaxconv.runs.sweep import is_many_run, train_many_run
 from jaxconv.train import OPTIMIZERS, SCHEDULES
 
 EXIT_ERROR, EXIT_USAGE = 1, 2
@@ -162,9 +172,12 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         ("--seed", int, f"default {defaults.seed}"),
         ("--eval-batch-size", int, f"default {defaults.eval_batch_size}"),
         ("--devices", int, f"devices, data parallel, of all processes together (default {defaults.devices})"),
-        ("--dp-epsilon", float, "train with DP-SGD to this epsilon, e.g. 3 (default: not private)"),
-        ("--dp-delta", float, f"DP-SGD's delta (default {defaults.dp_delta})"),
-        ("--dp-clip", float, f"DP-SGD's per-example gradient clip norm C (default {defaults.dp_clip})"),
+        ("--ema-decay", float, "keep and evaluate an EMA of the weights, e.g. 0.999 (default: none)"),
+        ("--lookahead-steps", int, "Lookahead: sync the slow weights every k steps, e.g. 5 (default: none)"),
+        ("--lookahead-alpha", float, f"Lookahead's slow step (default {defaults.lookahead_alpha})"),
+        ("--mix", str, "none, mixup, mixup=ALPHA, cutmix or cutmix=ALPHA (default none)"),
+        ("--tta", str, "test-time augmentation: none, flip, crop=P or crop=P,flip (default none)"),
+        *_private_options(defaults),
     ]
     for flag, kind, text in options:
         train.add_argument(flag, type=kind, default=None, help=text)
@@ -176,10 +189,76 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--no-progress", action="store_true", help="no progress bar, nor the line naming the run"
     )
+    _add_many(train)
     train.set_defaults(handler=_train)
 
 
+def _private_options(defaults: TrainConfig) -> list[tuple[str, type, str]]:
+    """The DP-SGD options of ``jaxconv train``: (flag, type, help)."""
+    return [
+        ("--dp-epsilon", float, "train with DP-SGD to this epsilon, e.g. 3 (default: not private)"),
+        ("--dp-delta", float, f"DP-SGD's delta (default {defaults.dp_delta})"),
+        ("--dp-clip", float, f"DP-SGD's per-example gradient clip norm C (default {defaults.dp_clip})"),
+        (
+            "--augmult",
+            int,
+            f"DP-SGD: augmented copies of each example, averaged (default {defaults.augmult})",
+        ),
+        (
+            "--physical-batch-size",
+            int,
+            "DP-SGD: examples computed at once; a batch runs in chunks (default: all)",
+        ),
+    ]
+
+
+def _add_many(train: argparse.ArgumentParser) -> None:
+    """``--recipe``, and the options that train many models in one program (`jaxconv.runs.fit_many`)."""
+    many = train.add_argument_group("many models in one program")
+    train.add_argument("--recipe", help=f"start from a named recipe's options: {', '.join(sorted(RECIPES))}")
+    many.add_argument("--seeds", type=int, help="train N models, seeds --seed ... --seed + N - 1, together")
+    many.add_argument(
+        "--grid",
+        help=f"values to try, e.g. lr=0.05,0.1,0.2 or 'lr=0.05,0.1;weight_decay=0,5e-4' ({', '.join(GRID_FIELDS)})",
+    )
+    many.add_argument(
+        "--shard",
+        choices=("models", "batch"),
+        default="models",
+        help="with --devices: split the models or each batch",
+    )
+    many.add_argument("--shared-order", action="store_true", help="every model sees the first seed's batches")
+    many.add_argument(
+        "--memory-budget-mb", type=float, help="train the models in chunks that fit this much memory"
+    )
+
+
+def _train_many(args: argparse.Namespace) -> int:
+    """``jaxconv train --seeds N`` / ``--grid ...`` (or ``--resume`` of such a run)."""
+    first = args.seed if args.seed is not None else TrainConfig().seed
+    result = train_many_run(
+        _options(args),
+        args.run_dir,
+        seeds=None if args.seeds is None else range(first, first + args.seeds),
+        grid=None if args.grid is None else parse_grid(args.grid),
+        shared_order=args.shared_order,
+        shard=args.shard,
+        memory_budget=None if args.memory_budget_mb is None else int(args.memory_budget_mb * 2**20),
+        resume=args.resume,
+        data_root=args.data_dir,
+        progress=not args.no_progress,
+    )
+    if is_writer():
+        print(result.table())
+        print(
+            f"run written to {result.run.path}: one checkpoint of {len(result.configs)} models, results.json"
+        )
+    return 0
+
+
 def _train(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    if args.seeds is not None or args.grid is not None or is_many_run(args.run_dir if args.resume else None):
+        return _train_many(args)
     if _join_processes() and args.run_dir is None:
         raise ValueError("the processes of a run write one run directory: give them all the same --run-dir")
     result = train_run(
@@ -208,9 +287,11 @@ def _train(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
-    """The `TrainConfig` options given on the command line, by name (the others are left out)."""
+    """The `TrainConfig` options given on the command line, by name (the others are left out),
+    over those of ``--recipe`` if one is named."""
     fields = {field.name for field in dataclasses.fields(TrainConfig)}
-    return {name: value for name, value in vars(args).items() if name in fields and value is not None}
+    given = {name: value for name, value in vars(args).items() if name in fields and value is not None}
+    return (recipe(args.recipe) if getattr(args, "recipe", None) else {}) | given
 
 
 def _join_processes() -> bool:

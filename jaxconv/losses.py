@@ -21,9 +21,10 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float =
     """Mean softmax cross-entropy of (N, K) ``logits`` against (N,) integer ``labels``.
 
     With ``label_smoothing`` = a, the target is ``(1 - a) * one_hot + a / K``
-    (Szegedy et al. 2016).
+    (Szegedy et al. 2016). ``label_smoothing`` may be a traced scalar (a grid of values under
+    ``vmap``).
     """
-    if not label_smoothing:
+    if isinstance(label_smoothing, int | float) and not label_smoothing:
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
     targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
     return optax.softmax_cross_entropy(logits, targets).mean()

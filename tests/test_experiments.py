@@ -147,3 +147,14 @@ def test_pretrained_backbone(tmp_path):
 def test_the_readme_tables_are_those_of_the_results_files():
     completed = run_script("report", "--check")
     assert completed.returncode == 0, completed.stderr
+
+
+def test_speedrun(tmp_path):
+    results = run_smoke("speedrun", tmp_path, "--model", "convnet")
+    rows, summary = results["rows"], results["summary"]
+    assert [row["seed"] for row in rows] == [0, 1]
+    top1 = [row["test_top1"] for row in rows]
+    assert summary["test_top1"]["mean"] == pytest.approx(sum(top1) / 2)
+    assert (summary["test_top1"]["min"], summary["test_top1"]["max"]) == (min(top1), max(top1))
+    assert results["recipe"]["ema_decay"] == 0.999 and results["recipe"]["tta"] == "flip"
+    assert results["reached_target"] is False and results["seconds"] > 0

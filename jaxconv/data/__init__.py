@@ -12,7 +12,7 @@
             x = jc.data.normalize(images, train.mean, train.std)  # in the jitted step
 """
 
-from jaxconv.data.augmentation import augment, normalize, random_crop, random_flip
+from jaxconv.data.augmentation import augment, normalize, random_crop, random_flip, test_views
 from jaxconv.data.batching import (
     batches,
     epoch_batches,
@@ -35,6 +35,7 @@ from jaxconv.data.datasets import (
     search_dirs,
 )
 from jaxconv.data.idx import IMAGES_MAGIC, LABELS_MAGIC, parse_idx, read_idx
+from jaxconv.data.mixing import Mix, cutmix, mixup, parse_mix
 from jaxconv.errors import DatasetError, DatasetNotFoundError
 
 __all__ = [
@@ -50,19 +51,24 @@ __all__ = [
     "Dataset",
     "DatasetError",
     "DatasetNotFoundError",
+    "Mix",
     "augment",
     "batches",
+    "cutmix",
     "epoch_batches",
     "epoch_order",
     "load",
+    "mixup",
     "names",
     "normalize",
     "num_batches",
     "parse_idx",
+    "parse_mix",
     "prefetch_to_device",
     "random_crop",
     "random_flip",
     "read_cifar10_batch",
     "read_idx",
     "search_dirs",
+    "test_views",
 ]

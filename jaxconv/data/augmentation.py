@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-__all__ = ["augment", "normalize", "random_crop", "random_flip"]
+__all__ = ["augment", "normalize", "random_crop", "random_flip", "test_views"]
 
 Stat = float | Sequence[float] | jax.Array
 
@@ -65,6 +65,29 @@ def random_flip(key: jax.Array, images: jax.Array, *, probability: float = 0.5) 
     n, *_ = _nhwc(images, "random_flip")
     flip = jax.random.bernoulli(key, probability, (n,))  # (N,)
     return jnp.where(flip[:, None, None, None], images[:, :, ::-1, :], images)
+
+
+def test_views(images: jax.Array, *, crop_padding: int = 0, flip: bool = False) -> list[jax.Array]:
+    """The views test-time augmentation averages over: the images; with ``crop_padding`` P the
+    four crops of the zero-padded images shifted by P pixels up, down, left and right (the
+    extremes of `random_crop`'s offsets along each axis); with ``flip`` each of those mirrored.
+
+    Args:
+      images: (N, H, W, C), any dtype.
+
+    Returns:
+      1, 5, 2 or 10 arrays, each (N, H, W, C) of the dtype of ``images``.
+    """
+    _, h, w, _ = _nhwc(images, "test_views")
+    views = [images]
+    if crop_padding:
+        p = crop_padding
+        padded = jnp.pad(images, ((0, 0), (p, p), (p, p), (0, 0)))
+        for row, column in ((0, p), (2 * p, p), (p, 0), (p, 2 * p)):
+            views.append(padded[:, row : row + h, column : column + w, :])
+    if flip:
+        views += [view[:, :, ::-1, :] for view in views]
+    return views
 
 
 def normalize(images: jax.Array, mean: Stat, std: Stat) -> jax.Array:

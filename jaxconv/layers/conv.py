@@ -42,6 +42,7 @@ def Conv(
     dimension_numbers: tuple[str, str, str] | None = None,
     strict: bool | None = None,
     precision: Any = None,
+    weight_standardization: bool = False,
 ) -> Layer:
     """A convolution with ``features`` filters (K) of size ``kernel_size`` (F).
 
@@ -59,6 +60,10 @@ def Conv(
         default is channel-last for the input's spatial rank.
       strict: raise `SizeError` when F, S, P do not tile the input (default:
         floor, unless inside ``sizing.strict()``).
+      weight_standardization: convolve with each filter standardised,
+        ``(W_k - mean(W_k)) / sqrt(var(W_k) + 1e-5)`` over its F x F x C_in
+        weights (Qiao et al. 2019): with GroupNorm, normalisation that does not
+        mix the examples of a batch (De et al. 2022's DP-SGD nets).
 
     Shapes: (N, *spatial, C_in) -> (N, *out_spatial, K); params ``kernel``
     (*F, C_in / groups, K) and ``bias`` (K,).
@@ -78,6 +83,7 @@ def Conv(
         "groups": groups,
         "use_bias": use_bias,
         "dimension_numbers": dimension_numbers,
+        "weight_standardization": weight_standardization,
     }
 
     def init(key, input_shape):
@@ -94,7 +100,7 @@ def Conv(
     def apply(params, state, x, *, key=None, train=False):
         return _convolve(_conv_geometry(spec, strict, x.shape), spec, params, x, precision), {}
 
-    tap = groups == 1 and dimension_numbers is None
+    tap = groups == 1 and dimension_numbers is None and not weight_standardization
     traits = Traits(window="kernel_size", field="window", macs="output_positions", tap=tap)
     return layer("Conv", init, apply, traits=traits, **spec)
 
@@ -137,6 +143,8 @@ def _convolve(geo: _ConvGeometry, spec: dict[str, Any], params, x: jax.Array, pr
     """``lax.conv_general_dilated`` of ``x`` with the kernel, plus the bias."""
     kernel, dims, groups = params["kernel"], geo.dims, spec["groups"]
     x = floating(x, kernel.dtype)
+    if spec["weight_standardization"]:
+        kernel = standardized(kernel, out_axis=dims.rhs_spec[0])
     if kernel.shape[dims.rhs_spec[1]] * groups != geo.in_channels:
         raise ShapeError(
             f"Conv was initialised for {kernel.shape[dims.rhs_spec[1]] * groups} input "
@@ -157,6 +165,13 @@ def _convolve(geo: _ConvGeometry, spec: dict[str, Any], params, x: jax.Array, pr
             place(dims.out_spec, 1, spec["features"], (1,) * (y.ndim - 2))
         )
     return y
+
+
+def standardized(kernel: jax.Array, out_axis: int, eps: float = 1e-5) -> jax.Array:
+    """Each filter (the slices along ``out_axis``) minus its mean, over ``sqrt(var + eps)``."""
+    axes = tuple(axis for axis in range(kernel.ndim) if axis != out_axis)
+    mean = kernel.mean(axes, keepdims=True)
+    return (kernel - mean) * lax.rsqrt(kernel.var(axes, keepdims=True) + eps)
 
 
 def place(spec: Sequence[int], batch_or_out: int, channels: int, spatial: Sequence[int]) -> Shape:

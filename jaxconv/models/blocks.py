@@ -22,19 +22,46 @@ from jaxconv.layers import (
     Relu,
 )
 
-Norm = Literal["batch", "group"] | None
-NORMS = ("batch", "group", None)
+Norm = Literal["batch", "group", "ws_group"] | None
+NORMS = ("batch", "group", "ws_group", None)
 
 
 def norm_layer(norm: Norm, eps: float = 1e-5) -> Layer:
-    """BatchNorm, GroupNorm (32 groups, or the largest divisor of the channels) or nothing."""
+    """BatchNorm, GroupNorm (``'group'``: 32 groups, or the largest divisor of the channels;
+    ``'ws_group'``: 16 groups, De et al. 2022, beside weight-standardised convs) or nothing."""
     if norm == "batch":
         return BatchNorm(eps=eps)
-    if norm == "group":
-        return shape_dependent(lambda shape: GroupNorm(math.gcd(32, shape[-1]), eps=eps))
+    if norm in ("group", "ws_group"):
+        most = 32 if norm == "group" else 16
+        return shape_dependent(lambda shape: GroupNorm(math.gcd(most, shape[-1]), eps=eps))
     if norm is None:
         return Identity
     raise ValueError(f"norm={norm!r} is not a normalisation; use one of {NORMS}")
+
+
+def norm_conv(
+    features: int,
+    kernel_size: int | tuple[int, int],
+    stride: int = 1,
+    padding: int | tuple = 0,
+    *,
+    norm: Norm,
+    groups: int = 1,
+    use_bias: bool | None = None,
+) -> Layer:
+    """A Conv beside a ``norm`` layer: a bias only without a norm (unless ``use_bias`` says), its
+    filters standardised with ``'ws_group'`` (weight standardisation, Qiao et al. 2019)."""
+    bias = norm is None if use_bias is None else use_bias
+    standardize = norm == "ws_group"
+    return Conv(
+        features,
+        kernel_size,
+        stride,
+        padding,
+        groups=groups,
+        use_bias=bias,
+        weight_standardization=standardize,
+    )
 
 
 def conv_norm(
@@ -53,9 +80,11 @@ def conv_norm(
 
     Params ``{'conv': ..., 'norm': ...}``.
     """
-    bias = norm is None if use_bias is None else use_bias
     parts = [
-        named("conv", Conv(features, kernel_size, stride, padding, groups=groups, use_bias=bias)),
+        named(
+            "conv",
+            norm_conv(features, kernel_size, stride, padding, norm=norm, groups=groups, use_bias=use_bias),
+        ),
         named("norm", norm_layer(norm, eps)),
     ]
     return serial(*parts, *([activation] if activation is not None else []))
@@ -71,7 +100,7 @@ def norm_act_conv(
     groups: int = 1,
 ) -> Layer:
     """Norm -> ReLU -> conv, the pre-activation order (He et al. 2016; DenseNet)."""
-    conv = Conv(features, kernel_size, stride, padding, groups=groups, use_bias=norm is None)
+    conv = norm_conv(features, kernel_size, stride, padding, norm=norm, groups=groups)
     return serial(named("norm", norm_layer(norm)), Relu, named("conv", conv))
 
 

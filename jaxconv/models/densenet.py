@@ -17,11 +17,12 @@ import math
 
 from jaxconv.combinators import concat_with_input, serial
 from jaxconv.core import Layer, named
-from jaxconv.layers import AvgPool, Conv, MaxPool, Relu
+from jaxconv.layers import AvgPool, MaxPool, Relu
 from jaxconv.models.blocks import (
     Norm,
     conv_norm,
     norm_act_conv,
+    norm_conv,
     norm_layer,
     pooled_classifier,
 )
@@ -64,7 +65,7 @@ def densenet(
     if not 0.0 < compression <= 1.0:
         raise ValueError(f"densenet(compression={compression}): compression must be in (0, 1]")
     if cifar:
-        stem = serial(named("conv", Conv(stem_features, 3, padding=1, use_bias=norm is None)))
+        stem = serial(named("conv", norm_conv(stem_features, 3, padding=1, norm=norm)))
     else:
         stem = serial(conv_norm(stem_features, 7, 2, 3, norm=norm), MaxPool(3, 2, padding=1))
     layers, channels = [named("stem", stem)], stem_features

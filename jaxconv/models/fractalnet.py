@@ -37,9 +37,9 @@ import jax.numpy as jnp
 from jaxconv.combinators import Lambda, serial, wired
 from jaxconv.core import Layer, layer, named
 from jaxconv.errors import ShapeError
-from jaxconv.layers import Conv, Dropout, MaxPool, Relu
+from jaxconv.layers import Dropout, MaxPool, Relu
 from jaxconv.layers.shared import require_key
-from jaxconv.models.blocks import Norm, norm_layer, pooled_classifier
+from jaxconv.models.blocks import Norm, norm_conv, norm_layer, pooled_classifier
 from jaxconv.models.registry import register
 from jaxconv.traits import Traits
 
@@ -113,7 +113,7 @@ def fractal_block(
         raise ValueError(f"fractal_block(columns={columns}): a fractal has at least 1 column")
 
     def unit() -> list[Layer]:
-        conv = named("conv", Conv(features, 3, padding=1, use_bias=norm is None))
+        conv = named("conv", norm_conv(features, 3, padding=1, norm=norm))
         drop = [Dropout(dropout)] if dropout else []
         return [conv, *drop, named("norm", norm_layer(norm)), Relu]
 

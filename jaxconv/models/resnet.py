@@ -19,7 +19,8 @@ depth's blocks per stage; the public builders pick a table row and a few options
 - ``stochastic_depth``: the drop rate of the last block; block l of L drops
   with rate ``stochastic_depth * l / L`` (Huang et al.'s linear decay of the
   survival probability to ``1 - stochastic_depth``).
-- ``norm``: ``'batch'``, ``'group'`` (per-example gradients) or None.
+- ``norm``: ``'batch'``, ``'group'`` (per-example gradients), ``'ws_group'`` (GroupNorm with 16
+  groups and weight-standardised convs: De et al. 2022's DP-SGD Wide ResNets) or None.
 
 Params read ``params['stage1']['block0']['body']['conv1']['conv']['kernel']``
 with a projection at ``['stage1']['block0']['shortcut']``. A pre-activation
@@ -35,8 +36,8 @@ import jax.numpy as jnp
 
 from jaxconv.combinators import Lambda, residual, serial
 from jaxconv.core import Layer, named
-from jaxconv.layers import Conv, Dropout, MaxPool, Relu, StochasticDepth
-from jaxconv.models.blocks import Norm, conv_norm, norm_act_conv, norm_layer, pooled_classifier
+from jaxconv.layers import Dropout, MaxPool, Relu, StochasticDepth
+from jaxconv.models.blocks import Norm, conv_norm, norm_act_conv, norm_conv, norm_layer, pooled_classifier
 from jaxconv.models.registry import register
 
 BlockKind = Literal["basic", "bottleneck"]
@@ -97,7 +98,7 @@ def _shortcut(kind: str, features: int, stride: int, norm: Norm, preact: bool) -
         return _zero_pad_shortcut(features, stride)
     if kind != "B":
         raise ValueError(f"shortcut={kind!r}: use 'A' (zero padding) or 'B' (1x1 projection)")
-    conv = named("conv", Conv(features, 1, stride, use_bias=norm is None))
+    conv = named("conv", norm_conv(features, 1, stride, norm=norm))
     return serial(conv) if preact else serial(conv, named("norm", norm_layer(norm)))
 
 
@@ -117,7 +118,7 @@ def _block(
             for i, spec in enumerate(convs)
         ]
     if preact and projection:  # both paths start from norm-relu(x): the first unit keeps only its conv
-        units[0] = Conv(*convs[0][:4], groups=convs[0].groups, use_bias=norm is None)
+        units[0] = norm_conv(*convs[0][:4], groups=convs[0].groups, norm=norm)
     layers = [named(f"conv{i}", unit) for i, unit in enumerate(units, 1)]
     if dropout:
         layers.insert(-1, Dropout(dropout))
@@ -138,7 +139,7 @@ def _stem(cifar: bool, width: int, norm: Norm, preact: bool) -> Layer:
     """ImageNet: 7x7/2 conv, norm, ReLU, 3x3/2 max pool. CIFAR: one 3x3 conv (+ norm, ReLU)."""
     if cifar:
         if preact:  # the first block normalises
-            return serial(named("conv", Conv(width, 3, padding=1, use_bias=norm is None)))
+            return serial(named("conv", norm_conv(width, 3, padding=1, norm=norm)))
         return conv_norm(width, 3, padding=1, norm=norm)
     return serial(conv_norm(width, 7, 2, 3, norm=norm), MaxPool(3, 2, padding=1))
 
@@ -234,9 +235,19 @@ register("resnet110_sd", resnet, CIFAR, 10, **cifar_options(110), shortcut="A", 
 register("preact_resnet110", resnet, CIFAR, 10, **cifar_options(110), preact=True)
 for _depth in (164, 1001):
     register(f"preact_resnet{_depth}", resnet, CIFAR, 10, **cifar_options(_depth, "bottleneck"), preact=True)
-for _depth, _widen in ((16, 8), (28, 10), (40, 4)):
+for _depth, _widen in ((16, 4), (16, 8), (28, 10), (40, 4)):
     _options = cifar_options(_depth, widen=_widen, extra_layers=4)
     register(f"wrn{_depth}_{_widen}", resnet, CIFAR, 10, **_options, preact=True)
+# De et al. 2022's DP-SGD Wide ResNet: no BatchNorm, GroupNorm (16 groups) and weight standardisation
+register(
+    "wrn16_4_dp",
+    resnet,
+    CIFAR,
+    10,
+    **cifar_options(16, widen=4, extra_layers=4),
+    preact=True,
+    norm="ws_group",
+)
 for _depth in (50, 101):
     register(f"wide_resnet{_depth}_2", resnet, **imagenet_options(_depth), stride_on="3x3", base_width=128)
 for _depth, _groups, _base in ((50, 32, 4), (101, 32, 8), (101, 64, 4), (152, 32, 4)):

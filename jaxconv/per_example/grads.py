@@ -17,6 +17,7 @@ from jaxconv.per_example.mapped import (
     STRATEGIES,
     LossFn,
     Strategy,
+    example_rows,
     layer_squared_norms,
     map_examples,
     resolve_strategy,
@@ -27,15 +28,19 @@ from jaxconv.per_example.taps import ghost_grad_norms, tapped_per_example_grads
 @dataclasses.dataclass(frozen=True, eq=False)
 class NetLoss:
     """``loss(net.apply(params, state, x, key=key, train=train)[0], y)``: a per-example loss that
-    knows its net, so that the ``'einsum'`` strategy can walk the net's layers."""
+    knows its net, so that the ``'einsum'`` strategy can walk the net's layers. With
+    ``copies=K`` one example is x (1, K, ...), its K augmented copies, and its loss the mean
+    of theirs (`jaxconv.per_example.example_rows`)."""
 
     net: Layer
     loss: Callable[[jax.Array, jax.Array], jax.Array]
     train: bool = True
+    copies: int = 1
 
     def __call__(
         self, params: Params, state: State, x: PyTree, y: PyTree, key: Key | None = None
     ) -> jax.Array:
+        x, y = example_rows(x, y, self.copies)
         outputs, _ = self.net.apply(params, state, x, key=key, train=self.train)
         return self.loss(outputs, y)
 
@@ -45,13 +50,20 @@ def net_loss(
     loss: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
     *,
     train: bool = True,
+    copies: int = 1,
 ) -> NetLoss:
     """The per-example loss ``loss(net.apply(params, state, x, key=key, train=train)[0], y)``.
 
     ``loss(outputs, labels)`` defaults to the mean softmax cross-entropy with
-    integer labels, outputs (N, classes) and labels (N,).
+    integer labels, outputs (N, classes) and labels (N,). ``copies=K``
+    (augmentation multiplicity): the batch is x (N, K, H, W, C) with labels (N,),
+    and each example's loss (so its gradient) is the mean over its K copies.
     """
-    return NetLoss(net, loss or cross_entropy, train)
+    if not isinstance(copies, int) or copies < 1:
+        raise ValueError(
+            f"net_loss(copies={copies!r}): give a positive int, the augmented copies per example"
+        )
+    return NetLoss(net, loss or cross_entropy, train, copies)
 
 
 def per_example_grads(
@@ -69,7 +81,7 @@ def per_example_grads(
     Works under `jax.jit`.
     """
     if choose_strategy(loss_fn, strategy, chunk_size, has_aux=has_aux) == "einsum":
-        return tapped_per_example_grads(loss_fn.net, loss_fn.loss, train=loss_fn.train)
+        return tapped_per_example_grads(loss_fn.net, loss_fn.loss, train=loss_fn.train, copies=loss_fn.copies)
     grad_fn = jax.grad(loss_fn, has_aux=has_aux)
 
     def one_example(params, state, x, y, key):
@@ -99,7 +111,7 @@ def per_example_grad_norms(
     norms (`ghost_grad_norms`).
     """
     if choose_strategy(loss_fn, strategy, chunk_size) == "einsum":
-        return ghost_grad_norms(loss_fn.net, loss_fn.loss, train=loss_fn.train)
+        return ghost_grad_norms(loss_fn.net, loss_fn.loss, train=loss_fn.train, copies=loss_fn.copies)
     grad_fn = jax.grad(loss_fn)
 
     def one_example(params, state, x, y, key):

@@ -70,6 +70,25 @@ def map_examples(
     return run
 
 
+def example_rows(x: PyTree, y: PyTree, copies: int) -> tuple[PyTree, PyTree]:
+    """One example as the rows a net sees: x (1, copies, ...) -> (copies, ...) and its labels
+    (1, ...) repeated to (copies, ...); with ``copies=1``, x and y as they are.
+
+    Augmentation multiplicity (De et al. 2022) gives each example ``copies`` augmented
+    copies; the example's loss is the mean over them, so its gradient is their mean.
+    """
+    if copies == 1:
+        return x, y
+    sizes = {jnp.shape(leaf)[1:2] for leaf in jax.tree.leaves(x)}
+    if sizes != {(copies,)}:
+        raise ValueError(
+            f"copies={copies} needs x shaped (N, {copies}, H, W, C), each example's copies on axis 1; "
+            f"got axis-1 sizes {sorted(sizes)}"
+        )
+    merged = jax.tree.map(lambda leaf: leaf.reshape(-1, *leaf.shape[2:]), x)
+    return merged, jax.tree.map(lambda leaf: jnp.repeat(leaf, copies, axis=0), y)
+
+
 def example_keys(key: Key | None, num: int) -> jax.Array | None:
     """``fold_in(key, i)`` for i in range(num): example i's key (None without a key)."""
     return None if key is None else jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(num))
@@ -150,6 +169,7 @@ __all__ = [
     "LossFn",
     "Strategy",
     "example_keys",
+    "example_rows",
     "layer_squared_norms",
     "map_examples",
     "resolve_strategy",

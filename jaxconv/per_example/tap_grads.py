@@ -15,6 +15,10 @@ Privacy"), each layer takes the ghost norm when ``2 T^2 < d K``. The bias
 gradient is ``sum_t g_t``. A weighted sum over examples ``sum_i w_i G_i`` is the
 layer's own weight gradient at the output gradients scaled by ``w_i`` (Bu et al.
 2023's book-keeping), or the weighted sum of the ``G_i`` the direct norm formed.
+
+With augmentation multiplicity an example is ``copies`` rows (its augmented copies) and its
+loss their mean: its gradient sums over the positions of all its rows, so the copies are
+simply more positions t of the same example (the norm of the average, cross terms included).
 """
 
 from __future__ import annotations
@@ -38,12 +42,13 @@ class Tap(NamedTuple):
     inputs: jax.Array  # (N, ...): the layer's input
     output_grads: jax.Array  # (N, ..., K): the gradient of the example's loss at the layer's output
     kernel_grads: jax.Array | None  # (N, d, K) where the direct norm is cheaper, else None
+    copies: int = 1  # rows per example: inputs and output_grads hold N * copies rows
 
 
 def with_kernel_grads(tap: Tap, kernel_shape: tuple[int, ...]) -> Tap:
     """``tap`` with its per-example kernel gradients (N, d, K) formed where the direct norm is
     cheaper than the ghost norm (``2 T^2 >= d K``), else unchanged."""
-    positions = math.prod(tap.output_grads.shape[1:-1])
+    positions = math.prod(tap.output_grads.shape[1:-1]) * tap.copies
     if 2 * positions**2 >= math.prod(kernel_shape):
         return tap._replace(kernel_grads=kernel_grads(tap))
     return tap
@@ -56,9 +61,9 @@ def kernel_grads(tap: Tap) -> jax.Array:
     return jnp.concatenate([jnp.einsum("ntc,ntk->nck", view, grads) for view in views], axis=1)
 
 
-def bias_grads(output_grads: jax.Array) -> jax.Array:
-    """(N, K): the bias gradient, the output gradients (N, ..., K) summed over positions."""
-    return output_grads.sum(tuple(range(1, output_grads.ndim - 1)))
+def bias_grads(tap: Tap) -> jax.Array:
+    """(N, K): the bias gradient, each example's output gradients summed over its positions."""
+    return _example_output_grads(tap).sum(1)
 
 
 def squared_norm(tap: Tap, has_bias: bool) -> jax.Array:
@@ -71,7 +76,7 @@ def squared_norm(tap: Tap, has_bias: bool) -> jax.Array:
     else:
         squared = jnp.sum(jnp.square(tap.kernel_grads), axis=(1, 2))
     if has_bias:
-        squared = squared + jnp.sum(jnp.square(bias_grads(tap.output_grads)), axis=1)
+        squared = squared + jnp.sum(jnp.square(bias_grads(tap)), axis=1)
     return squared
 
 
@@ -82,7 +87,7 @@ def per_example_layer_grads(tap: Tap, layer_params: Params) -> Params:
     grads = tap.kernel_grads if tap.kernel_grads is not None else kernel_grads(tap)
     leaves = {"kernel": grads.reshape(-1, *kernel.shape).astype(kernel.dtype)}
     if "bias" in layer_params:
-        leaves["bias"] = bias_grads(tap.output_grads).astype(layer_params["bias"].dtype)
+        leaves["bias"] = bias_grads(tap).astype(layer_params["bias"].dtype)
     return leaves
 
 
@@ -90,19 +95,20 @@ def weighted_layer_sum(tap: Tap, layer_params: Params, weights: jax.Array) -> Pa
     """``sum_i weights_i * G_i`` for the layer's kernel (and bias), shaped like ``layer_params``;
     ``weights`` is (N,)."""
     if tap.kernel_grads is None:  # the layer's own weight gradient at the weighted output gradients
-        weighted = tap.output_grads * weights.reshape(-1, *[1] * (tap.output_grads.ndim - 1))
+        row_weights = jnp.repeat(weights, tap.copies)
+        weighted = tap.output_grads * row_weights.reshape(-1, *[1] * (tap.output_grads.ndim - 1))
         _, pullback = jax.vjp(lambda p: tap.layer.apply(p, {}, tap.inputs)[0], layer_params)
         return pullback(weighted.astype(tap.output_grads.dtype))[0]
     kernel = layer_params["kernel"]
     sums = {"kernel": jnp.tensordot(weights, tap.kernel_grads, axes=1).reshape(kernel.shape)}
     if "bias" in layer_params:
-        sums["bias"] = jnp.tensordot(weights, bias_grads(tap.output_grads), axes=1)
+        sums["bias"] = jnp.tensordot(weights, bias_grads(tap), axes=1)
     return {name: value.astype(layer_params[name].dtype) for name, value in sums.items()}
 
 
 def _pieces(tap: Tap) -> tuple[list[jax.Array], jax.Array]:
     """The input under each kernel offset, (N, T, C) each in the kernel's (*F) order (Dense: the
-    input), and the output gradients (N, T, K).
+    input), and the output gradients (N, T, K); T counts the positions of all an example's copies.
 
     The im2col patches (N, T, prod(F) * C) are these pieces side by side; each piece is the
     input's size and is consumed at once. The pieces are made to depend on the output
@@ -113,8 +119,14 @@ def _pieces(tap: Tap) -> tuple[list[jax.Array], jax.Array]:
     inputs = tap.inputs + 0 * output_grads.reshape(-1)[0].astype(tap.inputs.dtype)
     window = layer_window(info(tap.layer), inputs.shape)
     views = [inputs] if window is None else _patches(window, inputs)
-    flat = [view.reshape(view.shape[0], -1, view.shape[-1]) for view in views]
-    return flat, output_grads.reshape(output_grads.shape[0], -1, output_grads.shape[-1])
+    flat = [view.reshape(view.shape[0] // tap.copies, -1, view.shape[-1]) for view in views]
+    return flat, _example_output_grads(tap)
+
+
+def _example_output_grads(tap: Tap) -> jax.Array:
+    """The output gradients (N, T, K) by example, T the positions of all its copies."""
+    grads = tap.output_grads
+    return grads.reshape(grads.shape[0] // tap.copies, -1, grads.shape[-1])
 
 
 def _patches(window: Window, x: jax.Array) -> list[jax.Array]:

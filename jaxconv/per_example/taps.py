@@ -7,7 +7,8 @@ patches and its output gradient (`jaxconv.per_example.tap_grads`). The walker ru
 parallel, wired, ...) threads keys, params and state exactly as in training; the hook
 records each tapped layer's input and replaces its output ``y`` by ``y + probe`` with a zero
 ``probe`` whose gradient is the layer's output gradient. Each example runs alone, vmapped,
-with key ``fold_in(key, i)``. Two passes:
+with key ``fold_in(key, i)``; with ``copies=K`` an example is x (N, K, ...)'s K augmented
+copies, run together, and its loss their mean (`jaxconv.per_example.example_rows`). Two passes:
 
 - book-keeping (`bookkeeping_pass`; Bu et al. 2023, "Differentially Private Optimization on
   Large Model at Small Cost"): one forward and backward pass keeps each tapped layer's input
@@ -33,7 +34,7 @@ import numpy as np
 
 from jaxconv.core import Key, Layer, LayerPath, Params, PyTree, State, apply_watched, info, leaf_path, subtree
 from jaxconv.losses import cross_entropy
-from jaxconv.per_example.mapped import example_keys
+from jaxconv.per_example.mapped import example_keys, example_rows
 from jaxconv.per_example.tap_grads import (
     Tap,
     per_example_layer_grads,
@@ -63,7 +64,7 @@ class TappedLayer(NamedTuple):
 
 
 def ghost_grad_norms(
-    net: Layer, loss: OutputLoss | None = None, *, train: bool = True
+    net: Layer, loss: OutputLoss | None = None, *, train: bool = True, copies: int = 1
 ) -> Callable[..., tuple[jax.Array, dict[str, jax.Array]]]:
     """``norms(params, state, x, y, key=None) -> (global_norms, layer_norms)`` by ghost norms.
 
@@ -71,9 +72,10 @@ def ghost_grad_norms(
     ``net_loss(net, loss, train=train)``: (N,) global norms and a dict from layer
     path to (N,) norms; each example runs alone with key ``fold_in(key, i)``.
     ``loss(outputs, labels)`` (default: softmax cross-entropy) sees one example
-    with its batch axis of one. No layer's output gradient outlives its layer.
+    with its batch axis of one (of ``copies`` rows with augmentation multiplicity).
+    No layer's output gradient outlives its layer.
     """
-    run_pass = norms_pass(net, loss or cross_entropy, train)
+    run_pass = norms_pass(net, loss or cross_entropy, train, copies)
 
     def norms(params: Params, state: State, x: PyTree, y: PyTree, key: Key | None = None):
         squared = run_pass(params, state, x, y, key)
@@ -83,7 +85,7 @@ def ghost_grad_norms(
 
 
 def tapped_per_example_grads(
-    net: Layer, loss: OutputLoss | None = None, *, train: bool = True
+    net: Layer, loss: OutputLoss | None = None, *, train: bool = True, copies: int = 1
 ) -> Callable[..., Params]:
     """``grads(params, state, x, y, key=None)``: per-example gradients (N, *leaf.shape) from patches.
 
@@ -92,7 +94,7 @@ def tapped_per_example_grads(
     example's input patches and output gradients (Opacus' method), not vmapped
     weight gradients.
     """
-    run_pass = bookkeeping_pass(net, loss or cross_entropy, train)
+    run_pass = bookkeeping_pass(net, loss or cross_entropy, train, copies)
 
     def grads(params: Params, state: State, x: PyTree, y: PyTree, key: Key | None = None) -> Params:
         taps = run_pass(params, state, x, y, key)
@@ -126,17 +128,18 @@ def weighted_sum(taps: Taps, params: Params, weights: jax.Array) -> Params:
 # --- the passes -----------------------------------------------------------------------------------
 
 
-def bookkeeping_pass(net: Layer, loss: OutputLoss, train: bool) -> Callable[..., Taps]:
+def bookkeeping_pass(net: Layer, loss: OutputLoss, train: bool, copies: int = 1) -> Callable[..., Taps]:
     """``run(params, state, x, y, key) -> Taps``: one vmapped forward and backward pass over the
     examples of x (N, ...) and y (N, ...) keeping each tapped layer's input and output gradient."""
 
     def run(params: Params, state: State, x: PyTree, y: PyTree, key: Key | None) -> Taps:
-        found = find_taps(net, params, state, x, key, train)
+        found = find_taps(net, params, state, x, key, train, copies)
         rest = _rest_leaves(params, found)
         probes = {path: jnp.zeros(tapped.output.shape, tapped.output.dtype) for path, tapped in found.items()}
 
         def example_loss(probes, rest, x_i, y_i, key_i):
             inputs = {}
+            x_i, y_i = example_rows(x_i, y_i, copies)
 
             def keep_input(path, layer, x, y):
                 inputs[path] = x
@@ -153,7 +156,7 @@ def bookkeeping_pass(net: Layer, loss: OutputLoss, train: bool) -> Callable[...,
         )
         layers = {
             path: with_kernel_grads(
-                Tap(tapped.layer, inputs[path][:, 0], output_grads[path][:, 0], None),
+                Tap(tapped.layer, _rows(inputs[path]), _rows(output_grads[path]), None, copies),
                 subtree(params, path)["kernel"].shape,
             )
             for path, tapped in found.items()
@@ -163,20 +166,24 @@ def bookkeeping_pass(net: Layer, loss: OutputLoss, train: bool) -> Callable[...,
     return run
 
 
-def norms_pass(net: Layer, loss: OutputLoss, train: bool) -> Callable[..., dict[str, jax.Array]]:
+def norms_pass(
+    net: Layer, loss: OutputLoss, train: bool, copies: int = 1
+) -> Callable[..., dict[str, jax.Array]]:
     """``run(params, state, x, y, key)``: squared per-example norms (N,) by layer path from one
     vmapped forward and backward pass; each tapped layer's backward turns its output gradient into
     its squared norm at once."""
 
     def run(params: Params, state: State, x: PyTree, y: PyTree, key: Key | None) -> dict[str, jax.Array]:
-        found = find_taps(net, params, state, x, key, train)
+        found = find_taps(net, params, state, x, key, train, copies)
         rest = _rest_leaves(params, found)
         probes = {path: jnp.zeros((), jnp.float32) for path in found}
 
         def example_loss(probes, rest, x_i, y_i, key_i):
+            x_i, y_i = example_rows(x_i, y_i, copies)
+
             def norm_probe(path, layer, x, y):
                 layer_params = subtree(params, path)
-                tap = _norm_tap(layer, layer_params["kernel"].shape, "bias" in layer_params)
+                tap = _norm_tap(layer, layer_params["kernel"].shape, "bias" in layer_params, copies)
                 return tap(y, x, probes[path])
 
             outputs = apply_tapped(
@@ -226,7 +233,7 @@ def is_tapped(layer: Layer) -> bool:
 
 
 def find_taps(
-    net: Layer, params: Params, state: State, x: PyTree, key: Key | None, train: bool
+    net: Layer, params: Params, state: State, x: PyTree, key: Key | None, train: bool, copies: int = 1
 ) -> dict[LayerPath, TappedLayer]:
     """Every tapped layer that ``net`` applies exactly once, by path, with its output on one example
     (x[:1], key ``fold_in(key, 0)``), found without computing anything; a layer applied twice
@@ -238,15 +245,22 @@ def find_taps(
         return y
 
     def first_example(x_i, key_i):
-        return apply_tapped(net, params, state, x_i, key_i, train, record)
+        rows, _ = example_rows(x_i, (), copies)
+        return apply_tapped(net, params, state, rows, key_i, train, record)
 
     jax.eval_shape(first_example, x[:1], None if key is None else jax.random.fold_in(key, 0))
     return {path: found[0] for path, found in calls.items() if len(found) == 1}
 
 
-def _norm_tap(layer: Layer, kernel_shape: tuple[int, ...], has_bias: bool):
+def _rows(per_example: jax.Array) -> jax.Array:
+    """(N, rows, ...) -> (N * rows, ...): each example's rows one after another."""
+    return per_example.reshape(-1, *per_example.shape[2:])
+
+
+def _norm_tap(layer: Layer, kernel_shape: tuple[int, ...], has_bias: bool, copies: int):
     """``tap(outputs, inputs, probe) = outputs`` whose backward gives the probe the layer's squared
-    weight-gradient norm, from one example's ``inputs`` (1, ...) and output gradient (1, ..., K)."""
+    weight-gradient norm, from one example's ``inputs`` (copies, ...) and output gradient
+    (copies, ..., K)."""
 
     @jax.custom_vjp
     def tap(outputs, inputs, probe):
@@ -256,7 +270,7 @@ def _norm_tap(layer: Layer, kernel_shape: tuple[int, ...], has_bias: bool):
         return outputs, inputs
 
     def backward(inputs, output_grads):
-        one = with_kernel_grads(Tap(layer, inputs, output_grads, None), kernel_shape)
+        one = with_kernel_grads(Tap(layer, inputs, output_grads, None, copies), kernel_shape)
         return output_grads, _zero_cotangent(inputs), squared_norm(one, has_bias)[0].astype(jnp.float32)
 
     tap.defvjp(forward, backward)

@@ -13,7 +13,8 @@ multiplier and number of steps into (epsilon, delta).
 - the Gaussian mechanism: `noisy_mean`, `dp_aggregate` (an Optax transformation),
   `dp_sgd` (the optimiser);
 - sampling: `poisson_batches`, `shuffled_batches`, `poisson_batch`;
-- accounting: `epsilon`, `noise_multiplier_for` (through ``dp_accounting``).
+- accounting: `epsilon`, `noise_multiplier_for` (through ``dp_accounting``);
+- virtual batches: `in_chunks`, `chunked_batch_size` (a logical batch in physical chunks).
 """
 
 from jaxconv.privacy.accounting import ACCOUNTANTS, Accountant, epsilon, noise_multiplier_for
@@ -26,12 +27,14 @@ from jaxconv.privacy.sampling import (
     poisson_batches,
     shuffled_batches,
 )
+from jaxconv.privacy.virtual import chunked_batch_size, in_chunks
 
 __all__ = [
     "ACCOUNTANTS",
     "Accountant",
     "Batch",
     "DPAggregateState",
+    "chunked_batch_size",
     "clip_factors",
     "clip_per_example",
     "clipped_grad_sum",
@@ -39,6 +42,7 @@ __all__ = [
     "dp_sgd",
     "epsilon",
     "ghost_clipped_grad_sum",
+    "in_chunks",
     "noise_multiplier_for",
     "noisy_mean",
     "padded_batch_size",

@@ -20,7 +20,7 @@ from jax import lax
 
 from jaxconv.core import Key, Layer, Params, PyTree, State
 from jaxconv.losses import cross_entropy
-from jaxconv.per_example import LossFn, Strategy, choose_strategy, example_keys, map_examples
+from jaxconv.per_example import LossFn, NetLoss, Strategy, choose_strategy, example_keys, map_examples
 from jaxconv.per_example.taps import OutputLoss, bookkeeping_pass, norms_pass, squared_norms, weighted_sum
 
 
@@ -79,7 +79,12 @@ def clipped_grad_sum(
     chosen = choose_strategy(loss_fn, strategy, chunk_size, extra=("ghost",))
     if chosen in ("einsum", "ghost"):
         return ghost_clipped_grad_sum(
-            loss_fn.net, l2_norm_clip, loss_fn.loss, train=loss_fn.train, bookkeeping=chosen == "einsum"
+            loss_fn.net,
+            l2_norm_clip,
+            loss_fn.loss,
+            train=loss_fn.train,
+            bookkeeping=chosen == "einsum",
+            copies=loss_fn.copies,
         )
     grad_fn = jax.grad(loss_fn)
 
@@ -106,6 +111,7 @@ def ghost_clipped_grad_sum(
     *,
     train: bool = True,
     bookkeeping: bool = True,
+    copies: int = 1,
 ) -> Callable[..., tuple[Params, jax.Array]]:
     """``fn(params, state, x, y, key=None, mask=None) -> (clipped_sum, norms)`` by ghost clipping.
 
@@ -116,10 +122,13 @@ def ghost_clipped_grad_sum(
     output gradients (`jaxconv.per_example.taps`). ``bookkeeping=True`` forms the
     sum from the pass that gave the norms (one forward, one backward: fastest);
     ``False`` runs a norms-only pass and a second backward pass (least memory).
+    ``copies=K``: x is (N, K, H, W, C), each example's K augmented copies, and its
+    gradient the mean over them (augmentation multiplicity), clipped as one.
     """
     check_clip(l2_norm_clip)
     loss = loss or cross_entropy
-    taps_pass, only_norms_pass = bookkeeping_pass(net, loss, train), norms_pass(net, loss, train)
+    taps_pass = bookkeeping_pass(net, loss, train, copies)
+    only_norms_pass = norms_pass(net, loss, train, copies)
 
     def fn(params: Params, state: State, x: PyTree, y: PyTree, key: Key | None = None, mask=None):
         if bookkeeping:
@@ -133,12 +142,13 @@ def ghost_clipped_grad_sum(
             weights = weights * jnp.asarray(mask, weights.dtype)
         if bookkeeping:
             return weighted_sum(taps, params, weights), norms
-        return _weighted_loss_grad(net, loss, train, params, state, x, y, key, weights), norms
+        example_loss = NetLoss(net, loss, train, copies)
+        return _weighted_loss_grad(example_loss, params, state, x, y, key, weights), norms
 
     return fn
 
 
-def _weighted_loss_grad(net, loss, train, params, state, x, y, key, weights) -> Params:
+def _weighted_loss_grad(example_loss: NetLoss, params, state, x, y, key, weights) -> Params:
     """The second backward pass of ghost clipping: the gradient of ``sum_i weights_i * loss_i``,
     x (N, ...), y (N, ...) and weights (N,), each example alone with key ``fold_in(key, i)``.
 
@@ -148,10 +158,9 @@ def _weighted_loss_grad(net, loss, train, params, state, x, y, key, weights) -> 
     x = x + 0 * weights[0].astype(x.dtype)
 
     def weighted_loss(params):
-        def example_loss(x_i, y_i, key_i):
-            return loss(net.apply(params, state, x_i, key=key_i, train=train)[0], y_i)
-
-        losses = jax.vmap(example_loss)(x[:, None], y[:, None], example_keys(key, x.shape[0]))
+        losses = jax.vmap(example_loss, in_axes=(None, None, 0, 0, 0))(
+            params, state, x[:, None], y[:, None], example_keys(key, x.shape[0])
+        )
         return jnp.sum(lax.stop_gradient(weights) * losses)
 
     return jax.grad(weighted_loss)(params)

@@ -15,9 +15,11 @@ from typing import Any
 
 import optax
 
+from jaxconv.data.mixing import parse_mix
 from jaxconv.errors import ConfigError
 from jaxconv.models import DEFAULT_MODEL
-from jaxconv.train.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
+from jaxconv.train.ema import with_ema
+from jaxconv.train.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule, with_lookahead
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +84,19 @@ class TrainConfig:
         ``batch_size`` is then the expected size of the Poisson-sampled batches.
       dp_delta: the delta of the (epsilon, delta) guarantee; below 1 / the number of examples.
       dp_clip: C, the L2 norm each example's gradient is clipped to.
+      augmult: DP-SGD's augmentation multiplicity K (De et al. 2022): each example of a
+        step in K augmented copies, its gradient the mean of theirs, then clipped.
+      physical_batch_size: DP-SGD: compute each Poisson batch in chunks of this many
+        examples (virtual batches: memory bounded by a chunk); None: all at once.
+      ema_decay: keep an exponential moving average of the weights with this decay
+        (`jaxconv.train.with_ema`), evaluated beside the weights each epoch; 0: none.
+      lookahead_steps: k of Lookahead (`jaxconv.train.with_lookahead`): every k steps the slow
+        weights move ``lookahead_alpha`` of the way to the trained ones; 0: none.
+      lookahead_alpha: the slow weights' step, in (0, 1].
+      mix: 'none', 'mixup', 'mixup=ALPHA', 'cutmix' or 'cutmix=ALPHA' (`jaxconv.data.parse_mix`),
+        on one device without DP-SGD.
+      tta: test-time augmentation, in `Augmentation.parse`'s terms: 'flip', 'crop=P' or
+        'crop=P,flip' average the evaluation over `jaxconv.data.test_views`; 'none': one view.
     """
 
     model: str = DEFAULT_MODEL
@@ -102,6 +117,13 @@ class TrainConfig:
     dp_epsilon: float | None = None
     dp_delta: float = 1e-5
     dp_clip: float = 1.0
+    augmult: int = 1
+    physical_batch_size: int | None = None
+    ema_decay: float = 0.0
+    lookahead_steps: int = 0
+    lookahead_alpha: float = 0.5
+    mix: str = "none"
+    tta: str = "none"
 
     def validate(self) -> TrainConfig:
         """Raise `ConfigError` naming the first bad value and a fix; return self."""
@@ -129,7 +151,32 @@ class TrainConfig:
                 f"label_smoothing={self.label_smoothing}: must be in [0, 1), e.g. 0.1",
             ),
         ]
-        if self.dp_epsilon is not None:
+        checks += self._option_checks() + self._private_checks()
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        self.augmentation  # noqa: B018  (parses, raising on a bad value)
+        return self
+
+    def _private_checks(self) -> list[tuple[bool, str]]:
+        """The checks of the DP-SGD fields: valid values, and only in a private run."""
+        checks = [
+            (self.augmult >= 1, f"augmult={self.augmult}: the copies of each example, at least 1, e.g. 16"),
+            (
+                self.physical_batch_size is None or self.physical_batch_size >= 1,
+                f"physical_batch_size={self.physical_batch_size}: the examples computed at once, e.g. 256",
+            ),
+        ]
+        if self.dp_epsilon is None:
+            for name, value in (
+                ("augmult", self.augmult != 1),
+                ("physical_batch_size", self.physical_batch_size),
+            ):
+                flag = "--" + name.replace("_", "-")
+                checks.append(
+                    (not value, f"{name} ({flag}) applies to DP-SGD only: add --dp-epsilon or drop {flag}")
+                )
+        else:
             checks += [
                 (self.dp_epsilon > 0, f"dp_epsilon={self.dp_epsilon}: must be positive, e.g. 3"),
                 (0 < self.dp_delta < 1, f"dp_delta={self.dp_delta}: must be in (0, 1), e.g. 1e-5"),
@@ -138,16 +185,41 @@ class TrainConfig:
                     self.devices == 1,
                     f"devices={self.devices}: DP-SGD training runs on one device; drop --devices",
                 ),
+                (self.mix == "none", f"mix={self.mix!r}: DP-SGD trains on unmixed examples; drop --mix"),
             ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
-        self.augmentation  # noqa: B018  (parses, raising on a bad value)
-        return self
+        return checks
+
+    def _option_checks(self) -> list[tuple[bool, str]]:
+        """The checks of the EMA, Lookahead, mixing and test-time augmentation options."""
+        checks = [
+            (0 <= self.ema_decay < 1, f"ema_decay={self.ema_decay}: must be in [0, 1), e.g. 0.999"),
+            (
+                self.lookahead_steps >= 0,
+                f"lookahead_steps={self.lookahead_steps}: use k >= 1, e.g. 5 (0: none)",
+            ),
+            (
+                0 < self.lookahead_alpha <= 1,
+                f"lookahead_alpha={self.lookahead_alpha}: must be in (0, 1], e.g. 0.5",
+            ),
+        ]
+        if str(self.test_augmentation) != "none":
+            checks.append(
+                (self.devices == 1, f"tta={self.tta!r} evaluates on one device; drop --devices or --tta")
+            )
+        if parse_mix(self.mix) is not None:
+            checks.append(
+                (self.devices == 1, f"mix={self.mix!r} trains on one device; drop --devices or --mix")
+            )
+        return checks
 
     @property
     def augmentation(self) -> Augmentation:
         return Augmentation.parse(self.augment)
+
+    @property
+    def test_augmentation(self) -> Augmentation:
+        """The views of test-time augmentation (``tta``)."""
+        return Augmentation.parse(self.tta)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
@@ -175,6 +247,9 @@ def optimizer_for(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTr
         total_steps=config.epochs * steps_per_epoch,
         warmup_steps=round(config.warmup_epochs * steps_per_epoch),
     )
-    return make_optimizer(
+    optimizer = make_optimizer(
         config.optimizer, schedule, weight_decay=config.weight_decay, momentum=config.momentum
     )
+    if config.lookahead_steps:
+        optimizer = with_lookahead(optimizer, config.lookahead_steps, config.lookahead_alpha)
+    return with_ema(optimizer, config.ema_decay) if config.ema_decay else optimizer

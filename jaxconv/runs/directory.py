@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 
 from jaxconv.errors import ConfigError, RunDirError
 from jaxconv.runs.config import TrainConfig
@@ -138,9 +139,9 @@ class Run:
             raise RunDirError(f"{path}: {error}") from error
 
     def log(self, record: dict[str, Any]) -> None:
-        """Append one epoch's record to metrics.jsonl."""
+        """Append one epoch's record to metrics.jsonl (a metric of M models as a list of M)."""
         with open(self.path / METRICS, "a") as file:
-            file.write(json.dumps(record) + "\n")
+            file.write(json.dumps(record, default=_listed) + "\n")
             file.flush()
             os.fsync(file.fileno())
 
@@ -197,6 +198,13 @@ def _options(config: Options) -> dict[str, Any]:
     if isinstance(config, TrainConfig):
         return dataclasses.asdict(config)
     return dict(config)
+
+
+def _listed(value: Any) -> Any:
+    """JSON for what `json` cannot write itself: a NumPy array (M models' metric) as a list."""
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -87,8 +87,11 @@ def train_run(
 def evaluate_run(run_dir: PathLike, *, data_root: PathLike | None = None, split: str = "test") -> Evaluation:
     """Evaluate the checkpoint of ``run_dir`` on ``split`` of its dataset."""
     trained = restore(run_dir, data_root=data_root, split=split, action="evaluate")
+    views = trained.config.test_augmentation
     preprocess = make_preprocess(trained.train_data.mean, trained.train_data.std)
-    eval_step = make_eval_step(trained.net, preprocess=preprocess)
+    eval_step = make_eval_step(
+        trained.net, preprocess=preprocess, crop_padding=views.crop_padding, flip=views.flip
+    )
     return evaluate(
         eval_step, trained.params, trained.state, trained.test_data, trained.config.eval_batch_size
     )
@@ -114,8 +117,9 @@ def report(
             "best_test_top1": max(record["test_top1"] for record in history),
             "images_per_second": last["train_images_per_second"],
         }
-        if "epsilon" in last:
-            results["epsilon"] = last["epsilon"]
+        results |= {
+            name: last[name] for name in ("epsilon", "test_ema_top1", "test_ema_loss") if name in last
+        }
     if result is not None:
         results |= _figures_of_the_result(run, net, test_data, result)
     run.write_results(results)

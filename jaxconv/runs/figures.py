@@ -38,6 +38,28 @@ def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> None:
     figure.savefig(path, dpi=100)
 
 
+def plot_model_curves(history: Sequence[dict[str, Any]], labels: Sequence[str], path: Path) -> None:
+    """The curves of M models trained together (`fit_many`'s records: each metric a list of M):
+    test loss and test top-1 accuracy per epoch, one line per model named by ``labels``, with
+    each model's train loss dashed in its colour."""
+    figure = Figure(figsize=(11, 4.5), layout="constrained")
+    loss_axes, accuracy_axes = figure.subplots(1, 2)
+    epochs = [record["epoch"] for record in history]
+    for model, label in enumerate(labels):
+        colour = f"C{model % 10}"
+        loss_axes.plot(epochs, [r["test_loss"][model] for r in history], "-", color=colour, label=label)
+        loss_axes.plot(epochs, [r["train_loss"][model] for r in history], "--", color=colour, alpha=0.5)
+        accuracy_axes.plot(epochs, [100 * r["test_top1"][model] for r in history], "-", color=colour)
+    loss_axes.set(xlabel="epoch", ylabel="cross-entropy", title="test loss (train: dashed)")
+    accuracy_axes.set(
+        xlabel="epoch", ylabel="top-1 accuracy (%)", title=f"test accuracy, {len(labels)} models"
+    )
+    for axes in (loss_axes, accuracy_axes):
+        axes.grid(alpha=0.3)
+    loss_axes.legend(fontsize="small", ncols=1 + len(labels) // 8)
+    figure.savefig(path, dpi=100)
+
+
 def plot_filters(kernel: np.ndarray, path: Path, title: str = "first-layer filters") -> None:
     """The filters of a (F, F, C_in, K) kernel as a grid of K tiles, each scaled to its own range.
 

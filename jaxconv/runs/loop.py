@@ -25,7 +25,7 @@ import optax
 from jax.experimental import multihost_utils
 
 from jaxconv.core import Layer, Params, State
-from jaxconv.data import Dataset, batches, num_batches
+from jaxconv.data import Dataset, Mix, batches, num_batches, parse_mix
 from jaxconv.distributed import (
     make_mesh,
     make_sharded_eval_step,
@@ -44,6 +44,7 @@ from jaxconv.train import (
     TrainState,
     TrainStep,
     evaluate,
+    evaluate_ema,
     init_train_state,
     load_checkpoint,
     make_eval_step,
@@ -147,12 +148,13 @@ def _training(
         step = private.make_private_train_step(
             net, optimizer, plan, preprocess=preprocess, label_smoothing=config.label_smoothing
         )
-        eval_step = make_eval_step(net, preprocess=preprocess)  # DP-SGD trains on one device
+        eval_step = make_eval_step(net, preprocess=preprocess, **_views(config))  # DP-SGD: one device
         return _Training(step, partial(private.private_batches, data, plan, data_key), eval_step, steps, plan)
     step = _make_train_step(
-        net, optimizer, devices=config.devices, preprocess=preprocess, label_smoothing=config.label_smoothing
-    )
-    eval_step = _make_eval_step(net, devices=config.devices, preprocess=preprocess)
+        net, optimizer, devices=config.devices, preprocess=preprocess, label_smoothing=config.label_smoothing,
+        mix=parse_mix(config.mix),
+    )  # fmt: skip
+    eval_step = _make_eval_step(net, devices=config.devices, preprocess=preprocess, **_views(config))
 
     def epoch_batches(epoch: int) -> Iterable[tuple[jax.Array, ...]]:
         return batches(data, config.batch_size, key=data_key, epoch=epoch)
@@ -167,6 +169,7 @@ def _make_train_step(
     devices: int = 1,
     preprocess: Preprocess | None = None,
     label_smoothing: float = 0.0,
+    mix: Mix | None = None,
 ) -> TrainStep:
     """`jaxconv.train.make_train_step` on one device, or `make_sharded_train_step` over a mesh of
     ``devices`` local devices, as `fit` uses it: the step takes the train state as
@@ -174,15 +177,29 @@ def _make_train_step(
     size divisible by the device count."""
     options = {"preprocess": preprocess, "label_smoothing": label_smoothing}
     if devices == 1:
-        return make_train_step(net, optimizer, **options)
+        return make_train_step(net, optimizer, mix=mix, **options)
     return make_sharded_train_step(net, optimizer, make_mesh(devices), **options)
 
 
-def _make_eval_step(net: Layer, *, devices: int = 1, preprocess: Preprocess | None = None) -> EvalStep:
-    """`jaxconv.train.make_eval_step` on ``devices`` devices (as `_make_train_step`)."""
+def _make_eval_step(
+    net: Layer,
+    *,
+    devices: int = 1,
+    preprocess: Preprocess | None = None,
+    crop_padding: int = 0,
+    flip: bool = False,
+) -> EvalStep:
+    """`jaxconv.train.make_eval_step` on ``devices`` devices (as `_make_train_step`); test-time
+    augmentation (``crop_padding``, ``flip``) on one device."""
     if devices == 1:
-        return make_eval_step(net, preprocess=preprocess)
+        return make_eval_step(net, preprocess=preprocess, crop_padding=crop_padding, flip=flip)
     return make_sharded_eval_step(net, make_mesh(devices), preprocess=preprocess)
+
+
+def _views(config: TrainConfig) -> dict[str, Any]:
+    """The test-time augmentation of ``config`` as `make_eval_step`'s options."""
+    views = config.test_augmentation
+    return {"crop_padding": views.crop_padding, "flip": views.flip}
 
 
 def _steps_per_epoch(config: TrainConfig, train_data: Dataset) -> int:
@@ -245,6 +262,9 @@ def _epoch(
     }
     if training.privacy is not None:
         record["epsilon"] = training.privacy.epsilon(step)
+    averaged = evaluate_ema(training.eval_step, train_state, test_data, config.eval_batch_size)
+    if averaged is not None:  # the EMA of the weights (config.ema_decay), beside the weights
+        record |= {f"test_ema_{name}": getattr(averaged, name) for name in ("loss", "top1", "top5")}
     return train_state, record, evaluation
 
 

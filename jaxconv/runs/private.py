@@ -8,7 +8,10 @@ Each step samples every training example independently with probability
 q = batch_size / N (Poisson sampling, what the accountant assumes), pads the
 batch to a fixed size so that one step is compiled, clips each example's
 gradient to L2 norm C, adds Gaussian noise of std ``noise_multiplier * C`` and
-divides by the expected batch size (`jaxconv.privacy`). The noise multiplier is
+divides by the expected batch size (`jaxconv.privacy`). With ``augmult`` K each
+example enters in K augmented copies whose gradients are averaged before
+clipping; with ``physical_batch_size`` the batch is computed in chunks of that
+many examples (`jaxconv.privacy.in_chunks`) and noised once (De et al. 2022). The noise multiplier is
 the smallest whose epsilon after all the run's steps is at most the target
 (`jaxconv.privacy.noise_multiplier_for`, RDP accountant), so the whole run is
 (epsilon, delta)-DP; each epoch's record holds the epsilon spent so far.
@@ -25,14 +28,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxconv.core import Layer, LayerInfo, Params, info, walk
+from jaxconv.core import Layer, LayerInfo, info, walk
 from jaxconv.data import Dataset, prefetch_to_device
 from jaxconv.errors import ConfigError
 from jaxconv.losses import Metrics, accuracies, cross_entropy
 from jaxconv.per_example import Strategy, net_loss
 from jaxconv.privacy import (
+    chunked_batch_size,
     clipped_grad_sum,
     epsilon,
+    in_chunks,
     noise_multiplier_for,
     noisy_mean,
     padded_batch_size,
@@ -53,6 +58,8 @@ class PrivacyPlan:
       l2_norm_clip: C, the largest per-example gradient norm.
       delta: the delta of the (epsilon, delta) guarantee.
       num_examples: N, the training set's size.
+      augmult: K, the augmented copies of each example whose gradients are averaged.
+      physical_batch_size: the examples computed at once (None: the whole batch).
     """
 
     sampling_rate: float
@@ -61,6 +68,8 @@ class PrivacyPlan:
     l2_norm_clip: float
     delta: float
     num_examples: int
+    augmult: int = 1
+    physical_batch_size: int | None = None
 
     @property
     def expected_batch_size(self) -> float:
@@ -68,8 +77,9 @@ class PrivacyPlan:
 
     @property
     def max_batch_size(self) -> int:
-        """The padded batch size (`jaxconv.privacy.padded_batch_size`)."""
-        return padded_batch_size(self.num_examples, self.sampling_rate)
+        """The padded batch size (`jaxconv.privacy.padded_batch_size`), in whole chunks."""
+        padded = padded_batch_size(self.num_examples, self.sampling_rate)
+        return chunked_batch_size(padded, self.physical_batch_size) if self.physical_batch_size else padded
 
     def epsilon(self, steps: int | None = None) -> float:
         """The epsilon spent after ``steps`` steps (default: the whole run)."""
@@ -84,7 +94,16 @@ def privacy_plan(config: TrainConfig, num_examples: int) -> PrivacyPlan:
     sampling_rate = config.batch_size / num_examples
     steps = config.epochs * (num_examples // config.batch_size)
     noise = noise_multiplier_for(config.dp_epsilon, sampling_rate, steps, config.dp_delta)
-    return PrivacyPlan(sampling_rate, steps, noise, config.dp_clip, config.dp_delta, num_examples)
+    return PrivacyPlan(
+        sampling_rate,
+        steps,
+        noise,
+        config.dp_clip,
+        config.dp_delta,
+        num_examples,
+        config.augmult,
+        config.physical_batch_size,
+    )
 
 
 def check_private(net: Layer, model_name: str) -> None:
@@ -122,18 +141,33 @@ def make_private_train_step(
     """A jitted DP-SGD ``step(train_state, images, labels, mask) -> (train_state, metrics)``.
 
     ``images`` (B, H, W, C) and ``labels`` (B,) are a Poisson batch padded to
-    ``plan.max_batch_size`` rows, ``mask`` (B,) marks the real ones. The
-    metrics (the batch's mean loss, top-1 and top-5 over the real rows) come
-    from a forward pass in evaluation mode and are not private: they are for
-    the progress bar only, never released.
+    ``plan.max_batch_size`` rows, ``mask`` (B,) marks the real ones; they are
+    computed ``plan.physical_batch_size`` rows at a time (all at once if None),
+    each example in ``plan.augmult``
+    augmented copies. The metrics (the batch's mean loss, top-1 and top-5 over
+    the real rows, on the first copies) come from a forward pass in evaluation
+    mode and are not private: they are for the progress bar only, never released.
     """
     loss = functools.partial(cross_entropy, label_smoothing=label_smoothing)
-    clipped_sum = clipped_grad_sum(net_loss(net, loss), plan.l2_norm_clip, strategy=strategy)
+    clipped_sum = clipped_grad_sum(
+        net_loss(net, loss, copies=plan.augmult), plan.l2_norm_clip, strategy=strategy
+    )
+
+    def chunk_sum(params, state, images, labels, key, mask):
+        augment_key, dropout_key = jax.random.split(key)
+        x = _augmented_copies(preprocess, augment_key, images, plan.augmult)
+        summed, _ = clipped_sum(params, state, x, labels, dropout_key, mask)
+        logits, _ = net.apply(params, state, x[:, 0] if plan.augmult > 1 else x, train=False)
+        return summed, logits
+
+    summed_in_chunks = (
+        in_chunks(chunk_sum, plan.physical_batch_size) if plan.physical_batch_size else chunk_sum
+    )
 
     def train_step(train_state: TrainState, images, labels, mask) -> tuple[TrainState, Metrics]:
-        augment_key, dropout_key, noise_key = jax.random.split(step_key(train_state), 3)
-        x = preprocess(augment_key, images) if preprocess else images
-        summed, _ = clipped_sum(train_state.params, train_state.state, x, labels, dropout_key, mask)
+        chunks_key, noise_key = jax.random.split(step_key(train_state))
+        params, state = train_state.params, train_state.state
+        summed, logits = summed_in_chunks(params, state, images, labels, chunks_key, mask)
         grads = noisy_mean(
             summed,
             noise_key,
@@ -143,7 +177,7 @@ def make_private_train_step(
         )
         updates, opt_state = optimizer.update(grads, train_state.opt_state, train_state.params)
         params = optax.apply_updates(train_state.params, updates)
-        metrics = _batch_metrics(net, train_state.params, train_state.state, x, labels, mask)
+        metrics = _batch_metrics(logits, labels, mask)
         new_state = TrainState(params, train_state.state, opt_state, train_state.step + 1, train_state.key)
         return new_state, metrics
 
@@ -173,8 +207,21 @@ def private_batches(
     return prefetch_to_device(host(), prefetch)
 
 
-def _batch_metrics(net: Layer, params: Params, state, x, labels, mask) -> Metrics:
-    logits, _ = net.apply(params, state, x, train=False)
+def _augmented_copies(preprocess: Preprocess | None, key: jax.Array, images: jax.Array, copies: int):
+    """The preprocessed images (B, ...), or with ``copies`` K > 1 (B, K, ...): K augmentations each."""
+    if preprocess is None:
+        preprocess = _as_float
+    if copies == 1:
+        return preprocess(key, images)
+    augmented = jax.vmap(preprocess, (0, None))(jax.random.split(key, copies), images)
+    return jnp.swapaxes(augmented, 0, 1)
+
+
+def _as_float(key: jax.Array, images: jax.Array) -> jax.Array:
+    return images.astype(jnp.float32)
+
+
+def _batch_metrics(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> Metrics:
     weights = mask / jnp.maximum(mask.sum(), 1)
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 

@@ -44,23 +44,27 @@ class EpochMeter:
             self.warm, self.warm_examples = time.perf_counter(), self.examples
 
     def receive(self, metrics: list[dict[str, Any]]) -> None:
-        """The metrics of the next steps, fetched from the device; raises on a non-finite loss."""
+        """The metrics of the next steps, fetched from the device; raises on a non-finite loss.
+
+        Each metric is a scalar, or an (M,) array of M models trained together (`fit_many`):
+        the means are then (M,) arrays and the bar shows their mean over the models.
+        """
         for step_metrics in metrics:
             self.steps += 1
             check_finite(step_metrics["loss"], self.epoch, self.steps, self.run)
             for name, value in step_metrics.items():
-                self.totals[name] = self.totals.get(name, 0.0) + float(value)
+                self.totals[name] = self.totals.get(name, 0.0) + _number(value)
         if metrics:
-            mean = self.summary()
+            mean = {name: np.mean(value) for name, value in self.summary().items()}
             self.bar.set_postfix_str(
                 f"loss={mean['loss']:.4f}, acc={mean['top1']:.2%}, {mean['images_per_second']:,.0f} img/s",
                 refresh=False,
             )
             self.bar.update(len(metrics))
 
-    def tested(self, top1: float) -> None:
-        """Show the test accuracy after the epoch's evaluation."""
-        self.bar.set_postfix_str(f"{self.bar.postfix}, test_acc={top1:.2%}")
+    def tested(self, top1: float | np.ndarray) -> None:
+        """Show the test accuracy after the epoch's evaluation (the mean of M models')."""
+        self.bar.set_postfix_str(f"{self.bar.postfix}, test_acc={np.mean(top1):.2%}")
 
     def summary(self) -> dict[str, float]:
         """Mean metrics, images per second after compilation, and the seconds of the epoch so far."""
@@ -71,17 +75,29 @@ class EpochMeter:
         return {**means, "images_per_second": speed, "seconds": now - self.started}
 
 
+def _number(value: Any) -> float | np.ndarray:
+    """A metric fetched from the device as a float, or as a float64 array for M models."""
+    return float(value) if np.ndim(value) == 0 else np.asarray(value, np.float64)
+
+
 def check_finite(loss: Any, epoch: int, step_in_epoch: int, run: Run | None) -> None:
-    """Raise `NonFiniteLossError` for a NaN or infinite ``loss``, saying what checkpoint is kept."""
-    if np.isfinite(loss):
+    """Raise `NonFiniteLossError` for a NaN or infinite ``loss`` (a scalar, or the (M,) losses of
+    M models trained together), saying what checkpoint is kept."""
+    finite = np.isfinite(loss)
+    if np.all(finite):
         return
+    models = ""
+    if np.ndim(loss):
+        bad = np.flatnonzero(~finite)
+        loss = np.asarray(loss)[bad[0]]
+        models = f" (model{'s' * (len(bad) > 1)} {', '.join(map(str, bad))} of {len(finite)})"
     kept = (
         f"; the checkpoint of the last good epoch is kept in {run.checkpoint}"
         if run is not None and run.checkpoint.exists()
         else ("; no epoch had finished, so there is no checkpoint" if run is not None else "")
     )
     raise NonFiniteLossError(
-        f"the training loss became {float(loss)} at step {step_in_epoch} of epoch {epoch + 1}; "
+        f"the training loss became {float(loss)} at step {step_in_epoch} of epoch {epoch + 1}{models}; "
         f"training stopped{kept}. Lower the learning rate (--lr), add warmup (--warmup-epochs) "
         "or check the data"
     )

@@ -13,29 +13,45 @@ run directory, epochs, figures) is `jaxconv.runs`.
 """
 
 from jaxconv.train.checkpoint import load_checkpoint, read_metadata, save_checkpoint
-from jaxconv.train.evaluation import Evaluation, confusion_matrix, evaluate
-from jaxconv.train.optim import OPTIMIZERS, SCHEDULES, kernels_only, make_optimizer, make_schedule
+from jaxconv.train.ema import EmaState, ema_params, evaluate_ema, with_ema
+from jaxconv.train.evaluation import Evaluation, confusion_matrix, evaluate, per_model
+from jaxconv.train.optim import (
+    OPTIMIZERS,
+    SCHEDULES,
+    LookaheadState,
+    kernels_only,
+    make_optimizer,
+    make_schedule,
+    with_lookahead,
+)
 from jaxconv.train.state import TrainState, count_params, init_train_state, step_key
 from jaxconv.train.step import (
     EvalStep,
     Preprocess,
     TrainStep,
+    eval_step_function,
     make_eval_step,
     make_preprocess,
     make_train_step,
+    train_step_function,
 )
 
 __all__ = [
     "OPTIMIZERS",
     "SCHEDULES",
+    "EmaState",
     "EvalStep",
     "Evaluation",
+    "LookaheadState",
     "Preprocess",
     "TrainState",
     "TrainStep",
     "confusion_matrix",
     "count_params",
+    "ema_params",
+    "eval_step_function",
     "evaluate",
+    "evaluate_ema",
     "init_train_state",
     "kernels_only",
     "load_checkpoint",
@@ -44,7 +60,11 @@ __all__ = [
     "make_preprocess",
     "make_schedule",
     "make_train_step",
+    "per_model",
     "read_metadata",
     "save_checkpoint",
     "step_key",
+    "train_step_function",
+    "with_ema",
+    "with_lookahead",
 ]

@@ -32,15 +32,36 @@ class Evaluation(NamedTuple):
 
 
 def evaluate(eval_step: EvalStep, params: Params, state: State, data: Dataset, batch_size: int) -> Evaluation:
-    """Run ``eval_step`` (see `make_eval_step`) over ``data`` in its stored order, every example once."""
+    """Run ``eval_step`` (see `make_eval_step`) over ``data`` in its stored order, every example once.
+
+    An ``eval_step`` of M models at once (params and state stacked on a leading model axis, as
+    `jaxconv.runs.fit_many` makes it) gives an `Evaluation` of (M,) ``loss``, ``top1``, ``top5``
+    and (M, N) ``predictions``; `per_model` splits it.
+    """
     sums: list[dict[str, jax.Array]] = []
     for images, labels in batches(data, min(batch_size, len(data)), drop_remainder=False):
         sums.append(eval_step(params, state, images, labels))
     host = jax.device_get(sums)
     count = len(data)
-    total = {name: sum(float(s[name]) for s in host) / count for name in ("loss", "top1", "top5")}
-    predictions = np.concatenate([s["predictions"] for s in host])
+    total = {name: _mean([s[name] for s in host], count) for name in ("loss", "top1", "top5")}
+    predictions = np.concatenate([s["predictions"] for s in host], axis=-1)
     return Evaluation(total["loss"], total["top1"], total["top5"], data.labels, predictions)
+
+
+def per_model(evaluation: Evaluation) -> list[Evaluation]:
+    """The M evaluations of an `Evaluation` of M models (fields with a leading model axis)."""
+    loss, top1, top5, labels, predictions = evaluation
+    return [
+        Evaluation(float(loss[m]), float(top1[m]), float(top5[m]), labels, predictions[m])
+        for m in range(len(loss))
+    ]
+
+
+def _mean(batch_sums: list[np.ndarray], count: int) -> float | np.ndarray:
+    """The sum of the batches' sums (added in order, in float64) over ``count``: a float, or an
+    (M,) array for M models."""
+    total = sum(np.asarray(s, np.float64) for s in batch_sums) / count
+    return float(total) if np.ndim(total) == 0 else total
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:

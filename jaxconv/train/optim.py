@@ -9,7 +9,10 @@ to biases or normalisation scales, as in the ResNet and AdamW papers.
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import jax
+import jax.numpy as jnp
 import optax
 
 from jaxconv.errors import ConfigError
@@ -62,7 +65,9 @@ def make_optimizer(
         if name == "adam"
         else optax.sgd(learning_rate, momentum=momentum, nesterov=name == "nesterov")
     )
-    if not weight_decay:
+    if (
+        isinstance(weight_decay, int | float) and not weight_decay
+    ):  # 0: none; a traced value (a grid under vmap) stays
         return base
     return optax.chain(optax.add_decayed_weights(weight_decay, mask=kernels_only), base)
 
@@ -70,3 +75,50 @@ def make_optimizer(
 def kernels_only(params: optax.Params) -> optax.Params:
     """True for parameters with two or more axes (kernels), False for biases and scales."""
     return jax.tree_util.tree_map(lambda p: p.ndim >= 2, params)
+
+
+class LookaheadState(NamedTuple):
+    """The wrapped optimiser's state, the slow weights and the steps taken."""
+
+    inner: optax.OptState
+    slow: optax.Params
+    count: jax.Array
+
+
+def with_lookahead(
+    optimizer: optax.GradientTransformation, steps: int, alpha: float = 0.5
+) -> optax.GradientTransformation:
+    """Lookahead (Zhang et al. 2019) around ``optimizer``: the params take ``optimizer``'s steps
+    (the fast weights); every ``steps`` steps the slow weights move ``alpha`` of the way to
+    them, ``slow += alpha * (fast - slow)``, and the params start again from the slow weights.
+
+    Unlike ``optax.lookahead`` it keeps the slow weights in its state, so the train state's
+    params stay a plain params tree. Its ``update`` needs the params.
+    """
+    if steps < 1 or not 0 < alpha <= 1:
+        raise ConfigError(
+            f"lookahead steps={steps}, alpha={alpha}: use steps >= 1 and 0 < alpha <= 1, e.g. 5, 0.5"
+        )
+
+    def init(params: optax.Params) -> LookaheadState:
+        return LookaheadState(
+            optimizer.init(params), jax.tree_util.tree_map(jnp.array, params), jnp.zeros((), jnp.int32)
+        )
+
+    def update(
+        updates: optax.Updates, state: LookaheadState, params: optax.Params | None = None, **extra: Any
+    ) -> tuple:
+        if params is None:
+            raise ValueError(
+                "with_lookahead's update needs the params: optimizer.update(grads, state, params)"
+            )
+        updates, inner = optimizer.update(updates, state.inner, params, **extra)
+        fast = optax.apply_updates(params, updates)
+        count = state.count + 1
+        sync = count % steps == 0
+        slow = jax.tree_util.tree_map(lambda s, f: jnp.where(sync, s + alpha * (f - s), s), state.slow, fast)
+        new_params = jax.tree_util.tree_map(lambda s, f: jnp.where(sync, s, f), slow, fast)
+        updates = jax.tree_util.tree_map(lambda new, old: (new - old).astype(old.dtype), new_params, params)
+        return updates, LookaheadState(inner, slow, count)
+
+    return optax.GradientTransformation(init, update)

@@ -73,6 +73,8 @@ PAPERS = {
     "wrn28_10": (36.5, 1),  # Zagoruyko & Komodakis, Table 4
     "wrn40_4": (8.9, 1),
     "wrn16_8": (11.0, 1),
+    "wrn16_4": (2.7, 1),
+    "wrn16_4_dp": (2.7, 1),  # the same weights: GroupNorm has the scale and offset BatchNorm has
     "densenet_bc100_12": (0.8, 1),  # Huang et al. 2017, Table 2
     "densenet_bc250_24": (15.3, 1),
     "densenet_bc190_40": (25.6, 1),

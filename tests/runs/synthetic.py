@@ -6,14 +6,18 @@ own on a noisy background, so a small ConvNet learns it in a few steps.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import jaxconv as jc
 from jaxconv.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, Dataset
+from jaxconv.models import registry
 
 CLASSES = tuple(f"class {c}" for c in range(10))
 
@@ -41,6 +45,14 @@ def tiny_net(num_classes: int = 10) -> jc.Layer:
         jc.Conv(4, 3, padding=1), jc.BatchNorm(), jc.Relu, jc.MaxPool(4),
         jc.Flatten, jc.Dropout(0.1), jc.Dense(num_classes),
     )  # fmt: skip
+
+
+@contextlib.contextmanager
+def tiny_registered() -> Iterator[None]:
+    """`tiny_net` registered as the model ``tiny`` (for ``jaxconv train --model tiny``) while open."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(registry._MODELS, "tiny", registry.ModelSpec("tiny", tiny_net, (28, 28, 1), 10, {}))
+        yield
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

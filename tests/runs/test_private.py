@@ -61,6 +61,16 @@ def test_the_plan_spends_at_most_the_target_epsilon_and_nearly_all_of_it():
         ({"dp_delta": 1.0}, r"dp_delta=1.0: must be in \(0, 1\)"),
         ({"dp_clip": -1.0}, "dp_clip=-1.0: the clip norm must be positive"),
         ({"devices": 2, "batch_size": 16}, "DP-SGD training runs on one device"),
+        ({"augmult": 0}, "augmult=0: the copies of each example, at least 1"),
+        ({"physical_batch_size": 0}, "physical_batch_size=0: the examples computed at once"),
+        (
+            {"dp_epsilon": None, "augmult": 4},
+            r"augmult \(--augmult\) applies to DP-SGD only: add --dp-epsilon",
+        ),
+        (
+            {"dp_epsilon": None, "physical_batch_size": 8},
+            r"physical_batch_size \(--physical-batch-size\) applies",
+        ),
     ],
 )
 def test_bad_privacy_settings_are_refused(change, message):
@@ -105,6 +115,35 @@ def test_a_private_step_is_the_numpy_dp_sgd_step_of_loop_gradients(key):
     for got, want in zip(jax.tree.leaves(new_state.params), jax.tree.leaves(expected), strict=True):
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
     assert new_state.step == 1 and 0 <= float(metrics["top1"]) <= 1
+
+
+@pytest.mark.parametrize("augmult, physical", [(1, 2), (3, 4), (2, None)])
+def test_chunks_and_identical_copies_give_the_one_shot_step(key, augmult, physical):
+    """Without augmentation the K copies of an example are equal, so their mean gradient is the
+    example's; chunks of a padded batch add up to the whole: the step equals the plain one."""
+    net = jc.serial(jc.Conv(3, 3), jc.Tanh, jc.Flatten, jc.Dense(4))
+    images = jax.random.uniform(key, (8, 6, 6, 1))
+    labels, mask = jnp.array([0, 1, 2, 3, 1, 2, 0, 0]), jnp.arange(8) < 5
+    plan = PrivacyPlan(0.5, 1, noise_multiplier=0.0, l2_norm_clip=0.3, delta=1e-5, num_examples=8)
+    optimizer = optax.sgd(0.1)
+    state0 = init_train_state(net, optimizer, (-1, 6, 6, 1), key)
+    plain, plain_metrics = make_private_train_step(net, optimizer, plan, donate=False)(
+        state0, images, labels, mask
+    )
+    other_plan = dataclasses.replace(plan, augmult=augmult, physical_batch_size=physical)
+    step = make_private_train_step(net, optimizer, other_plan, donate=False)
+    other, metrics = step(state0, images, labels, mask)
+    for got, want in zip(jax.tree.leaves(other.params), jax.tree.leaves(plain.params), strict=True):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)
+    assert float(metrics["loss"]) == pytest.approx(float(plain_metrics["loss"]), rel=1e-5)
+
+
+def test_the_padded_batch_holds_whole_chunks():
+    plan = PrivacyPlan(256 / 60_000, 1, 1.0, 1.0, 1e-5, 60_000, augmult=4, physical_batch_size=64)
+    assert (
+        plan.max_batch_size % 64 == 0
+        and plan.max_batch_size >= PrivacyPlan(256 / 60_000, 1, 1.0, 1.0, 1e-5, 60_000).max_batch_size
+    )
 
 
 def test_the_noise_has_the_planned_spread(key):

@@ -1,0 +1,72 @@
+"""`fit_many` on 2 forced CPU devices, the model axis or the batch axis split, equals it on one.
+
+The runs happen in a subprocess: the device count is fixed when JAX starts its backend.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+RUNS = Path(__file__).parents[1] / "runs"
+SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import jax, numpy as np
+    sys.path.insert(0, sys.argv[1])
+    from synthetic import dataset, tiny_net
+    from jaxconv.runs import TrainConfig, fit_many
+
+    train, test = dataset(64), dataset(40, "test", seed=1)
+    config = TrainConfig(
+        model="tiny", epochs=1, batch_size=16, lr=3e-2, optimizer="sgd", augment="crop=2,flip",
+        eval_batch_size=40, seed=3,
+    )
+    def run(devices, shard):
+        return fit_many(
+            tiny_net(), train, test, TrainConfig(**{**config.__dict__, "devices": devices}),
+            seeds=[3, 5], strategy="vmap", shard=shard, progress=False,
+        )
+    one = run(1, "models")
+    out = {"devices": jax.device_count()}
+    for shard in ("models", "batch"):
+        split = run(2, shard)
+        leaves = zip(jax.tree.leaves(split.train_state.params), jax.tree.leaves(one.train_state.params))
+        out[shard] = {
+            "params": max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in leaves),
+            "shards": len(split.train_state.params["conv_0"]["kernel"].sharding.device_set),
+            "loss": max(abs(a - b) for a, b in zip(split.history[-1]["train_loss"], one.history[-1]["train_loss"])),
+            "top1": split.history[-1]["test_top1"] == one.history[-1]["test_top1"],
+        }
+    print(json.dumps(out))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def results() -> dict:
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(RUNS)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("shard", ["models", "batch"])
+def test_the_split_program_equals_the_one_device_program(results, shard):
+    assert results["devices"] == 2
+    assert results[shard]["shards"] == 2  # the params live on both devices
+    assert results[shard]["params"] < 1e-5 and results[shard]["loss"] < 1e-5
+    assert results[shard]["top1"]
