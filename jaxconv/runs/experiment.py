@@ -57,8 +57,9 @@ def train_run(
     agree with it (`Run.open`). When training ends (all epochs, ``stop_after_epoch``, a
     non-finite loss or Ctrl-C) the run directory gets its figures and ``results.json``, and
     (not after an interruption, nor in a run of several processes: ``jaxconv report`` later)
-    ``report.html`` (`jaxconv.runs.write_report`); an error before training writes nothing. In a run of several processes each calls it alike
-    and process 0 writes. ``progress``: say where the run goes, show a bar per epoch.
+    ``report.html`` (`jaxconv.runs.write_report`); an error before training writes nothing.
+    In a run of several processes each calls it alike and process 0 writes. ``progress``: say
+    where the run goes, show a bar per epoch.
     """
     run, config = Run.open(run_dir, config, resume=resume)
     net, train_data, test_data = _load(config, data_root)
