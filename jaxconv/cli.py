@@ -6,6 +6,8 @@
     jaxconv models                                                                 the model names
     jaxconv summary MODEL                                                          per-layer table
     jaxconv bench [NAME]                                                           the benchmarks/ scripts
+    jaxconv report RUN_DIR                                                         RUN_DIR/report.html
+    jaxconv demo conv [--example notes] [--input 5x5x3 --filters 2 --size 3 ...]  the notes' conv demo page
 
 With ``JAXCONV_COORDINATOR`` (or ``JAX_COORDINATOR_ADDRESS``) set, ``jaxconv train`` is
 one process of a multi-process run (`jaxconv.distributed.initialize` reads the
@@ -32,7 +34,16 @@ from typing import Any
 from jaxconv import distributed, models
 from jaxconv.analysis import summary
 from jaxconv.distributed.multiprocess import ENVIRONMENT
-from jaxconv.runs import GRID_FIELDS, TrainConfig, evaluate_run, is_writer, parse_grid, train_run
+from jaxconv.inspect import conv_demo, write_conv_demo
+from jaxconv.runs import (
+    GRID_FIELDS,
+    TrainConfig,
+    evaluate_run,
+    is_writer,
+    parse_grid,
+    train_run,
+    write_report,
+)
 from jaxconv.runs.recipes import RECIPES, recipe
 from jaxconv.runs.sweep import is_many_run, train_many_run
 from jaxconv.train import OPTIMIZERS, SCHEDULES
@@ -89,7 +100,53 @@ def _parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="run a script of benchmarks/ (from a source checkout)")
     bench.add_argument("name", nargs="?", help="the script's name, e.g. framework_overhead")
     bench.set_defaults(handler=_bench)
+    _add_inspect(commands)
     return parser
+
+
+def _add_inspect(commands: argparse._SubParsersAction) -> None:
+    report = commands.add_parser("report", help="write RUN_DIR/report.html, one self-contained page")
+    report.add_argument("run_dir", metavar="RUN_DIR")
+    report.add_argument("--data-dir", help="a directory to look for the dataset in first")
+    report.add_argument("--images", type=int, default=8, help="test images for Grad-CAM and mistakes (8)")
+    report.set_defaults(handler=_report)
+    demo = commands.add_parser("demo", help="write a demo page: `jaxconv demo conv`, the notes' convolution")
+    demo.add_argument("name", choices=("conv",))
+    demo.add_argument("--example", choices=("notes",), help="the notes' printed numbers (their sizes too)")
+    demo.add_argument("--input", default="5x5x3", help="HxWxC of the input volume (default 5x5x3)")
+    for flag, default, text in (
+        ("--filters", 2, "K, the number of filters"),
+        ("--size", 3, "F, the filters' width and height"),
+        ("--stride", 2, "S"),
+        ("--pad", 1, "P, zeros around the input"),
+        ("--dilation", 1, "D (1: contiguous filters)"),
+        ("--seed", 0, "for the random small integers"),
+    ):
+        demo.add_argument(flag, type=int, default=default, help=f"{text} (default {default})")
+    demo.add_argument("--output", default="conv-demo.html", help="the page to write (default conv-demo.html)")
+    demo.set_defaults(handler=_demo)
+
+
+def _report(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    print(f"report written to {write_report(args.run_dir, data_root=args.data_dir, images=args.images)}")
+    return 0
+
+
+def _demo(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    demo = conv_demo(
+        _hwc(args.input, "--input"), args.filters, args.size, args.stride, args.pad, args.dilation,
+        example=args.example, seed=args.seed,
+    )  # fmt: skip
+    print(f"convolution demo written to {write_conv_demo(args.output, demo)}")
+    return 0
+
+
+def _hwc(text: str, flag: str) -> tuple[int, int, int]:
+    try:
+        height, width, channels = (int(size) for size in re.split(r"[x,]", text))
+    except ValueError:
+        raise ValueError(f"{flag} {text!r}: give HxWxC such as 5x5x3") from None
+    return height, width, channels
 
 
 def _add_train(commands: argparse._SubParsersAction) -> None:
@@ -224,7 +281,7 @@ def _train(args: argparse.Namespace, extra: Sequence[str]) -> int:
             f"{plan.sampling_rate:.4g}, {plan.steps} steps planned"
         )
     print(
-        f"run written to {result.run.path}: config.json metrics.jsonl checkpoint.npz results.json and figures"
+        f"run written to {result.run.path}: config.json metrics.jsonl checkpoint.npz results.json report.html and figures"
     )
     return 0
 

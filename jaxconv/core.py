@@ -211,16 +211,34 @@ Hook = Callable[[LayerPath, Layer, Params, State, Any, "Key | None", bool], tupl
 
 
 @contextlib.contextmanager
-def intercept(hook: Hook) -> Iterator[None]:
-    """Within this block every combinator applies its children through ``hook``, with the child's
-    path in the net: to watch or replace what layers compute (the per-example taps), while the
-    combinators keep threading keys, params and state as they always do. Python-level and
-    trace-time only: under `jax.jit` it shapes the traced program, not each run."""
+def intercept(hook: Hook | None) -> Iterator[None]:
+    """Within this block every combinator applies its children through ``hook`` (None: as they
+    are), with the child's path in the net: to watch or replace what layers compute (the
+    per-example taps), while the combinators keep threading keys, params and state as they
+    always do. Python-level and trace-time only: under `jax.jit` it shapes the traced program."""
     token = _hook.set(hook)
     try:
         yield
     finally:
         _hook.reset(token)
+
+
+Watch = Callable[[LayerPath, Layer, Any, Any], Any]  # watch(path, layer, x, y) -> the y to go on with
+
+
+def apply_watched(
+    net: Layer, params: Params, state: State, x: Any, key: Key | None, train: bool, watch: Watch
+) -> Any:
+    """``net.apply(params, state, x, key=key, train=train)[0]`` with each layer's output y (the net's
+    at ``()`` too) replaced by ``watch(path, layer, x, y)``; an opaque layer's children run as is."""
+
+    def hook(path, layer, params, state, x, key, train):
+        with intercept(None) if (info(layer).traits or Traits()).opaque else contextlib.nullcontext():
+            y, new_state = layer.apply(params, state, x, key=key, train=train)
+        return watch(path, layer, x, y), new_state
+
+    with intercept(hook):
+        return hook((), net, params, state, x, key, train)[0]
 
 
 def put(tree: dict[str, PyTree], name: str, value: PyTree) -> None:

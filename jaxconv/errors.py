@@ -15,6 +15,11 @@ class SizeError(ShapeError):
     """A filter, stride and padding do not tile the input (the notes' sizing rule)."""
 
 
+class LayerPathError(ValueError):
+    """A layer path (``"block_1/conv_0"``) that the net does not have, or one whose output does not
+    fit the tool asked of it (Grad-CAM needs an (N, H, W, K) map)."""
+
+
 class MissingKeyError(ValueError):
     """A layer needs a `jax.random` key (Dropout in training mode) and got none."""
 

@@ -36,6 +36,7 @@ LEVELS = {  # ARCHITECTURE.md's picture: a package imports only from lower level
     "analysis": 6,
     "interop": 6,
     "distributed": 7,
+    "inspect": 7,
     "runs": 8,
     "cli": 9,
 }

@@ -61,6 +61,7 @@ def test_train_writes_the_run_and_evaluate_reads_it(trained, capsys, data_dir):
         "curves.png",
         "filters.png",
         "confusion.png",
+        "report.html",
     }
     assert names <= {path.name for path in trained.iterdir()}
     results = json.loads((trained / "results.json").read_text())

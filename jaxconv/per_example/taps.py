@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxconv.core import Key, Layer, LayerPath, Params, PyTree, State, info, intercept, leaf_path, subtree
+from jaxconv.core import Key, Layer, LayerPath, Params, PyTree, State, apply_watched, info, leaf_path, subtree
 from jaxconv.losses import cross_entropy
 from jaxconv.per_example.mapped import example_keys, example_rows
 from jaxconv.per_example.tap_grads import (
@@ -214,19 +214,15 @@ def apply_tapped(
     """``net.apply(params, state, x, key=key, train=train)[0]`` with the output y of every tapped
     layer (of those at the paths ``only``, if given) replaced by ``on_tap(path, layer, x, y)``,
     x the layer's input; the net itself is at path ``()``. The combinators apply their children
-    as always (`jaxconv.core.intercept`); a `remat` sub-net is applied untapped."""
+    as always (`jaxconv.core.apply_watched`); a `remat` sub-net is applied untapped."""
 
-    def hook(path, layer, params, state, x, key, train):
-        if (info(layer).traits or Traits()).opaque:  # its children run inside a jax.custom_vjp
-            with intercept(_untapped):
-                return layer.apply(params, state, x, key=key, train=train)
-        y, new_state = layer.apply(params, state, x, key=key, train=train)
-        if is_tapped(layer) and (only is None or path in only):
-            y = on_tap(path, layer, x, y)
-        return y, new_state
+    def watch(path, layer, x, y):
+        opaque = (info(layer).traits or Traits()).opaque  # its children run inside a jax.custom_vjp
+        if is_tapped(layer) and not opaque and (only is None or path in only):
+            return on_tap(path, layer, x, y)
+        return y
 
-    with intercept(hook):
-        return hook((), net, params, state, x, key, train)[0]
+    return apply_watched(net, params, state, x, key, train, watch)
 
 
 def is_tapped(layer: Layer) -> bool:
@@ -259,11 +255,6 @@ def find_taps(
 def _rows(per_example: jax.Array) -> jax.Array:
     """(N, rows, ...) -> (N * rows, ...): each example's rows one after another."""
     return per_example.reshape(-1, *per_example.shape[2:])
-
-
-def _untapped(path, layer, params, state, x, key, train):
-    """The hook that applies every layer as it is."""
-    return layer.apply(params, state, x, key=key, train=train)
 
 
 def _norm_tap(layer: Layer, kernel_shape: tuple[int, ...], has_bias: bool, copies: int):

@@ -23,21 +23,25 @@ from jaxconv.runs.directory import Run, default_run_dir, is_writer
 from jaxconv.runs.experiment import evaluate_run, report, train_run
 from jaxconv.runs.figures import first_conv_kernel, plot_confusion, plot_curves, plot_filters
 from jaxconv.runs.grid import GRID_FIELDS, model_configs, parse_grid
+from jaxconv.runs.html_report import REPORT, write_report
 from jaxconv.runs.loop import FitResult, fit
 from jaxconv.runs.many import ManyResult, fit_many, model_bytes
 from jaxconv.runs.private import PrivacyPlan, privacy_plan
 from jaxconv.runs.recipes import RECIPES, recipe
 from jaxconv.runs.sweep import train_many_run
+from jaxconv.runs.trained import Trained, restore
 
 __all__ = [
     "GRID_FIELDS",
     "RECIPES",
+    "REPORT",
     "Augmentation",
     "FitResult",
     "ManyResult",
     "PrivacyPlan",
     "Run",
     "TrainConfig",
+    "Trained",
     "default_run_dir",
     "evaluate_run",
     "first_conv_kernel",
@@ -54,6 +58,8 @@ __all__ = [
     "privacy_plan",
     "recipe",
     "report",
+    "restore",
     "train_many_run",
     "train_run",
+    "write_report",
 ]

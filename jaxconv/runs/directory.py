@@ -8,6 +8,7 @@
       curves.png        loss and accuracy per epoch, train and test
       filters.png       the first convolution's filters (as the notes show for AlexNet)
       confusion.png     the test set's confusion matrix
+      report.html       all of it on one self-contained page (`jaxconv.runs.write_report`)
 
 `Run.open` is the one place that checks a directory before training and
 settles the configuration to train with (a new run's options, or a resumed

@@ -23,16 +23,16 @@ from jaxconv import models
 from jaxconv.core import Layer
 from jaxconv.data import Dataset, load
 from jaxconv.errors import NonFiniteLossError
-from jaxconv.runs.config import TrainConfig, optimizer_for
+from jaxconv.runs.config import TrainConfig
 from jaxconv.runs.directory import CONFUSION, CURVES, FILTERS, Options, Run, is_writer
 from jaxconv.runs.figures import first_conv_kernel, plot_confusion, plot_curves, plot_filters
+from jaxconv.runs.html_report import write_report
 from jaxconv.runs.loop import FitResult, fit
+from jaxconv.runs.trained import restore
 from jaxconv.train import (
     Evaluation,
     count_params,
     evaluate,
-    init_train_state,
-    load_checkpoint,
     make_eval_step,
     make_preprocess,
 )
@@ -55,9 +55,11 @@ def train_run(
     defaults (what ``jaxconv train`` passes), or None; ``run_dir`` None is `default_run_dir`.
     With ``resume`` the configuration is read from ``run_dir`` and any option given must
     agree with it (`Run.open`). When training ends (all epochs, ``stop_after_epoch``, a
-    non-finite loss or Ctrl-C) the run directory gets its figures and ``results.json``; an
-    error before training writes nothing. In a run of several processes each calls it alike
-    and process 0 writes. ``progress``: say where the run goes, show a bar per epoch.
+    non-finite loss or Ctrl-C) the run directory gets its figures and ``results.json``, and
+    (not after an interruption, nor in a run of several processes: ``jaxconv report`` later)
+    ``report.html`` (`jaxconv.runs.write_report`); an error before training writes nothing.
+    In a run of several processes each calls it alike and process 0 writes. ``progress``: say
+    where the run goes, show a bar per epoch.
     """
     run, config = Run.open(run_dir, config, resume=resume)
     net, train_data, test_data = _load(config, data_root)
@@ -78,23 +80,22 @@ def train_run(
     if writer:
         status = "complete" if len(result.history) == config.epochs else "paused"
         report(run, net, test_data, result, status=status, seconds=time.perf_counter() - started)
+        if run.checkpoint.exists() and jax.process_count() == 1:  # several: `jaxconv report` after
+            write_report(run.path, data_root=data_root)
     return result
 
 
 def evaluate_run(run_dir: PathLike, *, data_root: PathLike | None = None, split: str = "test") -> Evaluation:
     """Evaluate the checkpoint of ``run_dir`` on ``split`` of its dataset."""
-    run = Run(run_dir)
-    run.require_saved("evaluate")
-    config = run.saved_config()
-    net, train_data, _ = _load(config, data_root, splits=("train",))
-    data = train_data if split == "train" else load(config.dataset, split, root=data_root)
-    optimizer = optimizer_for(config, max(len(train_data) // config.batch_size, 1))
-    template = init_train_state(net, optimizer, (-1, *data.images.shape[1:]), jax.random.key(config.seed))
-    train_state, _ = load_checkpoint(run.checkpoint, like=template)
-    views = config.test_augmentation
-    preprocess = make_preprocess(train_data.mean, train_data.std)
-    eval_step = make_eval_step(net, preprocess=preprocess, crop_padding=views.crop_padding, flip=views.flip)
-    return evaluate(eval_step, train_state.params, train_state.state, data, config.eval_batch_size)
+    trained = restore(run_dir, data_root=data_root, split=split, action="evaluate")
+    views = trained.config.test_augmentation
+    preprocess = make_preprocess(trained.train_data.mean, trained.train_data.std)
+    eval_step = make_eval_step(
+        trained.net, preprocess=preprocess, crop_padding=views.crop_padding, flip=views.flip
+    )
+    return evaluate(
+        eval_step, trained.params, trained.state, trained.test_data, trained.config.eval_batch_size
+    )
 
 
 def report(
