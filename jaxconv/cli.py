@@ -3,6 +3,7 @@
     jaxconv train [--model convnet] [--dataset fashion_mnist] [--epochs 8] ...   train, write a run dir
     jaxconv train --resume --run-dir runs/X                                       continue a run
     jaxconv evaluate RUN_DIR                                                       test accuracy of a run
+    jaxconv export RUN_DIR [--format stablehlo|onnx]                               RUN_DIR/model.<format>
     jaxconv models                                                                 the model names
     jaxconv summary MODEL                                                          per-layer table
     jaxconv bench [NAME]                                                           the benchmarks/ scripts
@@ -32,7 +33,8 @@ from typing import Any
 from jaxconv import distributed, models
 from jaxconv.analysis import summary
 from jaxconv.distributed.multiprocess import ENVIRONMENT
-from jaxconv.runs import TrainConfig, evaluate_run, is_writer, train_run
+from jaxconv.runs import TrainConfig, evaluate_run, export_run, is_writer, train_run
+from jaxconv.runs.experiment import EXPORT_FORMATS
 from jaxconv.train import OPTIMIZERS, SCHEDULES
 
 EXIT_ERROR, EXIT_USAGE = 1, 2
@@ -70,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", choices=("train", "test"), default="test")
     evaluate.add_argument("--data-dir", help="a directory to look for the dataset in first")
     evaluate.set_defaults(handler=_evaluate)
+
+    export = commands.add_parser("export", help="write a run's net as StableHLO or ONNX into the run")
+    export.add_argument("run_dir", metavar="RUN_DIR")
+    export.add_argument("--format", choices=tuple(EXPORT_FORMATS), default="stablehlo")
+    export.add_argument("--data-dir", help="a directory to look for the dataset in first")
+    export.set_defaults(handler=_export)
 
     models = commands.add_parser("models", help="list the model names")
     models.set_defaults(handler=_models)
@@ -178,6 +186,12 @@ def _evaluate(args: argparse.Namespace, extra: Sequence[str]) -> int:
     print(
         f"{args.split}: top-1 {ev.top1:.2%}  top-5 {ev.top5:.2%}  loss {ev.loss:.4f}  ({len(ev.labels)} examples)"
     )
+    return 0
+
+
+def _export(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    path = export_run(args.run_dir, args.format, data_root=args.data_dir)
+    print(f"{args.format} written to {path}: (N, H, W, C) uint8 images in, (N, classes) logits out")
     return 0
 
 

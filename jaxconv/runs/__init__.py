@@ -16,7 +16,7 @@ optimisers, checkpoints) and `jaxconv.distributed` (data-parallel steps).
 
 from jaxconv.runs.config import Augmentation, TrainConfig, optimizer_for
 from jaxconv.runs.directory import Run, default_run_dir, is_writer
-from jaxconv.runs.experiment import evaluate_run, report, train_run
+from jaxconv.runs.experiment import evaluate_run, export_run, report, train_run
 from jaxconv.runs.figures import first_conv_kernel, plot_confusion, plot_curves, plot_filters
 from jaxconv.runs.loop import FitResult, fit
 from jaxconv.runs.private import PrivacyPlan, privacy_plan
@@ -29,6 +29,7 @@ __all__ = [
     "TrainConfig",
     "default_run_dir",
     "evaluate_run",
+    "export_run",
     "first_conv_kernel",
     "fit",
     "is_writer",

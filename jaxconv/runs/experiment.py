@@ -1,8 +1,9 @@
-"""Training and evaluating by name: what ``jaxconv train`` and ``jaxconv evaluate`` do.
+"""Training, evaluating and exporting by name: what ``jaxconv train``, ``evaluate`` and ``export`` do.
 
     result = train_run(TrainConfig(model="convnet", dataset="fashion_mnist"), "runs/first")
     result = train_run({"epochs": 12}, "runs/first", resume=True)   # options must agree with the run's
     evaluation = evaluate_run("runs/first")
+    path = export_run("runs/first", "onnx")                           # runs/first/model.onnx
 
 Every check that can fail (options, model and dataset names, the run
 directory, the data files, the batch size, the model's shapes, a checkpoint to
@@ -15,14 +16,15 @@ import dataclasses
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import jax
 
-from jaxconv import models
+from jaxconv import export, models
 from jaxconv.core import Layer
-from jaxconv.data import Dataset, load
-from jaxconv.errors import NonFiniteLossError
+from jaxconv.data import Dataset, load, normalize
+from jaxconv.errors import ConfigError, NonFiniteLossError
 from jaxconv.runs.config import TrainConfig, optimizer_for
 from jaxconv.runs.directory import CONFUSION, CURVES, FILTERS, Options, Run, is_writer
 from jaxconv.runs.figures import first_conv_kernel, plot_confusion, plot_curves, plot_filters
@@ -38,6 +40,7 @@ from jaxconv.train import (
 )
 
 PathLike = str | os.PathLike[str]
+EXPORT_FORMATS = {"stablehlo": export.stablehlo, "onnx": export.onnx}  # format -> writer
 
 
 def train_run(
@@ -83,16 +86,45 @@ def train_run(
 
 def evaluate_run(run_dir: PathLike, *, data_root: PathLike | None = None, split: str = "test") -> Evaluation:
     """Evaluate the checkpoint of ``run_dir`` on ``split`` of its dataset."""
-    run = Run(run_dir)
-    run.require_saved("evaluate")
-    config = run.saved_config()
-    net, train_data, _ = _load(config, data_root, splits=("train",))
+    config, net, train_data, train_state = _restore(run_dir, data_root, "evaluate")
     data = train_data if split == "train" else load(config.dataset, split, root=data_root)
-    optimizer = optimizer_for(config, max(len(train_data) // config.batch_size, 1))
-    template = init_train_state(net, optimizer, (-1, *data.images.shape[1:]), jax.random.key(config.seed))
-    train_state, _ = load_checkpoint(run.checkpoint, like=template)
     eval_step = make_eval_step(net, preprocess=make_preprocess(train_data.mean, train_data.std))
     return evaluate(eval_step, train_state.params, train_state.state, data, config.eval_batch_size)
+
+
+def export_run(
+    run_dir: PathLike, file_format: str = "stablehlo", *, data_root: PathLike | None = None
+) -> Path:
+    """Write the net of ``run_dir``'s checkpoint as ``model.stablehlo`` or ``model.onnx`` in the run.
+
+    The exported program takes the (N, H, W, C) uint8 images of the run's dataset, any N, and
+    returns the (N, classes) logits: the dataset's normalisation is inside (`jaxconv.export`).
+    """
+    if file_format not in EXPORT_FORMATS:
+        raise ConfigError(f"export format {file_format!r} is not one of {', '.join(EXPORT_FORMATS)}")
+    _, net, train_data, train_state = _restore(run_dir, data_root, "export")
+    mean, std = train_data.mean, train_data.std
+    path = Path(run_dir) / f"model.{file_format}"
+    EXPORT_FORMATS[file_format](
+        net, train_state.params, train_state.state, (-1, *train_data.images.shape[1:]),
+        path=path, dtype=train_data.images.dtype, preprocess=lambda images: normalize(images, mean, std),
+    )  # fmt: skip
+    return path
+
+
+def _restore(
+    run_dir: PathLike, data_root: PathLike | None, action: str
+) -> tuple[TrainConfig, Layer, Dataset, Any]:
+    """The configuration, net, training data and restored `TrainState` of a saved run."""
+    run = Run(run_dir)
+    run.require_saved(action)
+    config = run.saved_config()
+    net, train_data, _ = _load(config, data_root, splits=("train",))
+    optimizer = optimizer_for(config, max(len(train_data) // config.batch_size, 1))
+    shape = (-1, *train_data.images.shape[1:])
+    template = init_train_state(net, optimizer, shape, jax.random.key(config.seed))
+    train_state, _ = load_checkpoint(run.checkpoint, like=template)
+    return config, net, train_data, train_state
 
 
 def report(
