@@ -2,6 +2,7 @@
 
     jaxconv train [--model convnet] [--dataset fashion_mnist] [--epochs 8] ...   train, write a run dir
     jaxconv train --resume --run-dir runs/X                                       continue a run
+    jaxconv train --data PATH [--model resnet18]                                  on PATH/<class>/<image>
     jaxconv evaluate RUN_DIR                                                       test accuracy of a run
     jaxconv export RUN_DIR [--format stablehlo|onnx]                               RUN_DIR/model.<format>
     jaxconv models                                                                 the model names
@@ -133,6 +134,9 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--data-dir", help="a directory to look for the dataset in first")
     train.add_argument(
+        "--data", metavar="PATH", help="train on an image folder PATH/<class>/<image> (--dataset imagefolder)"
+    )
+    train.add_argument(
         "--no-progress", action="store_true", help="no progress bar, nor the line naming the run"
     )
     train.set_defaults(handler=_train)
@@ -141,6 +145,8 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if _join_processes() and args.run_dir is None:
         raise ValueError("the processes of a run write one run directory: give them all the same --run-dir")
+    if args.data is not None:  # an image folder: its root is where the dataset is
+        args.dataset, args.data_dir = "imagefolder", args.data
     result = train_run(
         _options(args),
         args.run_dir,

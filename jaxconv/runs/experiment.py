@@ -24,6 +24,7 @@ import jax
 from jaxconv import export, models
 from jaxconv.core import Layer
 from jaxconv.data import Dataset, load, normalize
+from jaxconv.data.datasets import FOLDER
 from jaxconv.errors import ConfigError, NonFiniteLossError
 from jaxconv.runs.config import TrainConfig, optimizer_for
 from jaxconv.runs.directory import CONFUSION, CURVES, FILTERS, Options, Run, is_writer
@@ -174,8 +175,9 @@ def _load(
     config: TrainConfig, data_root: PathLike | None, splits: tuple[str, ...] = ("train", "test")
 ) -> tuple[Layer, Dataset, Dataset | None]:
     """The net and the data splits, checking the model's name before reading any file."""
-    models.spec(config.model)
-    data = [load(config.dataset, split, root=data_root) for split in splits]
+    spec = models.spec(config.model)
+    options = {"image_size": spec.input_size} if config.dataset == FOLDER else {}  # the model's input
+    data = [load(config.dataset, split, root=data_root, **options) for split in splits]
     net = models.get(config.model, num_classes=data[0].num_classes)
     return net, data[0], data[1] if len(data) > 1 else None
 

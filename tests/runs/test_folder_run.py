@@ -1,0 +1,33 @@
+"""``jaxconv train --data PATH``: a run on an image folder, end to end from the command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+import jaxconv.cli as cli
+from jaxconv.models import registry
+
+sys.path.insert(0, str(Path(__file__).parent))
+from synthetic import CORRUPT, tiny_net, write_folder
+
+
+def test_jaxconv_train_on_an_image_folder(tmp_path, capsys):
+    """End to end from the command line, Grain's worker processes decoding: RGB, grayscale and a
+    corrupt file, a model of 16x16x3 inputs, one epoch."""
+    folder = write_folder(tmp_path / "images")
+    spec = registry.ModelSpec("tiny_rgb", tiny_net, (16, 16, 3), 10, {})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(registry._MODELS, "tiny_rgb", spec)
+        argv = ["train", "--data", folder, "--model", "tiny_rgb", "--epochs", "1", "--batch-size", "4"]
+        status = cli.main([str(a) for a in [*argv, "--run-dir", tmp_path / "run", "--no-progress"]])
+    assert status == 0
+    captured = capsys.readouterr()
+    assert f"skipping unreadable image {folder / CORRUPT}" in captured.err
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["status"] == "complete" and 0 <= results["test_top1"] <= 1
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["dataset"] == "imagefolder" and config["model"] == "tiny_rgb"
