@@ -31,6 +31,7 @@ from jaxconv.export.inference import (
     inference_function,
     write,
 )
+from jaxconv.layers.pool import max_pool_impl
 
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 OPSET = 21  # onnxruntime 1.18 and later run it; AveragePool takes dilations from 19
@@ -64,15 +65,17 @@ def onnx(
     forward = inference_function(net, params, state, preprocess)
     check_applies(forward, size, dtype, "export.onnx")
     quiet = logging.getLogger("onnx_ir")  # it logs every unstamped shape constant
-    level, quiet.level = quiet.level, logging.ERROR
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     try:
-        model = to_onnx(
-            forward,
-            [jax_spec(size, dtype)],
-            opset=OPSET,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-        )
+        with max_pool_impl("reduce_window"):  # onnxruntime's MaxPool, not a reshape and a ReduceMax
+            model = to_onnx(
+                forward,
+                [jax_spec(size, dtype)],
+                opset=OPSET,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+            )
     finally:
         quiet.setLevel(level)
     pools_over_rows_and_columns(model)
