@@ -103,31 +103,40 @@ class ImageFolder:
             )
         else:
             decoded = records.map(functools.partial(_decode, size=size))
-        buffer = max(2 * batch_size, 16)
-        stream = decoded.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=buffer))
+        local = batch_size // jax.process_count()
+        stream = decoded.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2 * local))
+        stream = stream.batch(local, batch_fn=functools.partial(_stack, size=size))  # one transfer a batch
         if self.workers > 0:
             options = grain.MultiprocessingOptions(num_workers=self.workers, per_worker_buffer_size=2)
             stream = stream.mp_prefetch(options)
-        stream = stream.filter(self._keep).batch(
-            batch_size // jax.process_count(), drop_remainder=drop_remainder, batch_fn=_stack
-        )
-        return _closing(iter(stream))
+        return _closing(iter(stream), self._rebatch, local, drop_remainder)
+
+    def _rebatch(self, stream: Iterator[dict[str, Any]], size: int, drop_remainder: bool) -> Iterator[Batch]:
+        """Batches of exactly ``size`` readable images from the workers' batches: rows of
+        unreadable files are dropped (named on stderr the first time, kept in ``skipped``)."""
+        images, labels = [], []
+        for batch in stream:
+            for path, why in batch["bad"]:
+                if path not in self.skipped:
+                    print(f"jaxconv: skipping unreadable image {path}: {why}", file=sys.stderr)
+                    self.skipped[path] = why
+            images.append(batch["images"][batch["ok"]])
+            labels.append(batch["labels"][batch["ok"]])
+            if sum(map(len, labels)) < size:
+                continue
+            pooled_images, pooled_labels = np.concatenate(images), np.concatenate(labels)
+            whole = len(pooled_labels) // size * size
+            for start in range(0, whole, size):
+                yield pooled_images[start : start + size], pooled_labels[start : start + size]
+            images, labels = [pooled_images[whole:]], [pooled_labels[whole:]]
+        if not drop_remainder and sum(map(len, labels)):
+            yield np.concatenate(images), np.concatenate(labels)
 
     def __repr__(self) -> str:
         return (
             f"ImageFolder(split={self.split!r}, files={len(self.files)}, skipped={len(self.skipped)}, "
             f"image_size={self.image_size}, num_classes={self.num_classes}, workers={self.workers})"
         )
-
-    def _keep(self, record: dict[str, Any]) -> bool:
-        """False for a file that could not be read, named on stderr the first time."""
-        if not record["error"]:
-            return True
-        path, why = record["path"], record["error"]
-        if path not in self.skipped:
-            print(f"jaxconv: skipping unreadable image {path}: {why}", file=sys.stderr)
-            self.skipped[path] = why
-        return False
 
 
 def image_folder(
@@ -218,11 +227,11 @@ def _grain() -> Any:
     return grain
 
 
-def _closing(iterator: Any) -> Iterator[Batch]:
-    """Yield from a Grain iterator and close it (its workers, their shared memory) at the end,
-    or when the consumer stops early."""
+def _closing(iterator: Any, rebatch: Any, size: int, drop_remainder: bool) -> Iterator[Batch]:
+    """``rebatch(iterator, size, drop_remainder)``, closing the Grain iterator (its workers, their
+    shared memory) at the end or when the consumer stops early."""
     try:
-        yield from iterator
+        yield from rebatch(iterator, size, drop_remainder)
     finally:
         iterator.close()
 
@@ -278,9 +287,21 @@ def _record(path: str, label: int, image: Any, size: tuple[int, int, int]) -> di
 
 
 def _unreadable(path: str, label: int, error: Exception) -> dict[str, Any]:
-    why = f"{type(error).__name__}: {error}"
-    return {"image": np.zeros((0,), np.uint8), "label": np.int32(label), "path": path, "error": why}
+    return {
+        "image": None,
+        "label": np.int32(label),
+        "path": path,
+        "error": f"{type(error).__name__}: {error}",
+    }
 
 
-def _stack(records: list[dict[str, Any]]) -> Batch:
-    return np.stack([r["image"] for r in records]), np.asarray([r["label"] for r in records], np.int32)
+def _stack(records: list[dict[str, Any]], *, size: tuple[int, int, int]) -> dict[str, Any]:
+    """A worker's batch: the images (zeros for an unreadable file), labels, which rows are
+    readable, and (path, why) of the others."""
+    blank = np.zeros(size, np.uint8)
+    return {
+        "images": np.stack([blank if r["image"] is None else r["image"] for r in records]),
+        "labels": np.asarray([r["label"] for r in records], np.int32),
+        "ok": np.asarray([r["image"] is not None for r in records], bool),
+        "bad": [(r["path"], r["error"]) for r in records if r["image"] is None],
+    }
