@@ -108,7 +108,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     )
     options = [
         ("--model", str, f"a name from `jaxconv models` (default {defaults.model})"),
-        ("--dataset", str, f"fashion_mnist, mnist or cifar10 (default {defaults.dataset})"),
+        ("--dataset", str, f"fashion_mnist, mnist, cifar10 or imagefolder (default {defaults.dataset})"),
         ("--epochs", int, f"default {defaults.epochs}"),
         ("--batch-size", int, f"default {defaults.batch_size}"),
         ("--lr", float, f"peak learning rate (default {defaults.lr})"),
