@@ -11,8 +11,10 @@ JPEG and PNG, grayscale or colour, are decoded in Grain's worker processes and c
 (H, W) and randomly cropped to (H, W); the test split is resized to (H, W).
 
 Nothing but the file names is held: a batch is read when it is needed, with a few batches in
-flight, so memory does not grow with the folder. Each process of a multi-process run reads its
-own slice of the epoch's order. A file Pillow cannot read is named on stderr once, skipped and
+flight, so memory does not grow with the folder. In a run of several processes each process
+reads its own slice of the epoch's order and its batches are its B / P rows of the global batch
+(to assemble with `jaxconv.distributed.global_batch`); ``jaxconv train`` refuses image folders
+in several processes, whose fit loop takes whole batches in every process. A file Pillow cannot read is named on stderr once, skipped and
 counted in `ImageFolder.skipped`; a worker never fails on it.
 """
 

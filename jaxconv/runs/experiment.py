@@ -177,6 +177,11 @@ def _load(
     """The net and the data splits, checking the model's name before reading any file."""
     spec = models.spec(config.model)
     options = {"image_size": spec.input_size} if config.dataset == FOLDER else {}  # the model's input
+    if options and jax.process_count() > 1:
+        raise ConfigError(
+            "an image folder gives each process its own rows of a batch, and the multi-process fit "
+            "takes whole global batches in every process: train on an image folder in one process"
+        )
     data = [load(config.dataset, split, root=data_root, **options) for split in splits]
     net = models.get(config.model, num_classes=data[0].num_classes)
     return net, data[0], data[1] if len(data) > 1 else None

@@ -6,10 +6,14 @@ import json
 import sys
 from pathlib import Path
 
+import jax
 import pytest
 
+import jaxconv as jc
 import jaxconv.cli as cli
+from jaxconv.errors import ConfigError
 from jaxconv.models import registry
+from jaxconv.runs import experiment
 
 sys.path.insert(0, str(Path(__file__).parent))
 from synthetic import CORRUPT, tiny_net, write_folder
@@ -31,3 +35,10 @@ def test_jaxconv_train_on_an_image_folder(tmp_path, capsys):
     assert results["status"] == "complete" and 0 <= results["test_top1"] <= 1
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["dataset"] == "imagefolder" and config["model"] == "tiny_rgb"
+
+
+def test_several_processes_are_refused_an_image_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    config = jc.runs.TrainConfig(dataset="imagefolder", model="lenet5")
+    with pytest.raises(ConfigError, match="train on an image folder in one process"):
+        experiment._load(config, write_folder(tmp_path / "images", per_class=1))
