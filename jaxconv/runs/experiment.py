@@ -182,6 +182,8 @@ def _load(
             "an image folder gives each process its own rows of a batch, and the multi-process fit "
             "takes whole global batches in every process: train on an image folder in one process"
         )
+    if options and config.dp_epsilon is not None:
+        raise ConfigError("DP-SGD samples Poisson batches from data in memory, not from an image folder")
     data = [load(config.dataset, split, root=data_root, **options) for split in splits]
     net = models.get(config.model, num_classes=data[0].num_classes)
     return net, data[0], data[1] if len(data) > 1 else None

@@ -42,3 +42,9 @@ def test_several_processes_are_refused_an_image_folder(tmp_path, monkeypatch):
     config = jc.runs.TrainConfig(dataset="imagefolder", model="lenet5")
     with pytest.raises(ConfigError, match="train on an image folder in one process"):
         experiment._load(config, write_folder(tmp_path / "images", per_class=1))
+
+
+def test_dp_sgd_is_refused_an_image_folder(tmp_path):
+    config = jc.runs.TrainConfig(dataset="imagefolder", model="dp_cnn", dp_epsilon=3.0)
+    with pytest.raises(ConfigError, match="DP-SGD samples Poisson batches from data in memory"):
+        experiment._load(config, write_folder(tmp_path / "images", per_class=1))
