@@ -88,7 +88,7 @@ def train_run(
 def evaluate_run(run_dir: PathLike, *, data_root: PathLike | None = None, split: str = "test") -> Evaluation:
     """Evaluate the checkpoint of ``run_dir`` on ``split`` of its dataset."""
     config, net, train_data, train_state = _restore(run_dir, data_root, "evaluate")
-    data = train_data if split == "train" else load(config.dataset, split, root=data_root)
+    data = train_data if split == "train" else _split(config, split, data_root)
     eval_step = make_eval_step(net, preprocess=make_preprocess(train_data.mean, train_data.std))
     return evaluate(eval_step, train_state.params, train_state.state, data, config.eval_batch_size)
 
@@ -175,18 +175,23 @@ def _load(
     config: TrainConfig, data_root: PathLike | None, splits: tuple[str, ...] = ("train", "test")
 ) -> tuple[Layer, Dataset, Dataset | None]:
     """The net and the data splits, checking the model's name before reading any file."""
-    spec = models.spec(config.model)
-    options = {"image_size": spec.input_size} if config.dataset == FOLDER else {}  # the model's input
-    if options and jax.process_count() > 1:
+    models.spec(config.model)
+    if config.dataset == FOLDER and jax.process_count() > 1:
         raise ConfigError(
             "an image folder gives each process its own rows of a batch, and the multi-process fit "
             "takes whole global batches in every process: train on an image folder in one process"
         )
-    if options and config.dp_epsilon is not None:
+    if config.dataset == FOLDER and config.dp_epsilon is not None:
         raise ConfigError("DP-SGD samples Poisson batches from data in memory, not from an image folder")
-    data = [load(config.dataset, split, root=data_root, **options) for split in splits]
+    data = [_split(config, split, data_root) for split in splits]
     net = models.get(config.model, num_classes=data[0].num_classes)
     return net, data[0], data[1] if len(data) > 1 else None
+
+
+def _split(config: TrainConfig, split: str, data_root: PathLike | None) -> Dataset:
+    """One split of the run's data set; an image folder's images are sized to the model's input."""
+    options = {"image_size": models.spec(config.model).input_size} if config.dataset == FOLDER else {}
+    return load(config.dataset, split, root=data_root, **options)
 
 
 def _how_to_resume(run: Run) -> None:

@@ -21,15 +21,20 @@ from synthetic import CORRUPT, tiny_net, write_folder
 
 def test_jaxconv_train_on_an_image_folder(tmp_path, capsys):
     """End to end from the command line, Grain's worker processes decoding: RGB, grayscale and a
-    corrupt file, a model of 16x16x3 inputs, one epoch."""
-    folder = write_folder(tmp_path / "images")
+    corrupt file, a model of 16x16x3 inputs, one epoch; then the run evaluates and exports."""
+    folder, run = write_folder(tmp_path / "images"), tmp_path / "run"
     spec = registry.ModelSpec("tiny_rgb", tiny_net, (16, 16, 3), 10, {})
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(registry._MODELS, "tiny_rgb", spec)
         argv = ["train", "--data", folder, "--model", "tiny_rgb", "--epochs", "1", "--batch-size", "4"]
-        status = cli.main([str(a) for a in [*argv, "--run-dir", tmp_path / "run", "--no-progress"]])
-    assert status == 0
-    captured = capsys.readouterr()
+        status = cli.main([str(a) for a in [*argv, "--run-dir", run, "--no-progress"]])
+        assert status == 0
+        captured = capsys.readouterr()
+        assert cli.main(["evaluate", str(run), "--data-dir", str(folder)]) == 0
+        assert "test: top-1" in capsys.readouterr().out
+        assert cli.main(["export", str(run), "--data-dir", str(folder)]) == 0
+    exported = jax.export.deserialize((run / "model.stablehlo").read_bytes())
+    assert str(exported.in_avals[0]) == "uint8[N,16,16,3]"
     assert f"skipping unreadable image {folder / CORRUPT}" in captured.err
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["status"] == "complete" and 0 <= results["test_top1"] <= 1
