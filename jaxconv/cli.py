@@ -2,7 +2,9 @@
 
     jaxconv train [--model convnet] [--dataset fashion_mnist] [--epochs 8] ...   train, write a run dir
     jaxconv train --resume --run-dir runs/X                                       continue a run
+    jaxconv train --data PATH [--model resnet18]                                  on PATH/<class>/<image>
     jaxconv evaluate RUN_DIR                                                       test accuracy of a run
+    jaxconv export RUN_DIR [--format stablehlo|onnx]                               RUN_DIR/model.<format>
     jaxconv models                                                                 the model names
     jaxconv summary MODEL                                                          per-layer table
     jaxconv bench [NAME]                                                           the benchmarks/ scripts
@@ -39,11 +41,13 @@ from jaxconv.runs import (
     GRID_FIELDS,
     TrainConfig,
     evaluate_run,
+    export_run,
     is_writer,
     parse_grid,
     train_run,
     write_report,
 )
+from jaxconv.runs.experiment import EXPORT_FORMATS
 from jaxconv.runs.recipes import RECIPES, recipe
 from jaxconv.runs.sweep import is_many_run, train_many_run
 from jaxconv.train import OPTIMIZERS, SCHEDULES
@@ -83,6 +87,12 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", choices=("train", "test"), default="test")
     evaluate.add_argument("--data-dir", help="a directory to look for the dataset in first")
     evaluate.set_defaults(handler=_evaluate)
+
+    export = commands.add_parser("export", help="write a run's net as StableHLO or ONNX into the run")
+    export.add_argument("run_dir", metavar="RUN_DIR")
+    export.add_argument("--format", choices=tuple(EXPORT_FORMATS), default="stablehlo")
+    export.add_argument("--data-dir", help="a directory to look for the dataset in first")
+    export.set_defaults(handler=_export)
 
     models = commands.add_parser("models", help="list the model names")
     models.set_defaults(handler=_models)
@@ -158,7 +168,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     )
     options = [
         ("--model", str, f"a name from `jaxconv models` (default {defaults.model})"),
-        ("--dataset", str, f"fashion_mnist, mnist or cifar10 (default {defaults.dataset})"),
+        ("--dataset", str, f"fashion_mnist, mnist, cifar10 or imagefolder (default {defaults.dataset})"),
         ("--epochs", int, f"default {defaults.epochs}"),
         ("--batch-size", int, f"default {defaults.batch_size}"),
         ("--lr", float, f"peak learning rate (default {defaults.lr})"),
@@ -186,6 +196,9 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         "--resume", action="store_true", help="continue the run in --run-dir from its checkpoint"
     )
     train.add_argument("--data-dir", help="a directory to look for the dataset in first")
+    train.add_argument(
+        "--data", metavar="PATH", help="train on an image folder PATH/<class>/<image> (--dataset imagefolder)"
+    )
     train.add_argument(
         "--no-progress", action="store_true", help="no progress bar, nor the line naming the run"
     )
@@ -261,6 +274,8 @@ def _train(args: argparse.Namespace, extra: Sequence[str]) -> int:
         return _train_many(args)
     if _join_processes() and args.run_dir is None:
         raise ValueError("the processes of a run write one run directory: give them all the same --run-dir")
+    if args.data is not None:  # an image folder: its root is where the dataset is
+        args.dataset, args.data_dir = "imagefolder", args.data
     result = train_run(
         _options(args),
         args.run_dir,
@@ -308,6 +323,12 @@ def _evaluate(args: argparse.Namespace, extra: Sequence[str]) -> int:
     print(
         f"{args.split}: top-1 {ev.top1:.2%}  top-5 {ev.top5:.2%}  loss {ev.loss:.4f}  ({len(ev.labels)} examples)"
     )
+    return 0
+
+
+def _export(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    path = export_run(args.run_dir, args.format, data_root=args.data_dir)
+    print(f"{args.format} written to {path}: (N, H, W, C) uint8 images in, (N, classes) logits out")
     return 0
 
 

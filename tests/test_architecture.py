@@ -35,6 +35,7 @@ LEVELS = {  # ARCHITECTURE.md's picture: a package imports only from lower level
     "privacy": 6,
     "analysis": 6,
     "interop": 6,
+    "export": 6,
     "distributed": 7,
     "inspect": 7,
     "runs": 8,

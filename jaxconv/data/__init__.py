@@ -1,7 +1,8 @@
 """Datasets, augmentation and input pipelines.
 
 - `load` reads MNIST, Fashion-MNIST and CIFAR-10 from local files into a
-  `Dataset` of (N, H, W, C) uint8 images and (N,) int32 labels;
+  `Dataset` of (N, H, W, C) uint8 images and (N,) int32 labels, and opens an image folder
+  (``load("imagefolder", split, root=PATH)``) as an `ImageFolder` streamed through Grain;
 - `augment`, `random_crop`, `random_flip`, `normalize` transform a batch on
   the device, inside `jit`;
 - `batches` iterates over an epoch of shuffled, prefetched device batches.
@@ -34,6 +35,7 @@ from jaxconv.data.datasets import (
     names,
     search_dirs,
 )
+from jaxconv.data.folder import ImageFolder, image_folder
 from jaxconv.data.idx import IMAGES_MAGIC, LABELS_MAGIC, parse_idx, read_idx
 from jaxconv.data.mixing import Mix, cutmix, mixup, parse_mix
 from jaxconv.errors import DatasetError, DatasetNotFoundError
@@ -51,12 +53,14 @@ __all__ = [
     "Dataset",
     "DatasetError",
     "DatasetNotFoundError",
+    "ImageFolder",
     "Mix",
     "augment",
     "batches",
     "cutmix",
     "epoch_batches",
     "epoch_order",
+    "image_folder",
     "load",
     "mixup",
     "names",

@@ -21,10 +21,11 @@ import jax
 import numpy as np
 
 from jaxconv.data.datasets import Dataset
+from jaxconv.data.folder import ImageFolder
 
 __all__ = ["batches", "epoch_batches", "epoch_order", "num_batches", "prefetch_to_device"]
 
-Data = Dataset | np.ndarray | Sequence[Any]
+Data = Dataset | ImageFolder | np.ndarray | Sequence[Any]
 T = TypeVar("T")
 
 
@@ -41,8 +42,8 @@ def batches(
     """One epoch of device batches.
 
     Args:
-      data: a `Dataset` (yields (images, labels)) or a sequence of arrays with
-        a common leading axis N, e.g. (images, labels).
+      data: a `Dataset` or `ImageFolder` (yields (images, labels)) or a sequence of
+        arrays with a common leading axis N, e.g. (images, labels).
       batch_size: B, at most N.
       key: the shuffling key; None keeps the stored order.
       epoch: which epoch; with a key, required, and the order is a permutation
@@ -69,7 +70,11 @@ def epoch_batches(
     *,
     drop_remainder: bool = True,
 ) -> Iterator[tuple[np.ndarray, ...]]:
-    """The host (NumPy) batches of `batches`, in the same order; arguments as there."""
+    """The host (NumPy) batches of `batches`, in the same order; arguments as there. An
+    `ImageFolder` reads its own (`ImageFolder.epoch_batches`)."""
+    if isinstance(data, ImageFolder):
+        num_batches(len(data), batch_size, drop_remainder=drop_remainder)  # its checks
+        return data.epoch_batches(batch_size, key, epoch, drop_remainder=drop_remainder)
     arrays = _as_arrays(data)
     n = len(arrays[0])
     count = num_batches(n, batch_size, drop_remainder=drop_remainder)

@@ -22,12 +22,16 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from jaxconv.data.cifar import read_cifar10_batch
+from jaxconv.data.folder import ImageFolder, image_folder
 from jaxconv.data.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
 from jaxconv.errors import DatasetError, DatasetNotFoundError
+
+FOLDER = "imagefolder"  # the name `load` takes for root/<class>/<image>
 
 __all__ = [
     "CIFAR10_MEAN",
@@ -209,7 +213,7 @@ _SPECS = {
 
 def names() -> list[str]:
     """The dataset names `load` accepts."""
-    return sorted(_SPECS)
+    return sorted([*_SPECS, FOLDER])
 
 
 def search_dirs(name: str, root: str | os.PathLike[str] | None = None) -> list[Path]:
@@ -225,7 +229,9 @@ def search_dirs(name: str, root: str | os.PathLike[str] | None = None) -> list[P
     return _dedupe(dirs)
 
 
-def load(name: str, split: str = "train", root: str | os.PathLike[str] | None = None) -> Dataset:
+def load(
+    name: str, split: str = "train", root: str | os.PathLike[str] | None = None, **options: Any
+) -> Dataset | ImageFolder:
     """Load one split of a dataset from local files; nothing is downloaded.
 
     Args:
@@ -233,18 +239,29 @@ def load(name: str, split: str = "train", root: str | os.PathLike[str] | None = 
       split: 'train' (60,000 MNIST / Fashion-MNIST or 50,000 CIFAR-10 examples)
         or 'test' (10,000).
       root: a directory to look in first, before the default places
-        (see the module docstring for the search order).
+        (see the module docstring for the search order); for 'imagefolder', the folder.
+      options: for 'imagefolder' only, `jaxconv.data.folder.image_folder`'s ``image_size``,
+        ``holdout`` and ``workers``.
 
     Returns:
       A `Dataset` with images (N, H, W, C) uint8 and labels (N,) int32:
-      (N, 28, 28, 1) for MNIST and Fashion-MNIST, (N, 32, 32, 3) for CIFAR-10.
+      (N, 28, 28, 1) for MNIST and Fashion-MNIST, (N, 32, 32, 3) for CIFAR-10; for
+      'imagefolder' an `ImageFolder`, streamed in batches (``root/<class>/<image>``).
 
     Raises:
       ValueError: for an unknown name or split.
       DatasetNotFoundError: when no searched directory has the split's files.
       DatasetError: when the files are corrupt or disagree with each other.
     """
+    if name.lower().replace("-", "").replace("_", "") == FOLDER:
+        if root is None:
+            raise DatasetNotFoundError(
+                "an image folder needs its root: load('imagefolder', split, root=PATH)"
+            )
+        return image_folder(root, split, **options)
     spec = _spec(name)
+    if options:
+        raise ValueError(f"{spec.title} takes no options; {sorted(options)} are for 'imagefolder'")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r} for {spec.title}; valid splits: {SPLITS}")
     paths = _locate(spec, split, root)

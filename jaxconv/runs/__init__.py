@@ -20,7 +20,7 @@ optimisers, checkpoints) and `jaxconv.distributed` (data-parallel steps).
 
 from jaxconv.runs.config import Augmentation, TrainConfig, optimizer_for
 from jaxconv.runs.directory import Run, default_run_dir, is_writer
-from jaxconv.runs.experiment import evaluate_run, report, train_run
+from jaxconv.runs.experiment import evaluate_run, export_run, report, train_run
 from jaxconv.runs.figures import first_conv_kernel, plot_confusion, plot_curves, plot_filters
 from jaxconv.runs.grid import GRID_FIELDS, model_configs, parse_grid
 from jaxconv.runs.html_report import REPORT, write_report
@@ -44,6 +44,7 @@ __all__ = [
     "Trained",
     "default_run_dir",
     "evaluate_run",
+    "export_run",
     "first_conv_kernel",
     "fit",
     "fit_many",

@@ -1,8 +1,9 @@
-"""Training and evaluating by name: what ``jaxconv train`` and ``jaxconv evaluate`` do.
+"""Training, evaluating and exporting by name: what ``jaxconv train``, ``evaluate`` and ``export`` do.
 
     result = train_run(TrainConfig(model="convnet", dataset="fashion_mnist"), "runs/first")
     result = train_run({"epochs": 12}, "runs/first", resume=True)   # options must agree with the run's
     evaluation = evaluate_run("runs/first")
+    path = export_run("runs/first", "onnx")                           # runs/first/model.onnx
 
 Every check that can fail (options, model and dataset names, the run
 directory, the data files, the batch size, the model's shapes, a checkpoint to
@@ -15,20 +16,22 @@ import dataclasses
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import jax
 
-from jaxconv import models
+from jaxconv import export, models
 from jaxconv.core import Layer
-from jaxconv.data import Dataset, load
-from jaxconv.errors import NonFiniteLossError
+from jaxconv.data import Dataset, normalize
+from jaxconv.data.datasets import FOLDER
+from jaxconv.errors import ConfigError, NonFiniteLossError
 from jaxconv.runs.config import TrainConfig
 from jaxconv.runs.directory import CONFUSION, CURVES, FILTERS, Options, Run, is_writer
 from jaxconv.runs.figures import first_conv_kernel, plot_confusion, plot_curves, plot_filters
 from jaxconv.runs.html_report import write_report
 from jaxconv.runs.loop import FitResult, fit
-from jaxconv.runs.trained import restore
+from jaxconv.runs.trained import load_split, restore
 from jaxconv.train import (
     Evaluation,
     count_params,
@@ -38,6 +41,7 @@ from jaxconv.train import (
 )
 
 PathLike = str | os.PathLike[str]
+EXPORT_FORMATS = {"stablehlo": export.stablehlo, "onnx": export.onnx}  # format -> writer
 
 
 def train_run(
@@ -98,6 +102,27 @@ def evaluate_run(run_dir: PathLike, *, data_root: PathLike | None = None, split:
     )
 
 
+def export_run(
+    run_dir: PathLike, file_format: str = "stablehlo", *, data_root: PathLike | None = None
+) -> Path:
+    """Write the net of ``run_dir``'s checkpoint as ``model.stablehlo`` or ``model.onnx`` in the run.
+
+    The exported program takes the (N, H, W, C) uint8 images of the run's dataset, any N, and
+    returns the (N, classes) logits: the dataset's normalisation is inside (`jaxconv.export`).
+    """
+    if file_format not in EXPORT_FORMATS:
+        raise ConfigError(f"export format {file_format!r} is not one of {', '.join(EXPORT_FORMATS)}")
+    trained = restore(run_dir, data_root=data_root, split="train", action="export")
+    train_data = trained.train_data
+    mean, std = train_data.mean, train_data.std
+    path = Path(run_dir) / f"model.{file_format}"
+    EXPORT_FORMATS[file_format](
+        trained.net, trained.params, trained.state, (-1, *train_data.images.shape[1:]),
+        path=path, dtype=train_data.images.dtype, preprocess=lambda images: normalize(images, mean, std),
+    )  # fmt: skip
+    return path
+
+
 def report(
     run: Run, net: Layer, test_data: Dataset, result: FitResult | None, *, status: str, seconds: float
 ) -> dict[str, Any]:
@@ -147,7 +172,14 @@ def _load(
 ) -> tuple[Layer, Dataset, Dataset | None]:
     """The net and the data splits, checking the model's name before reading any file."""
     models.spec(config.model)
-    data = [load(config.dataset, split, root=data_root) for split in splits]
+    if config.dataset == FOLDER and jax.process_count() > 1:
+        raise ConfigError(
+            "an image folder gives each process its own rows of a batch, and the multi-process fit "
+            "takes whole global batches in every process: train on an image folder in one process"
+        )
+    if config.dataset == FOLDER and config.dp_epsilon is not None:
+        raise ConfigError("DP-SGD samples Poisson batches from data in memory, not from an image folder")
+    data = [load_split(config, split, data_root) for split in splits]
     net = models.get(config.model, num_classes=data[0].num_classes)
     return net, data[0], data[1] if len(data) > 1 else None
 

@@ -15,6 +15,7 @@ import numpy as np
 from jaxconv import models
 from jaxconv.core import Layer, Params, State
 from jaxconv.data import Dataset, load, normalize
+from jaxconv.data.datasets import FOLDER
 from jaxconv.runs.config import TrainConfig, optimizer_for
 from jaxconv.runs.directory import Run
 from jaxconv.train import init_train_state, load_checkpoint
@@ -47,11 +48,18 @@ def restore(
     run = Run(run_dir)
     run.require_saved(action)
     config = run.saved_config()
-    models.spec(config.model)
-    train_data = load(config.dataset, "train", root=data_root)
-    data = train_data if split == "train" else load(config.dataset, split, root=data_root)
+    train_data = load_split(config, "train", data_root)
+    data = train_data if split == "train" else load_split(config, split, data_root)
     net = models.get(config.model, num_classes=train_data.num_classes)
     optimizer = optimizer_for(config, max(len(train_data) // config.batch_size, 1))
     template = init_train_state(net, optimizer, (-1, *data.images.shape[1:]), jax.random.key(config.seed))
     train_state, _ = load_checkpoint(run.checkpoint, like=template)
     return Trained(run, config, net, train_state.params, train_state.state, train_data, data)
+
+
+def load_split(config: TrainConfig, split: str, data_root: PathLike | None) -> Dataset:
+    """One split of the run's data set, the model's name checked first; an image folder's images
+    are sized to the model's input."""
+    spec = models.spec(config.model)
+    options = {"image_size": spec.input_size} if config.dataset == FOLDER else {}
+    return load(config.dataset, split, root=data_root, **options)

@@ -153,13 +153,13 @@ def test_not_found_mnist_and_cifar_name_the_files(isolated):
 
 def test_unknown_name_and_split(isolated):
     with pytest.raises(ValueError, match=r"unknown dataset 'imagenet'; valid names: cifar10, "
-                       "fashion_mnist, mnist$"):  # fmt: skip
+                       "fashion_mnist, imagefolder, mnist$"):  # fmt: skip
         load("imagenet")
     with pytest.raises(ValueError, match="did you mean 'fashion_mnist'"):
         load("fashion_mnst")
     with pytest.raises(ValueError, match=r"unknown split 'val' for MNIST; valid splits: \('train', "):
         load("mnist", "val")
-    assert names() == ["cifar10", "fashion_mnist", "mnist"]
+    assert names() == ["cifar10", "fashion_mnist", "imagefolder", "mnist"]
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import jaxconv as jc
 from jaxconv.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, Dataset
@@ -69,3 +70,19 @@ def write_idx_dataset(directory: Path) -> Path:
         write_idx(directory / f"{prefix}-images-idx3-ubyte.gz", images[..., 0])
         write_idx(directory / f"{prefix}-labels-idx1-ubyte.gz", labels)
     return directory
+
+
+COLOURS = {"cat": (200, 30, 30), "dog": (30, 200, 30), "owl": (30, 30, 200)}  # RGB per class
+CORRUPT, GRAY = "dog/broken.jpg", "cat/gray.png"
+
+
+def write_folder(root: Path, per_class: int = 6) -> Path:
+    """root/<class>/<i>.png|jpg in each class's colour (sizes vary), a grayscale PNG, a corrupt JPEG."""
+    for name, colour in COLOURS.items():
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            image = Image.new("RGB", (20 + 3 * i, 18 + 2 * i), colour)
+            image.save(root / name / f"{i}.{'png' if i % 2 else 'jpg'}", quality=95)
+    Image.new("L", (24, 24), 120).save(root / GRAY)
+    (root / CORRUPT).write_bytes(b"\xff\xd8 this is not a JPEG")
+    return root

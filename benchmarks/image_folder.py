@@ -1,0 +1,128 @@
+"""An image folder through Grain against the default model's training step.
+
+A folder of ``--images`` generated 64x64 RGB JPEGs in 10 classes (written once into ``--dir``)
+is read as `jaxconv train --data` reads it, at the default model's input (28x28x1, so each image
+is decoded, converted to grayscale, resized to 9/8 and cropped), ``--workers`` Grain processes:
+
+- (a) ``pipeline``: one epoch of `jaxconv.data.batches` over the folder, every batch on the
+  device, from the first batch on (the workers' start is timed apart);
+- (b) ``pipeline 64x64x3``: the same at 64x64 RGB, the images' own size;
+- (c) ``train step``: the default model's jitted train step on one fixed batch, ``--steps``;
+- (d) ``end to end``: ``--steps`` train steps, each on the folder's next batch.
+
+It prints the images per second of each, the ratios (a)/(c), (b)/(c) and (d)/(c), and the peak
+resident memory of this process and of its largest worker (``getrusage``), which stays at a few
+batches whatever the folder's size. Run it on a loaded machine and the ratios move: each side
+shares the same cores.
+
+    python benchmarks/image_folder.py [--images 4000] [--batch-size 128] [--steps 20] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import resource
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from PIL import Image
+
+import jaxconv.train as jt
+from jaxconv.data import batches, load
+from jaxconv.models.small import convnet
+from jaxconv.runs.config import TrainConfig, optimizer_for
+
+CLASSES = 10
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=4000)
+    parser.add_argument("--dir", default="/tmp/jaxconv-image-folder")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=2)
+    return parser.parse_args()
+
+
+def write_folder(root: Path, count: int) -> Path:
+    """``count`` 64x64 RGB JPEGs, smooth random pictures (8x8 noise enlarged), class c in c/."""
+    rng = np.random.default_rng(0)
+    for c in range(CLASSES):
+        (root / str(c)).mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        path = root / str(i % CLASSES) / f"{i:07d}.jpg"
+        if not path.exists():
+            small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+            Image.fromarray(small).resize((64, 64), Image.Resampling.BICUBIC).save(path, quality=90)
+    return root
+
+
+def epoch_rate(data, batch_size: int, key: jax.Array) -> tuple[float, float]:
+    """(seconds to the first batch, images per second after it) of one epoch of ``data``."""
+    begin = time.perf_counter()
+    stream = batches(data, batch_size, key=key, epoch=0)
+    jax.block_until_ready(next(stream))
+    first = time.perf_counter()
+    count = sum(jax.block_until_ready(images).shape[0] for images, _ in stream)
+    return first - begin, count / (time.perf_counter() - first)
+
+
+def step_rate(train_step, state, data, steps: int, batch_size: int) -> float:
+    """Images per second of ``steps`` steps dispatched back to back on the batches of ``data``,
+    after one step to compile."""
+    images, labels = next(data)
+    state, metrics = train_step(state, images, labels)
+    jax.block_until_ready(metrics["loss"])
+    begin = time.perf_counter()
+    for images, labels in itertools.islice(data, steps):
+        state, metrics = train_step(state, images, labels)
+    jax.block_until_ready(metrics["loss"])
+    return steps * batch_size / (time.perf_counter() - begin)
+
+
+def main() -> None:
+    args = parse()
+    root = write_folder(Path(args.dir), args.images)
+    gray = load("imagefolder", "train", root=root, image_size=(28, 28, 1), holdout=0.01, workers=args.workers)
+    rgb = load("imagefolder", "train", root=root, image_size=(64, 64, 3), holdout=0.01, workers=args.workers)
+    key = jax.random.key(1)
+    start_a, pipeline_a = epoch_rate(gray, args.batch_size, key)
+    start_b, pipeline_b = epoch_rate(rgb, args.batch_size, key)
+
+    config = TrainConfig(batch_size=args.batch_size, augment="none")
+    optimizer = optimizer_for(config, len(gray) // args.batch_size)
+    net = convnet()
+    train_step = jt.make_train_step(net, optimizer, preprocess=jt.make_preprocess(gray.mean, gray.std))
+    def fresh() -> jt.TrainState:  # the step donates its state: one per measurement
+        return jt.init_train_state(net, optimizer, (-1, 28, 28, 1), jax.random.key(0))
+
+    fixed = next(batches(gray, args.batch_size, key=key, epoch=1))
+    step = step_rate(train_step, fresh(), itertools.repeat(fixed), args.steps, args.batch_size)
+    endless = itertools.chain.from_iterable(
+        batches(gray, args.batch_size, key=key, epoch=e) for e in itertools.count(2)
+    )
+    end_to_end = step_rate(train_step, fresh(), endless, args.steps, args.batch_size)
+
+    mib = 1024  # ru_maxrss is in KiB on Linux
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / mib
+    worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / mib
+    print(
+        f"{len(gray.files)} images, batch {args.batch_size}, {args.workers} workers, load {os.getloadavg()}"
+    )
+    print(f"(a) pipeline 28x28x1: {pipeline_a:,.0f} img/s (workers started in {start_a:.1f} s)")
+    print(f"(b) pipeline 64x64x3: {pipeline_b:,.0f} img/s (workers started in {start_b:.1f} s)")
+    print(f"(c) train step: {step:,.0f} img/s")
+    print(f"(d) end to end: {end_to_end:,.0f} img/s")
+    print(
+        f"(a)/(c) {pipeline_a / step:.2f}  (b)/(c) {pipeline_b / step:.2f}  (d)/(c) {end_to_end / step:.2f}"
+    )
+    print(f"peak RSS: this process {own:,.0f} MiB, largest worker {worker:,.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

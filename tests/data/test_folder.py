@@ -1,0 +1,83 @@
+"""Image folders through Grain: the splits, the decoding, the skipped files.
+
+The folder is generated (`synthetic.write_folder`): three classes of PNG and JPEG images of
+several sizes, each class a flat colour (so the decoded pixels can be checked against the colour
+written), one grayscale PNG and one file that is not an image.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+import jaxconv as jc
+from jaxconv.errors import DatasetError, DatasetNotFoundError
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "runs"))
+from synthetic import COLOURS, CORRUPT, write_folder
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return write_folder(tmp_path_factory.mktemp("images"))
+
+
+def test_held_out_split_labels_and_decoded_colours(folder):
+    train = jc.data.load("imagefolder", "train", root=folder, image_size=(8, 8, 3), workers=0)
+    test = jc.data.load("imagefolder", "test", root=folder, image_size=(8, 8, 3), workers=0)
+    assert train.class_names == test.class_names == ("cat", "dog", "owl")
+    assert len(train) + len(test) == 3 * 6 + 2 and len(test) == 2  # ceil(10% of 20)
+    assert not set(train.files) & set(test.files)
+    seen = 0
+    for images, labels in jc.data.batches(train, 3, key=jax.random.key(0), epoch=0):
+        assert images.shape == (3, 8, 8, 3) and images.dtype == np.uint8
+        for image, label in zip(np.asarray(images), np.asarray(labels), strict=True):
+            colour = np.asarray(COLOURS[train.class_names[label]])
+            if not (image == image[..., :1]).all():  # the grayscale cat reads as R = G = B
+                assert np.abs(image.astype(int) - colour).max() <= 3  # JPEG's rounding
+            seen += 1
+    expected = len(train.files) - (Path(folder, CORRUPT).as_posix() in train.files)
+    assert seen == expected // 3 * 3 and len(train) == expected
+
+
+def test_an_unreadable_file_is_named_skipped_and_counted(folder, capsys):
+    data = jc.data.load("imagefolder", "train", root=folder, image_size=(8, 8, 1), workers=1, holdout=0.05)
+    broken = str(folder / CORRUPT)
+    assert broken in data.files and len(data) == len(data.files)
+    labels = [np.asarray(b[1]) for b in jc.data.batches(data, 4, drop_remainder=False)]
+    assert data.skipped.keys() == {broken} and "UnidentifiedImageError" in data.skipped[broken]
+    assert f"skipping unreadable image {broken}" in capsys.readouterr().err
+    assert len(data) == len(data.files) - 1
+    np.testing.assert_array_equal(np.concatenate(labels), data.labels)  # stored order, skip left out
+
+
+def test_train_and_val_directories(tmp_path):
+    write_folder(tmp_path / "train", per_class=2)
+    (tmp_path / "val" / "owl").mkdir(parents=True)
+    Image.new("RGB", (9, 9), COLOURS["owl"]).save(tmp_path / "val" / "owl" / "0.png")
+    test = jc.data.load("imagefolder", "test", root=tmp_path, image_size=(4, 4, 3), workers=0)
+    assert test.class_names == ("cat", "dog", "owl") and test.labels.tolist() == [2]
+    ((images, labels),) = jc.data.batches(test, 1)
+    assert np.asarray(labels).tolist() == [2]
+    assert (np.asarray(images) == COLOURS["owl"]).all()
+
+
+def test_folders_that_cannot_be_read_are_refused(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="does not exist"):
+        jc.data.load("imagefolder", root=tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetNotFoundError, match="has no class folders"):
+        jc.data.load("imagefolder", root=tmp_path / "empty")
+    write_folder(tmp_path / "two" / "train", per_class=1)
+    with pytest.raises(DatasetNotFoundError, match="no val/ or test/"):
+        jc.data.load("imagefolder", "test", root=tmp_path / "two")
+    (tmp_path / "two" / "val" / "yak").mkdir(parents=True)
+    with pytest.raises(DatasetError, match=r"class folders \['yak'\] that the training split lacks"):
+        jc.data.load("imagefolder", "test", root=tmp_path / "two")
+    with pytest.raises(ValueError, match="takes no options"):
+        jc.data.load("mnist", image_size=(28, 28, 1))
