@@ -11,6 +11,7 @@ URIs), so it opens offline and can be archived alone. ``jaxconv train`` writes i
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import html
 import json
@@ -24,6 +25,7 @@ from matplotlib.figure import Figure
 
 from jaxconv.analysis import summary
 from jaxconv.core import Layer
+from jaxconv.data import Dataset, ImageFolder, epoch_batches
 from jaxconv.inspect import (
     activation_figure,
     activations,
@@ -46,6 +48,7 @@ def write_report(run_dir: PathLike, *, data_root: PathLike | None = None, images
     """Write ``run_dir/report.html`` from the run's checkpoint and test set; returns its path.
     ``images``: how many test images get Grad-CAM and how many mistakes are shown."""
     trained = restore(run_dir, data_root=data_root, action="report on")
+    trained = dataclasses.replace(trained, test_data=_in_memory(trained.test_data))
     logits = _test_logits(trained)
     path = trained.run.path
     sections = [_results_section(trained, logits), _curves_section(trained)]
@@ -54,6 +57,22 @@ def write_report(run_dir: PathLike, *, data_root: PathLike | None = None, images
     title = f"{trained.config.model} on {trained.config.dataset}: {path.name}"
     write_atomic(path / REPORT, html_page(title, "\n".join(sections)))
     return path / REPORT
+
+
+def _in_memory(data: Dataset | ImageFolder, limit: int = 2000) -> Dataset:
+    """``data`` as arrays in memory: an image folder's first ``limit`` readable images (in the
+    folder's order), decoded in batches."""
+    if not isinstance(data, ImageFolder):
+        return data
+    images, labels, count = [], [], 0
+    for batch_images, batch_labels in epoch_batches(data, min(256, len(data)), drop_remainder=False):
+        images.append(batch_images)
+        labels.append(batch_labels)
+        count += len(batch_labels)
+        if count >= limit:
+            break
+    arrays = np.concatenate(images)[:limit], np.concatenate(labels)[:limit]
+    return Dataset(data.name, data.split, *arrays, data.class_names, data.mean, data.std)
 
 
 def _test_logits(trained: Trained, batch: int = 1000) -> np.ndarray:

@@ -40,6 +40,8 @@ def test_jaxconv_train_on_an_image_folder(tmp_path, capsys):
     assert results["status"] == "complete" and 0 <= results["test_top1"] <= 1
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["dataset"] == "imagefolder" and config["model"] == "tiny_rgb"
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "tiny_rgb on imagefolder" in page and "data:image/png;base64," in page
 
 
 def test_several_processes_are_refused_an_image_folder(tmp_path, monkeypatch):
