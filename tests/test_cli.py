@@ -49,7 +49,7 @@ def trained(data_dir, tmp_path_factory) -> Path:
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:
-    return {path.name: path.read_bytes() for path in sorted(directory.iterdir())}
+    return {path.name: path.read_bytes() for path in sorted(directory.iterdir()) if path.is_file()}
 
 
 def test_train_writes_the_run_and_evaluate_reads_it(trained, capsys, data_dir):
