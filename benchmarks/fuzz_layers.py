@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "reliability"))
-from layer_fuzz import check, random_case  # noqa: E402
+from layer_fuzz import check, random_case
 
 
 def main() -> int:

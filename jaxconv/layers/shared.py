@@ -45,7 +45,9 @@ def reduce_window(x, init_value, op, window, stride, padding, dilation=None) -> 
     ``dilation`` (None: contiguous)."""
     dilated = None if dilation is None else (1, *dilation, 1)
     padding = ((0, 0), *padding, (0, 0))
-    return lax.reduce_window(x, init_value, op, (1, *window, 1), (1, *stride, 1), padding, window_dilation=dilated)
+    return lax.reduce_window(
+        x, init_value, op, (1, *window, 1), (1, *stride, 1), padding, window_dilation=dilated
+    )
 
 
 def floating(x: jax.Array, dtype: Any = jnp.float32) -> jax.Array:

@@ -128,5 +128,7 @@ def test_pool_arguments_are_refused_with_the_layer_name(make):
         make(2, dilation=0)
     with pytest.raises(ValueError, match=f"{make.__name__}.*ceil_mode"):
         make(2, padding="SAME", ceil_mode=True)
-    with pytest.raises(ValueError, match=f"{make.__name__}.*dilation=2.*window 3"):  # a window of only padding
+    with pytest.raises(
+        ValueError, match=f"{make.__name__}.*dilation=2.*window 3"
+    ):  # a window of only padding
         make(2, dilation=2, padding=3).init(None, (1, 8, 8, 1))

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "runs"))
-from synthetic import synthetic, tiny_net, write_idx  # noqa: E402
+from synthetic import synthetic, tiny_net, write_idx
 
-from jaxconv.models import registry  # noqa: E402
+from jaxconv.models import registry
 
 
 @pytest.fixture

@@ -84,7 +84,10 @@ def test_a_diverged_fit_stops_and_keeps_the_best_and_last_good_checkpoints(tmp_p
         best_state.params, best_state.state, test, config.eval_batch_size,
     )  # fmt: skip
     assert evaluation.top1 == best_epoch["test_top1"]  # evaluated again, from the file
-    assert sorted(path.name for path in (run.path / "checkpoints").iterdir()) == ["epoch-1.npz", "epoch-2.npz"]
+    assert sorted(path.name for path in (run.path / "checkpoints").iterdir()) == [
+        "epoch-1.npz",
+        "epoch-2.npz",
+    ]
 
 
 def test_an_exploding_learning_rate_fails_the_run_and_says_so(tmp_path, capsys, tiny_model, data_dir):
