@@ -67,7 +67,8 @@ def _message(error: BaseException) -> str:
         if not isinstance(error, OSError) or error.filename is None
         else f"{error.filename}: {error.strerror}"
     )
-    return "; ".join([text, *getattr(error, "__notes__", ())])
+    notes = [note for note in getattr(error, "__notes__", ()) if "JAX_TRACEBACK_FILTERING" not in note]
+    return "; ".join([text, *notes])
 
 
 class _Parser(argparse.ArgumentParser):

@@ -268,8 +268,8 @@ def _locate(spec: _Spec, split: str, root: str | os.PathLike[str] | None) -> lis
     if root is not None and not Path(root).is_dir():
         raise DatasetNotFoundError(
             f"the data directory {root} does not exist or is not a directory; give the directory that "
-            f"holds the {spec.title} files (--data-dir), or leave it out to search the default places. "
-            "To get them, " + spec.how_to_get.format(target=Path(root))
+            f"holds the {spec.title} files (--data-dir; create it first), or leave it out to search the "
+            "default places"
         )
     required = spec.files(split)
     report = []
