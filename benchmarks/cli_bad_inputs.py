@@ -18,10 +18,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 HERE = Path(__file__).resolve().parent.parent / "tests"
 sys.path[:0] = [str(HERE / "reliability"), str(HERE / "runs")]
 
-from cli_cases import ISSUE_CASES, KINDS, MORE_CASES, failure, run_cli
-from synthetic import synthetic, tiny_net, write_idx
+from cli_cases import ISSUE_CASES, KINDS, MORE_CASES, failure, run_cli  # noqa: E402
+from synthetic import synthetic, tiny_net, write_idx  # noqa: E402
 
-from jaxconv.models import registry
+from jaxconv.models import registry  # noqa: E402
 
 
 def write_data(directory: Path) -> None:

@@ -53,9 +53,9 @@ def test_a_header_claiming_a_trillion_floats_is_refused_before_allocating(tmp_pa
     path = save_checkpoint(tmp_path / "c.npz", TREE)
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (10**12,)})
-    with zipfile.ZipFile(path, "a") as archive:  # a second leaf_0.npy entry, read in place of the first
-        with pytest.warns(UserWarning, match="Duplicate name"):
-            archive.writestr("leaf_0.npy", header.getvalue() + bytes(12))
+    # a second leaf_0.npy entry, read in place of the first
+    with zipfile.ZipFile(path, "a") as archive, pytest.warns(UserWarning, match="Duplicate name"):
+        archive.writestr("leaf_0.npy", header.getvalue() + bytes(12))
     with pytest.raises(CheckpointError, match=r"leaf_0 claims 1000000000000 values of float32"):
         load_checkpoint(path, like=TREE)
 
