@@ -38,6 +38,7 @@ import dataclasses
 import difflib
 import functools
 import os
+import pickle
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -182,8 +183,6 @@ def _read(state_dict: StateDict) -> Mapping[str, Any]:
 
             return load_file(path)
         if path.endswith((".pth", ".pt", ".bin")):
-            import pickle
-
             import torch
 
             try:
