@@ -2,8 +2,10 @@
 and does the resumed run end with the same checkpoint as one never killed?
 
 A reference run (the tests' tiny ConvNet on synthetic Fashion-MNIST-shaped data, 3 epochs) is
-timed; each kill point is a uniform random moment within its duration (from the start of the
-process, so that some fall before the first checkpoint, during start-up or a save). After the
+timed; a quarter of the kill points are uniform random moments of its start-up (before it
+writes config.json), the others uniform random moments of its training, measured from the
+moment the killed run wrote its config.json (before the first checkpoint, during a save, between
+epochs, during the report). After the
 kill, the way out is ``--resume`` when the run directory holds a configuration, else the same
 command again (nothing was written). A dead end is a way out that fails; a resumed run must
 end with a checkpoint whose arrays have the reference's SHA-256 digest.
@@ -42,6 +44,14 @@ def digest(run_dir: Path) -> str:
         return json.loads(archive["__manifest__"].tobytes())["sha256"]
 
 
+def wait_for_config(run_dir: Path, process: subprocess.Popen) -> float:
+    """Wait until the run has written its config.json (or ended); the seconds waited."""
+    started = time.perf_counter()
+    while not (run_dir / "config.json").exists() and process.poll() is None:
+        time.sleep(0.005)
+    return time.perf_counter() - started
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=20)
@@ -56,18 +66,24 @@ def main() -> int:
             write_idx(data / f"{prefix}-images-idx3-ubyte.gz", images[..., 0])
             write_idx(data / f"{prefix}-labels-idx1-ubyte.gz", labels)
         started = time.perf_counter()
-        subprocess.run(command(data, Path(scratch) / "reference"), check=True, capture_output=True)
+        process = subprocess.Popen(command(data, Path(scratch) / "reference"), stdout=subprocess.DEVNULL)
+        start_up = wait_for_config(Path(scratch) / "reference", process)
+        assert process.wait() == 0
         duration = time.perf_counter() - started
         reference = digest(Path(scratch) / "reference")
-        print(f"reference run: {duration:.1f} s")
+        print(f"reference run: {duration:.1f} s, of which {start_up:.1f} s before its config.json")
         dead_ends = different = 0
         for kill in range(args.kills):
             run_dir = Path(scratch) / f"killed{kill}"
-            at = float(rng.uniform(0, duration))
+            launched = time.perf_counter()
             process = subprocess.Popen(
                 command(data, run_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
-            time.sleep(at)
+            if kill % 4 == 0:  # during start-up
+                at = float(rng.uniform(0, start_up))
+            else:  # once training has begun: the run directory exists
+                at = wait_for_config(run_dir, process) + float(rng.uniform(0, duration - start_up))
+            time.sleep(max(0.0, at - (time.perf_counter() - launched)))
             os.kill(process.pid, signal.SIGKILL)
             finished = process.wait() == 0
             state = "no directory" if not run_dir.exists() else (
