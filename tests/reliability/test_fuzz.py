@@ -9,7 +9,10 @@ import collections
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from layer_fuzz import build, check, random_case, torch_output
+
+from jaxconv.layers.initializers import initializer
 
 CASES = 1000
 
@@ -57,3 +60,8 @@ def test_the_fuzzer_finds_what_it_looks_for():
     valid = {**case, "shape": (2, 4, 5, 3)}
     assert check(valid, jax.random.key(0)) == "valid"
     assert check({**valid, "features": 0}, jax.random.key(0)) == "rejected"
+
+
+def test_an_initialiser_refuses_a_kernel_without_inputs():
+    with pytest.raises(ValueError, match=r"'he_normal': a kernel of shape \(3, 3, 0, 4\) has fan 0"):
+        initializer("he")(jax.random.key(0), (3, 3, 0, 4))
