@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent.parent / "runs"))
+sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parent.parent / "runs")]  # their helpers
 from synthetic import synthetic, tiny_net, write_idx
 
 from jaxconv.models import registry
