@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parent.parent / "runs")]  # their helpers
+sys.path.insert(0, str(Path(__file__).parent.parent / "runs"))
+sys.path.insert(0, str(Path(__file__).parent))  # the suite's own helpers, as top-level modules
 from synthetic import synthetic, tiny_net, write_idx
 
 from jaxconv.models import registry
