@@ -98,6 +98,7 @@ def main() -> None:
     optimizer = optimizer_for(config, len(gray) // args.batch_size)
     net = convnet()
     train_step = jt.make_train_step(net, optimizer, preprocess=jt.make_preprocess(gray.mean, gray.std))
+
     def fresh() -> jt.TrainState:  # the step donates its state: one per measurement
         return jt.init_train_state(net, optimizer, (-1, 28, 28, 1), jax.random.key(0))
 

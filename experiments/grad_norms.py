@@ -75,7 +75,16 @@ def snapshots(net, train, test, budget, probes) -> list[dict]:
             flush=True,
         )
 
-    fit(net, train, test, config, initial=(params, state), on_epoch=after_epoch, progress=False)
+    fit(
+        net,
+        train,
+        test,
+        config,
+        initial=(params, state),
+        on_epoch=after_epoch,
+        progress=False,
+        divergence_rule=None,
+    )
     return taken
 
 

@@ -31,7 +31,7 @@ import runpy
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from jaxconv import distributed, models
 from jaxconv.analysis import summary
@@ -70,15 +70,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\ninterrupted", file=sys.stderr)
         return 130
     except FloatingPointError as error:
-        print(f"jaxconv: {error}", file=sys.stderr)
+        print(f"jaxconv: {_message(error)}", file=sys.stderr)
         return EXIT_ERROR
-    except ValueError as error:  # every jaxconv user mistake is a ValueError
-        print(f"jaxconv: error: {error}", file=sys.stderr)
+    except (ValueError, OSError) as error:  # every jaxconv user mistake is a ValueError
+        print(f"jaxconv: error: {_message(error)}", file=sys.stderr)
         return EXIT_USAGE
 
 
+def _message(error: BaseException) -> str:
+    """The error's message with its notes (the layer that failed, how to go on) on the same line."""
+    text = (
+        str(error)
+        if not isinstance(error, OSError) or error.filename is None
+        else f"{error.filename}: {error.strerror}"
+    )
+    notes = [note for note in getattr(error, "__notes__", ()) if "JAX_TRACEBACK_FILTERING" not in note]
+    return "; ".join([text, *notes])
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line (and its subcommands' too), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jaxconv", description="A functional ConvNet framework for JAX.")
+    parser = _Parser(prog="jaxconv", description="A functional ConvNet framework for JAX.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(commands)
 
@@ -212,16 +230,8 @@ def _private_options(defaults: TrainConfig) -> list[tuple[str, type, str]]:
         ("--dp-epsilon", float, "train with DP-SGD to this epsilon, e.g. 3 (default: not private)"),
         ("--dp-delta", float, f"DP-SGD's delta (default {defaults.dp_delta})"),
         ("--dp-clip", float, f"DP-SGD's per-example gradient clip norm C (default {defaults.dp_clip})"),
-        (
-            "--augmult",
-            int,
-            f"DP-SGD: augmented copies of each example, averaged (default {defaults.augmult})",
-        ),
-        (
-            "--physical-batch-size",
-            int,
-            "DP-SGD: examples computed at once; a batch runs in chunks (default: all)",
-        ),
+        ("--augmult", int, f"DP-SGD: augmented copies per example, averaged (default {defaults.augmult})"),
+        ("--physical-batch-size", int, "DP-SGD: examples computed at once, in chunks (default: all)"),
     ]
 
 
@@ -234,15 +244,11 @@ def _add_many(train: argparse.ArgumentParser) -> None:
         "--grid",
         help=f"values to try, e.g. lr=0.05,0.1,0.2 or 'lr=0.05,0.1;weight_decay=0,5e-4' ({', '.join(GRID_FIELDS)})",
     )
-    many.add_argument(
-        "--shard",
-        choices=("models", "batch"),
-        default="models",
-        help="with --devices: split the models or each batch",
-    )
+    shard = {"choices": ("models", "batch"), "default": "models"}
+    many.add_argument("--shard", **shard, help="with --devices: split the models or each batch")
     many.add_argument("--shared-order", action="store_true", help="every model sees the first seed's batches")
     many.add_argument(
-        "--memory-budget-mb", type=float, help="train the models in chunks that fit this much memory"
+        "--memory-budget-mb", type=float, help="train the models in chunks that fit this memory"
     )
 
 
@@ -346,10 +352,16 @@ def _summary(args: argparse.Namespace, extra: Sequence[str]) -> int:
     name = args.model or models.DEFAULT_MODEL
     shape = models.input_shape(name)
     if args.input:
+        example = "x".join(map(str, shape[1:]))
         try:
-            shape = (-1, *(int(size) for size in re.split(r"[x,]", args.input)))
+            given = tuple(int(size) for size in re.split(r"[x,]", args.input))
         except ValueError:
             raise ValueError(f"--input {args.input!r}: give HxWxC such as 224x224x3") from None
+        if len(given) != len(shape) - 1 or min(given) < 1:
+            raise ValueError(
+                f"--input {args.input!r}: {name} takes {len(shape) - 1} positive sizes, such as {example}"
+            )
+        shape = (-1, *given)
     print(summary(models.get(name, num_classes=args.num_classes), shape))
     return 0
 
@@ -359,7 +371,7 @@ def _bench(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if directory is None:
         print(
             "jaxconv bench: the benchmarks are scripts in the source checkout (benchmarks/*.py); "
-            "run this command from the repository's root",
+            "install jaxconv from a checkout (pip install -e .) to run them",
             file=sys.stderr,
         )
         return EXIT_ERROR
@@ -375,10 +387,10 @@ def _bench(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 
 def _benchmarks_dir() -> Path | None:
-    for root in (Path.cwd(), Path(__file__).resolve().parent.parent):
-        if (root / "benchmarks").is_dir():
-            return root / "benchmarks"
-    return None
+    """The benchmarks/ of the checkout jaxconv itself runs from (never the current directory's:
+    ``jaxconv bench NAME`` must not run a script someone left there)."""
+    directory = Path(__file__).resolve().parent.parent / "benchmarks"
+    return directory if directory.is_dir() else None
 
 
 if __name__ == "__main__":

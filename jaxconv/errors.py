@@ -1,6 +1,7 @@
 """Every error jaxconv raises for a user mistake, in one place.
 
-Each is a `ValueError`, so ``except ValueError`` catches them all; the
+Each is a `ValueError` (but for the `FloatingPointError` of a diverged run), so
+``except ValueError`` catches every mistake; the
 subclasses let a caller (or a test) tell the kind of mistake apart. Messages
 name the layer, file or option, put the numbers into the rule that failed and
 offer a fix.
@@ -74,6 +75,16 @@ class DataParallelError(ValueError):
     """The devices, the mesh or the net do not fit a data-parallel step."""
 
 
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite; the last good checkpoint is kept. A
-    `FloatingPointError`, not a user mistake caught before training."""
+class DivergenceError(FloatingPointError):
+    """Training diverged (`jaxconv.runs.divergence`): the loss exploded or the run is stuck at
+    chance. The checkpoints of the last good and the best epoch are kept. A `FloatingPointError`,
+    not a user mistake caught before training."""
+
+
+class NonFiniteLossError(DivergenceError):
+    """The training loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class DiskFullError(RunDirError, OSError):
+    """A run's file could not be written for lack of space (or over a file-size limit); the
+    previous checkpoint is kept. Also an `OSError`."""

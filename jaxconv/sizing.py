@@ -73,13 +73,19 @@ def same_padding(W: int, F: int, S: int = 1, D: int = 1) -> Pair:
 
 
 def padding_pairs(
-    padding: PaddingLike, W: Sequence[int], F: Sequence[int], S: Sequence[int], D: Sequence[int]
+    padding: PaddingLike,
+    W: Sequence[int],
+    F: Sequence[int],
+    S: Sequence[int],
+    D: Sequence[int],
+    layer: str = "Conv",
 ) -> tuple[Pair, ...]:
     """Normalise a padding argument to one ``(P_lo, P_hi)`` pair per spatial axis.
 
     Accepts an int (the same P on every side), one int per axis (symmetric),
     one ``(lo, hi)`` pair per axis, or the strings ``'SAME'`` and ``'VALID'``.
     A 'SAME' padding along an axis of unknown size is returned as ``(-1, -1)``.
+    Errors name ``layer``.
     """
     rank = len(W)
     if isinstance(padding, str):
@@ -91,7 +97,7 @@ def padding_pairs(
                 (UNKNOWN, UNKNOWN) if w == UNKNOWN else same_padding(w, f, s, d)
                 for w, f, s, d in zip(W, F, S, D, strict=True)
             )
-        raise ValueError(f"padding={padding!r} is not a mode; use 'SAME', 'VALID' or an int P")
+        raise ValueError(f"{layer}: padding={padding!r} is not a mode; use 'SAME', 'VALID' or an int P")
     if isinstance(padding, numbers.Integral):
         padding = int(padding)
         pairs = ((padding, padding),) * rank
@@ -101,11 +107,11 @@ def padding_pairs(
         pairs = tuple((int(lo), int(hi)) for lo, hi in padding)
     else:
         raise ValueError(
-            f"padding={padding!r} does not fit {rank} spatial axes; give an int P, "
+            f"{layer}: padding={padding!r} does not fit {rank} spatial axes; give an int P, "
             f"{rank} ints (one per axis) or {rank} (P_lo, P_hi) pairs"
         )
     if any(p < 0 for pair in pairs for p in pair):
-        raise ValueError(f"padding={padding!r} is negative; P must be >= 0")
+        raise ValueError(f"{layer}: padding={padding!r} is negative; P must be >= 0")
     return pairs
 
 
@@ -206,13 +212,18 @@ def _fixes(W: int, F: int, S: int, P: Pair, D: int) -> list[str]:
 
 
 def ceil_mode_padding(
-    W: Sequence[int], F: Sequence[int], S: Sequence[int], pads: Sequence[Pair]
+    W: Sequence[int],
+    F: Sequence[int],
+    S: Sequence[int],
+    pads: Sequence[Pair],
+    D: Sequence[int] | None = None,
 ) -> tuple[Pair, ...]:
     """``pads`` with the high sides grown so that the output sizes round up, as PyTorch's
     ``ceil_mode`` (a last window that runs past the end is kept if it starts inside the input or
-    its low padding)."""
+    its low padding); a window dilated by D spans ``D*(F - 1) + 1``."""
+    spans = [effective_filter(f, d) for f, d in zip(F, D or (1,) * len(F), strict=True)]
     grown = []
-    for size, window, stride, (low, high) in zip(W, F, S, pads, strict=True):
+    for size, window, stride, (low, high) in zip(W, spans, S, pads, strict=True):
         if size == UNKNOWN:
             grown.append((low, high))
             continue
@@ -276,6 +287,12 @@ def spatial_rank(layer: str, input_shape: Shape, fixed: SizeArg | None = None) -
             f"got shape {tuple(input_shape)}; under vmap over single examples keep a batch axis "
             "of 1 (x[:, None]) so every example is still (1, H, W, C)"
         )
+    bad = [size for size in input_shape[1:] if not (size >= 1 or size == UNKNOWN)]
+    if bad:
+        raise ShapeError(
+            f"{layer} got an input of shape {tuple(input_shape)}: its sizes after the batch must be "
+            f"positive (or {UNKNOWN}, unknown), not {bad[0]}; check the shape given to init"
+        )
     return rank
 
 
@@ -297,9 +314,9 @@ def slide(
 ) -> Window:
     """Resolve ``padding`` (grown for ``ceil_mode``) and apply the sizing rule on every spatial
     axis of an input of spatial sizes ``W``; raises `SizeError` as `output_size` does."""
-    pads = padding_pairs(padding, W, F, S, D)
+    pads = padding_pairs(padding, W, F, S, D, layer)
     if ceil_mode:
-        pads = ceil_mode_padding(W, F, S, pads)
+        pads = ceil_mode_padding(W, F, S, pads, D)
     out = tuple(
         output_size(w, f, s, p[0] if p[0] == p[1] else p, d, strict=strict, layer=layer)
         for w, f, s, p, d in zip(W, F, S, pads, D, strict=True)

@@ -49,7 +49,7 @@ def trained(data_dir, tmp_path_factory) -> Path:
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:
-    return {path.name: path.read_bytes() for path in sorted(directory.iterdir())}
+    return {path.name: path.read_bytes() for path in sorted(directory.iterdir()) if path.is_file()}
 
 
 def test_train_writes_the_run_and_evaluate_reads_it(trained, capsys, data_dir):
@@ -102,7 +102,10 @@ def test_resume_of_a_finished_run_trains_nothing_and_a_corrupt_checkpoint_is_kep
     ("options", "message"),
     [
         (["--model", "resnet_tiny"], r"unknown model 'resnet_tiny'; .*valid names: convnet, "),
-        (["--dataset", "fashion"], r"unknown dataset 'fashion'; valid names: cifar10, fashion_mnist, imagefolder, mnist"),
+        (
+            ["--dataset", "fashion"],
+            r"unknown dataset 'fashion'; valid names: cifar10, fashion_mnist, imagefolder, mnist",
+        ),
         (["--lr", "-0.1"], r"lr=-0.1: the learning rate must be positive"),
         (["--batch-size", "100"], r"batch_size=100 is larger than the dataset \(64 examples\)"),
         (["--augment", "jitter"], r"unknown augmentation 'jitter'"),

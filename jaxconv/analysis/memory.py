@@ -76,7 +76,9 @@ def _max_pool_step(record: Record, inputs: int, outputs: int) -> tuple[int, int]
     select-and-scatter) its output, its argmax (an int32 index per axis) and the index grids."""
     window = sizing.layer_window(record.info, record.input_shape)
     spatial, impl = record.input_shape[1:-1], record.info.spec.get("impl")
-    if window is not None and uses_tiled_max(spatial, window.size, window.stride, window.padding, impl=impl):
+    if window is not None and uses_tiled_max(
+        spatial, window.size, window.stride, window.padding, impl=impl, dilation=window.dilation
+    ):
         return outputs, inputs + outputs  # the output; the input is saved by its producer
     rank = len(record.input_shape)
     return (1 + rank) * outputs + rank * inputs, inputs + outputs

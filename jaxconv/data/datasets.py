@@ -282,6 +282,12 @@ def _spec(name: str) -> _Spec:
 
 def _locate(spec: _Spec, split: str, root: str | os.PathLike[str] | None) -> list[Path]:
     """The split's files from the first directory that has them all."""
+    if root is not None and not Path(root).is_dir():
+        raise DatasetNotFoundError(
+            f"the data directory {root} does not exist or is not a directory; give the directory that "
+            f"holds the {spec.title} files (--data-dir; create it first), or leave it out to search the "
+            "default places"
+        )
     required = spec.files(split)
     report = []
     for directory in search_dirs(spec.name, root):

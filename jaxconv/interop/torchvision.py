@@ -38,6 +38,7 @@ import dataclasses
 import difflib
 import functools
 import os
+import pickle
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -176,14 +177,25 @@ def _read(state_dict: StateDict) -> Mapping[str, Any]:
     if isinstance(state_dict, Mapping):
         return state_dict
     path = os.fspath(state_dict)
-    if path.endswith(".safetensors"):
-        from safetensors.numpy import load_file
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.numpy import load_file
 
-        return load_file(path)
-    if path.endswith((".pth", ".pt", ".bin")):
-        import torch
+            return load_file(path)
+        if path.endswith((".pth", ".pt", ".bin")):
+            import torch
 
-        return torch.load(path, map_location="cpu", weights_only=True)
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True)
+            except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+                raise StateDictError(
+                    f"from_torchvision: {path} is not a state_dict of tensors that loads without running "
+                    f"its code ({type(error).__name__}: {str(error).splitlines()[0]}); it may be corrupt or "
+                    "unsafe (a pickle that calls functions). Save the weights with "
+                    "torch.save(model.state_dict(), ...) or as .safetensors"
+                ) from None
+    except OSError as error:
+        raise StateDictError(f"from_torchvision: cannot read {path}: {error.strerror or error}") from None
     raise ValueError(
         f"from_torchvision: cannot read {path!r}; pass a mapping of names to tensors, "
         "a .safetensors file or a .pth / .pt file saved with torch.save(model.state_dict(), ...)"

@@ -58,6 +58,11 @@ def initializer(
     def draw(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
         fan_in, fan_out = fans(shape, in_axis, out_axis, batch_axis)
         fan = fan_in if mode == "fan_in" else (fan_in + fan_out) / 2
+        if fan <= 0:
+            raise ValueError(
+                f"initialiser {name!r}: a kernel of shape {tuple(shape)} has fan {fan}, so its scale "
+                "sqrt(scale / fan) is undefined; every axis of a kernel needs a positive size"
+            )
         size = math.prod(shape)
         unit = _unit(key, _bucket(size), distribution)[:size].reshape(shape)
         return (unit * math.sqrt(scale / fan)).astype(dtype)

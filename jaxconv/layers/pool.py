@@ -57,7 +57,7 @@ _MAX_TILED_WINDOW = 64  # window elements; the custom gradient unrolls one compa
 
 _SLIDING = Traits(window="window", field="window")
 
-Reduce = Callable[[jax.Array, tuple[int, ...], tuple[int, ...], tuple], jax.Array]
+Reduce = Callable[[jax.Array, sizing.Window, tuple], jax.Array]
 
 
 def _pool(
@@ -70,35 +70,48 @@ def _pool(
     traits: Traits = _SLIDING,
     **spec,
 ) -> Layer:
-    """A pooling layer from ``reduce(x, window, strides, padding_pairs)``; ``spec`` its other
-    hyperparameters, ``ceil_mode`` among them."""
+    """A pooling layer from ``reduce(x, window, given_padding)``: the `sizing.Window` on ``x`` and
+    the padding given (before ``ceil_mode`` grew it); ``spec`` its other hyperparameters,
+    ``ceil_mode`` and ``dilation`` among them."""
     stride = window if stride is None else stride
-    positive(kind, window=window, stride=stride)
+    dilation, ceil_mode = spec.get("dilation", 1), bool(spec.get("ceil_mode"))
+    positive(kind, window=window, stride=stride, dilation=dilation)
+    if ceil_mode and isinstance(padding, str):
+        raise ValueError(
+            f"{kind}(ceil_mode=True, padding={padding!r}): ceil_mode rounds the output size up "
+            "from an int padding; drop ceil_mode ('SAME' rounds up already) or give padding=0"
+        )
 
-    def geometry(input_shape: Shape):
+    def geometry(input_shape: Shape) -> tuple[sizing.Window, tuple]:
         rank = spatial_rank(kind, input_shape, window)
         windows = per_axis(window, rank, kind, "window")
         strides = per_axis(stride, rank, kind, "stride")
-        spatial, dilation = input_shape[1:-1], (1,) * rank
-        geo = slide(kind, spatial, windows, strides, padding, dilation, strict, bool(spec.get("ceil_mode")))
-        for (lo, hi), f in zip(geo.padding, windows, strict=True):
-            if max(lo, hi) >= f:
+        dilations = per_axis(dilation, rank, kind, "dilation")
+        spatial = input_shape[1:-1]
+        given = sizing.padding_pairs(padding, spatial, windows, strides, dilations, kind)
+        geo = slide(kind, spatial, windows, strides, padding, dilations, strict, ceil_mode)
+        for (lo, hi), f, d in zip(given, windows, dilations, strict=True):
+            if max(lo, hi) >= sizing.effective_filter(f, d):
+                span = sizing.effective_filter(f, d)
                 raise ShapeError(
-                    f"{kind}(window={window}, padding={padding}): a padding of {max(lo, hi)} "
-                    f"is at least the window {f}, so some windows would hold only padding; "
-                    f"use padding < {f}"
+                    f"{kind}(window={window}, padding={padding}{_dilated(dilation)}): a padding of "
+                    f"{max(lo, hi)} is at least the window {span}, so some windows would hold only "
+                    f"padding; use padding < {span}"
                 )
-        return windows, strides, geo
+        return geo, given
 
     def init(key, input_shape):
-        _, _, geo = geometry(input_shape)
+        geo, _ = geometry(input_shape)
         return (input_shape[0], *geo.out_spatial, input_shape[-1]), {}, {}
 
     def apply(params, state, x, *, key=None, train=False):
-        windows, strides, geo = geometry(x.shape)
-        return reduce(x, windows, strides, geo.padding), {}
+        return reduce(x, *geometry(x.shape)), {}
 
     return layer(kind, init, apply, traits=traits, window=window, stride=stride, padding=padding, **spec)
+
+
+def _dilated(dilation: SizeArg) -> str:
+    return "" if dilation == 1 else f", dilation={dilation}"
 
 
 def MaxPool(
@@ -108,33 +121,50 @@ def MaxPool(
     strict: bool | None = None,
     ceil_mode: bool = False,
     impl: str | None = None,
+    dilation: SizeArg = 1,
 ) -> Layer:
     """The maximum of each window (padding never wins). Stride defaults to the window.
 
-    With ``ceil_mode=True`` the output size rounds up, ``ceil((W - F + 2P)/S) + 1``, as
-    PyTorch's (and Caffe's) ``ceil_mode``: a last window that runs past the end is kept,
-    provided it starts inside the input or its low padding (GoogLeNet's and SqueezeNet's pools).
+    The conventions are PyTorch's ``MaxPool1d/2d/3d`` (and ONNX ``MaxPool``'s): with
+    ``ceil_mode=True`` the output size rounds up, ``ceil((W - F + 2P)/S) + 1``: a last window
+    that runs past the end is kept, provided it starts inside the input or its low padding
+    (GoogLeNet's and SqueezeNet's pools). ``dilation`` D spaces the window's F taps D apart, so
+    it spans ``D*(F - 1) + 1`` inputs (PyTorch's ``dilation``, ONNX's ``dilations``).
 
     ``impl`` picks the formulation (`MAX_POOL_IMPLS`; both give identical values and
     gradients); None follows the enclosing `max_pool_impl` block, ``'auto'`` by default. It is
-    read while tracing.
+    read while tracing; a dilated window always runs as ``lax.reduce_window``.
 
     Shapes: (N, *spatial, C) -> (N, *out_spatial, C).
     """
     _check_impl(f"MaxPool(impl={impl!r})", impl, allow_none=True)
 
-    if ceil_mode and isinstance(padding, str):
-        raise ValueError(
-            f"MaxPool(ceil_mode=True, padding={padding!r}): ceil_mode rounds the output size up "
-            "from an int padding; drop ceil_mode ('SAME' rounds up already) or give padding=0"
-        )
+    def reduce(x, geo, given):
+        if uses_tiled_max(x.shape[1:-1], geo.size, geo.stride, geo.padding, x.dtype, impl, geo.dilation):
+            return tiled_max(x, geo.size)
+        if any(d > 1 for d in geo.dilation):
+            return _dilated_max(x, geo)
+        return reduce_window(x, -jnp.inf, lax.max, geo.size, geo.stride, geo.padding)
 
-    def reduce(x, windows, strides, pads):
-        if uses_tiled_max(x.shape[1:-1], windows, strides, pads, x.dtype, impl):
-            return tiled_max(x, windows)
-        return reduce_window(x, -jnp.inf, lax.max, windows, strides, pads)
+    spec = {"ceil_mode": ceil_mode, "impl": impl, "dilation": dilation}
+    return _pool("MaxPool", reduce, window, stride, padding, strict, **spec)
 
-    return _pool("MaxPool", reduce, window, stride, padding, strict, ceil_mode=ceil_mode, impl=impl)
+
+def _dilated_max(x: jax.Array, geo: sizing.Window) -> jax.Array:
+    """Max pooling with a dilated window as the maximum of its F strided slices of the padded
+    input, one per tap (JAX has no gradient of a dilated ``reduce_window`` max); a tie's
+    gradient is split between the tied taps."""
+    padded = jnp.pad(x, ((0, 0), *geo.padding, (0, 0)), constant_values=-jnp.inf)
+    taps = []
+    for offsets in itertools.product(*map(range, geo.size)):
+        start = [0, *(o * d for o, d in zip(offsets, geo.dilation, strict=True)), 0]
+        limit = [
+            x.shape[0],
+            *(b + (n - 1) * s + 1 for b, n, s in zip(start[1:-1], geo.out_spatial, geo.stride, strict=True)),
+            x.shape[-1],
+        ]
+        taps.append(lax.slice(padded, start, limit, (1, *geo.stride, 1)))
+    return functools.reduce(jnp.maximum, taps)
 
 
 @contextlib.contextmanager
@@ -155,11 +185,15 @@ def _check_impl(where: str, impl: str | None, allow_none: bool = False) -> None:
         raise ValueError(f"{where}: impl must be one of {MAX_POOL_IMPLS}")
 
 
-def uses_tiled_max(spatial, windows, strides, pads, dtype=jnp.float32, impl: str | None = None) -> bool:
+def uses_tiled_max(
+    spatial, windows, strides, pads, dtype=jnp.float32, impl: str | None = None, dilation=None
+) -> bool:
     """Whether a MaxPool with ``impl`` (None: the enclosing `max_pool_impl`) on inputs of these
-    spatial sizes and ``dtype`` runs as `tiled_max` on this backend."""
+    spatial sizes and ``dtype``, its window dilated by ``dilation`` (None: not), runs as
+    `tiled_max` on this backend."""
     impl = impl or _max_pool_impl.get()
     tiles = tuple(windows) == tuple(strides) and not any(p for pair in pads for p in pair)
+    tiles = tiles and all(d == 1 for d in dilation or ())
     tiles = tiles and all(size % f == 0 for size, f in zip(spatial, windows, strict=True))
     small = np.prod(windows) <= _MAX_TILED_WINDOW
     wanted = impl == "tiled" or (impl == "auto" and jax.default_backend() in TILED_BACKENDS)
@@ -224,24 +258,37 @@ def AvgPool(
     padding: sizing.PaddingLike = 0,
     count_include_pad: bool = True,
     strict: bool | None = None,
+    ceil_mode: bool = False,
+    dilation: SizeArg = 1,
 ) -> Layer:
     """The mean of each window. Stride defaults to the window.
 
-    With ``count_include_pad=True`` padded zeros count in the mean (PyTorch's
-    default); with False each window is averaged over its real inputs only.
+    The default follows PyTorch's ``AvgPool1d/2d/3d``: ``count_include_pad=True`` counts the
+    padded zeros in the mean. ``count_include_pad=False`` averages each window over its real
+    inputs only: ONNX ``AveragePool``'s default, and with ``padding='SAME'`` the convention of
+    TensorFlow's ``tf.nn.avg_pool`` and Keras' ``AveragePooling2D(padding='same')``.
+    ``ceil_mode=True`` rounds the output size up as `MaxPool` does; the part of a last window
+    that runs past the (padded) input never counts, as in PyTorch and ONNX. ``dilation`` D
+    spaces the taps D apart (ONNX ``AveragePool``'s ``dilations``; PyTorch has none).
 
     Shapes: (N, *spatial, C) -> (N, *out_spatial, C).
     """
 
-    def reduce(x, windows, strides, pads):
-        sums = reduce_window(x, 0.0, lax.add, windows, strides, pads)
-        if count_include_pad or not any(p for pair in pads for p in pair):
-            return sums / np.prod(windows)
-        ones = np.ones((1, *x.shape[1:-1], 1), x.dtype)
-        counts = reduce_window(ones, 0.0, lax.add, windows, strides, pads)  # folded by XLA
+    def reduce(x, geo, given):
+        sums = reduce_window(x, 0.0, lax.add, geo.size, geo.stride, geo.padding, geo.dilation)
+        padded = any(p for pair in geo.padding for p in pair)
+        if not padded or (count_include_pad and geo.padding == given):
+            return sums / np.prod(geo.size)
+        ones = np.ones((1, *x.shape[1:-1], 1), x.dtype)  # what counts in a window; folded by XLA
+        pads = geo.padding
+        if count_include_pad:  # the given padding counts, ceil_mode's growth does not
+            ones = np.pad(ones, ((0, 0), *given, (0, 0)), constant_values=1)
+            pads = tuple((lo - a, hi - b) for (lo, hi), (a, b) in zip(geo.padding, given, strict=True))
+        counts = reduce_window(ones, 0.0, lax.add, geo.size, geo.stride, pads, geo.dilation)
         return sums / counts
 
-    return _pool("AvgPool", reduce, window, stride, padding, strict, count_include_pad=count_include_pad)
+    spec = {"count_include_pad": count_include_pad, "ceil_mode": ceil_mode, "dilation": dilation}
+    return _pool("AvgPool", reduce, window, stride, padding, strict, **spec)
 
 
 def LpPool(
@@ -260,14 +307,14 @@ def LpPool(
     """
     positive("LpPool", p=p)
 
-    def reduce(x, windows, strides, pads):
+    def reduce(x, geo, given):
         x = floating(x)  # integer pixels would overflow when squared
         if p == 2:
             powered = x * x
         else:  # |x|^p, with a zero (not infinite or NaN) gradient at x = 0
             nonzero = x != 0
             powered = jnp.where(nonzero, jnp.abs(jnp.where(nonzero, x, 1)) ** p, 0)
-        sums = reduce_window(powered, 0.0, lax.add, windows, strides, pads)
+        sums = reduce_window(powered, 0.0, lax.add, geo.size, geo.stride, geo.padding)
         positive_sums = sums > 0
         safe = jnp.where(positive_sums, sums, 1.0)
         return jnp.where(positive_sums, safe ** (1.0 / p), 0.0)

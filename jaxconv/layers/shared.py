@@ -40,9 +40,14 @@ def init_key(layer: str, key: Key | None) -> Key:
     return key
 
 
-def reduce_window(x, init_value, op, window, stride, padding) -> jax.Array:
-    """`lax.reduce_window` over the spatial axes of an (N, *spatial, C) array."""
-    return lax.reduce_window(x, init_value, op, (1, *window, 1), (1, *stride, 1), ((0, 0), *padding, (0, 0)))
+def reduce_window(x, init_value, op, window, stride, padding, dilation=None) -> jax.Array:
+    """`lax.reduce_window` over the spatial axes of an (N, *spatial, C) array, its window dilated by
+    ``dilation`` (None: contiguous)."""
+    dilated = None if dilation is None else (1, *dilation, 1)
+    padding = ((0, 0), *padding, (0, 0))
+    return lax.reduce_window(
+        x, init_value, op, (1, *window, 1), (1, *stride, 1), padding, window_dilation=dilated
+    )
 
 
 def floating(x: jax.Array, dtype: Any = jnp.float32) -> jax.Array:

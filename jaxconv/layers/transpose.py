@@ -87,7 +87,7 @@ def _geometry(kernel_size, stride, padding, output_padding, dilation, input_shap
         sizing.transpose_output_size(w, f, s, p, d, e)
         for w, f, s, p, d, e in zip(spatial, window, strides, pads, dilations, extra, strict=True)
     )
-    if any(o != UNKNOWN and o < 1 for o in out):
+    if any(w != UNKNOWN and o < 1 for w, o in zip(spatial, out, strict=True)):
         most = [
             (w - 1) * s + d * (f - 1) + e
             for w, f, s, d, e in zip(spatial, window, strides, dilations, extra, strict=True)
@@ -131,4 +131,4 @@ def _transpose_padding(padding, window, strides, dilations) -> tuple[tuple[int, 
             )
         return tuple((t // 2, t - t // 2) for t in totals)
     rank = len(window)
-    return sizing.padding_pairs(padding, (UNKNOWN,) * rank, window, strides, dilations)
+    return sizing.padding_pairs(padding, (UNKNOWN,) * rank, window, strides, dilations, "ConvTranspose")

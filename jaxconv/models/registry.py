@@ -103,6 +103,10 @@ def get(
         raise ConfigError(f"model {name!r} takes no option(s) {unknown}; its options are {sorted(accepted)}")
     if not isinstance(remat, bool):
         raise ConfigError(f"remat={remat!r}: use True (recompute every block) or False")
+    if num_classes is not None and not (isinstance(num_classes, int) and num_classes >= 1):
+        raise ConfigError(
+            f"num_classes={num_classes!r} for {name!r}: give 1 class or more (None: its own {model.num_classes})"
+        )
     net = model.builder(num_classes=num_classes or model.num_classes, **{**model.options, **options})
     if remat:
         net = remat_blocks(net)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from typing import Any
 
@@ -36,9 +37,15 @@ class Augmentation:
     @classmethod
     def parse(cls, text: str) -> Augmentation:
         """Read ``'none'``, ``'flip'``, ``'crop'`` (P = 4), ``'crop=2'`` or ``'crop=2,flip'``."""
-        crop_padding, flip = 0, False
+        crop_padding, flip, seen = 0, False, set()
         for part in filter(None, re.split(r"[,+\s]+", text.strip().lower())):
             match = re.fullmatch(r"crop(?:[=:](\d+))?", part)
+            name = "crop" if match else part
+            if name in seen:
+                raise ConfigError(
+                    f"augment={text!r} names {name!r} twice; give each augmentation once, e.g. 'crop=2,flip'"
+                )
+            seen.add(name)
             if part == "none":
                 continue
             if part == "flip":
@@ -133,9 +140,9 @@ class TrainConfig:
             (self.eval_batch_size >= 1, f"eval_batch_size={self.eval_batch_size}: use a positive size"),
             (self.devices >= 1, f"devices={self.devices}: use at least 1 device"),
             (
-                self.batch_size % self.devices == 0,
+                self.batch_size % max(self.devices, 1) == 0,
                 f"batch_size={self.batch_size} does not split over devices={self.devices}; use a multiple "
-                f"of {self.devices}, e.g. {max(1, round(self.batch_size / self.devices)) * self.devices}",
+                f"of {self.devices}, e.g. {max(1, round(self.batch_size / max(self.devices, 1))) * self.devices}",
             ),
             (self.lr > 0, f"lr={self.lr}: the learning rate must be positive, e.g. --lr 0.003"),
             (self.optimizer in OPTIMIZERS, f"optimizer={self.optimizer!r}: valid optimizers: {OPTIMIZERS}"),
@@ -152,7 +159,7 @@ class TrainConfig:
             ),
         ]
         checks += self._option_checks() + self._private_checks()
-        for ok, message in checks:
+        for ok, message in [*_number_checks(self), *checks]:
             if not ok:
                 raise ConfigError(message)
         self.augmentation  # noqa: B018  (parses, raising on a bad value)
@@ -212,6 +219,23 @@ class TrainConfig:
             )
         return checks
 
+    def check_data(self, image_shape: tuple[int, ...], examples: int) -> None:
+        """Raise `ConfigError` for an option that does not fit the training data: images of
+        ``image_shape`` (H, W, C), ``examples`` of them."""
+        crop, smallest = self.augmentation.crop_padding, min(image_shape[:-1])
+        if crop > smallest // 2:
+            raise ConfigError(
+                f"augment={self.augment!r}: a crop padding of {crop} pixels is more than half the "
+                f"{'x'.join(map(str, image_shape[:-1]))} images, so most crops would be padding; "
+                f"use crop=P with P <= {smallest // 2}, e.g. crop=4"
+            )
+        if self.dp_epsilon is not None and self.dp_delta >= 1 / examples:
+            raise ConfigError(
+                f"dp_delta={self.dp_delta:g} is not below 1/N = 1/{examples} = {1 / examples:.3g}: a "
+                "delta that large allows leaking whole examples, so the epsilon means nothing; use "
+                f"--dp-delta {10 ** math.floor(math.log10(0.1 / examples)):g} or smaller"
+            )
+
     @property
     def augmentation(self) -> Augmentation:
         return Augmentation.parse(self.augment)
@@ -237,6 +261,25 @@ class TrainConfig:
         """``{field: (self's value, other's value)}`` for every field that differs."""
         mine, theirs = dataclasses.asdict(self), dataclasses.asdict(other)
         return {name: (mine[name], theirs[name]) for name in mine if mine[name] != theirs[name]}
+
+
+SEED_RANGE = (-(2**63), 2**63 - 1)  # what `jax.random.key` takes
+
+
+def _number_checks(config: TrainConfig) -> list[tuple[bool, str]]:
+    """Every number option finite and of its type, the seed in `SEED_RANGE`; checked first, so the
+    other checks can do arithmetic on them."""
+    checks = []
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(value, float):
+            checks.append((math.isfinite(value), f"{field.name}={value}: give a finite number"))
+    low, high = SEED_RANGE
+    seed = config.seed
+    checks.append(
+        (isinstance(seed, int) and low <= seed <= high, f"seed={seed!r}: give an integer in [{low}, {high}]")
+    )
+    return checks
 
 
 def optimizer_for(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:

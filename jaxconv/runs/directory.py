@@ -4,6 +4,8 @@
       config.json       the full `TrainConfig`
       metrics.jsonl     one JSON object per epoch: losses, top-1/top-5, throughput, time
       checkpoint.npz    the last good train state (`jaxconv.train.save_checkpoint`)
+      best.npz          the train state of the epoch with the best test accuracy
+      checkpoints/      the last `KEEP_LAST` epochs' train states, epoch-<e>.npz
       results.json      the summary: final and best test accuracy, time, status
       curves.png        loss and accuracy per epoch, train and test
       filters.png       the first convolution's filters (as the notes show for AlexNet)
@@ -14,7 +16,10 @@
 settles the configuration to train with (a new run's options, or a resumed
 run's own); it writes nothing, and the directory is created when training
 starts. Every file is written to a temporary name and renamed into place, and
-metrics.jsonl is only appended to, so nothing already written is lost. In a
+metrics.jsonl is only appended to, so nothing already written is lost: a crash in the
+middle of an append loses only that line, and the next append (or a resume) cuts the torn
+line off first. A run stopped before its first checkpoint can be resumed: it starts over
+with its saved configuration. In a
 run of several processes (`jaxconv.distributed.initialize`) every process
 reads the directory and only process 0, the `is_writer`, writes it.
 """
@@ -26,9 +31,10 @@ import dataclasses
 import errno
 import json
 import os
+import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +43,14 @@ import numpy as np
 
 from jaxconv.errors import ConfigError, RunDirError
 from jaxconv.runs.config import TrainConfig
+from jaxconv.train.checkpoint import disk_full
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.npz"
+BEST = "best.npz"
+KEPT = "checkpoints"
+KEEP_LAST = 3
 RESULTS = "results.json"
 CURVES = "curves.png"
 FILTERS = "filters.png"
@@ -104,17 +114,23 @@ class Run:
         """Raise `RunDirError` unless the directory can take a new run (it holds none and can be
         written) or, with ``resume``, holds a run to continue; writes nothing."""
         if resume:
-            self.require_saved("resume from")
-        elif self.checkpoint.exists() or (self.path / CONFIG).exists():
+            self.require_saved("resume from", checkpoint=False)
+        elif self.checkpoint.exists():
             raise RunDirError(
                 f"{self.path} already holds a run; pass --resume to continue it, "
                 "or choose another --run-dir (nothing was changed)"
             )
+        elif (self.path / CONFIG).exists():
+            raise RunDirError(
+                f"{self.path} holds a run stopped before its first checkpoint (nothing was trained); "
+                "pass --resume to start it over with its configuration, or choose another --run-dir"
+            )
         self._check_writable()
 
-    def require_saved(self, action: str = "use") -> None:
-        """Raise `RunDirError` unless the directory holds a configuration and a checkpoint."""
-        for name in (CONFIG, CHECKPOINT):
+    def require_saved(self, action: str = "use", *, checkpoint: bool = True) -> None:
+        """Raise `RunDirError` unless the directory holds a configuration and (``checkpoint``) a
+        checkpoint."""
+        for name in (CONFIG, CHECKPOINT) if checkpoint else (CONFIG,):
             if not (self.path / name).is_file():
                 raise RunDirError(
                     f"cannot {action} {self.path}: it has no {name}; "
@@ -139,11 +155,38 @@ class Run:
             raise RunDirError(f"{path}: {error}") from error
 
     def log(self, record: dict[str, Any]) -> None:
-        """Append one epoch's record to metrics.jsonl (a metric of M models as a list of M)."""
-        with open(self.path / METRICS, "a") as file:
+        """Append one epoch's record to metrics.jsonl (a metric of M models as a list of M), after cutting off a line torn by a crash."""
+        self.repair()
+        with _disk_space(self.path / METRICS), open(self.path / METRICS, "a") as file:
             file.write(json.dumps(record, default=_listed) + "\n")
             file.flush()
             os.fsync(file.fileno())
+
+    def repair(self) -> None:
+        """Cut a torn last line (a crash in the middle of an append) off metrics.jsonl, and remove
+        the temporary files an interrupted write left behind."""
+        for temporary in self.path.glob(".*.tmp"):
+            temporary.unlink(missing_ok=True)
+        path = self.path / METRICS
+        if not path.is_file():
+            return
+        with open(path, "rb+") as file:
+            data = file.read()
+            if data and not data.endswith(b"\n"):
+                file.truncate(data.rfind(b"\n") + 1)
+
+    def retain(self, epoch: int, *, best: bool) -> None:
+        """Keep the checkpoint just written as ``checkpoints/epoch-<epoch>.npz`` (the last
+        `KEEP_LAST` epochs) and, if its epoch is the ``best``, as best.npz (hard links where the
+        filesystem has them)."""
+        kept = self.path / KEPT
+        kept.mkdir(exist_ok=True)
+        _link_atomic(self.checkpoint, kept / f"epoch-{epoch}.npz")
+        for old in kept.glob("epoch-*.npz"):
+            if int(old.stem.removeprefix("epoch-")) <= epoch - KEEP_LAST:
+                old.unlink(missing_ok=True)
+        if best:
+            _link_atomic(self.checkpoint, self.path / BEST)
 
     def history(self) -> list[dict[str, Any]]:
         """The epoch records, one per epoch (the latest, where a resumed run repeated one)."""
@@ -211,10 +254,34 @@ def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(handle, "w") as file:
+        with _disk_space(path), os.fdopen(handle, "w") as file:
             file.write(text)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+def _link_atomic(source: Path, target: Path) -> None:
+    """Make ``target`` a hard link to (or, where links fail, a copy of) ``source``, atomically."""
+    temporary = target.with_name(f".{target.name}.link.tmp")
+    temporary.unlink(missing_ok=True)
+    with _disk_space(target):
+        try:
+            os.link(source, temporary)
+        except OSError:
+            shutil.copyfile(source, temporary)
+        os.replace(temporary, target)
+
+
+@contextlib.contextmanager
+def _disk_space(path: Path) -> Iterator[None]:
+    """Turn a full disk (or a file-size limit) while writing ``path`` into `DiskFullError`."""
+    try:
+        yield
+    except OSError as error:
+        full = disk_full(error, path)
+        if full is None:
+            raise
+        raise full from None

@@ -22,12 +22,13 @@ from typing import Any
 import jax
 
 from jaxconv import export, models
-from jaxconv.core import Layer
+from jaxconv.core import Layer, trace
 from jaxconv.data import Dataset, normalize
 from jaxconv.data.datasets import FOLDER
-from jaxconv.errors import ConfigError, NonFiniteLossError
+from jaxconv.errors import ConfigError, DiskFullError, DivergenceError, ShapeError
 from jaxconv.runs.config import TrainConfig
-from jaxconv.runs.directory import CONFUSION, CURVES, FILTERS, Options, Run, is_writer
+from jaxconv.runs.directory import BEST, CONFUSION, CURVES, FILTERS, Options, Run, is_writer
+from jaxconv.runs.divergence import FIX
 from jaxconv.runs.figures import first_conv_kernel, plot_confusion, plot_curves, plot_filters
 from jaxconv.runs.html_report import write_report
 from jaxconv.runs.loop import FitResult, fit
@@ -38,6 +39,7 @@ from jaxconv.train import (
     evaluate,
     make_eval_step,
     make_preprocess,
+    read_metadata,
 )
 
 PathLike = str | os.PathLike[str]
@@ -75,11 +77,16 @@ def train_run(
             net, train_data, test_data, config,
             run=run, resume=resume, stop_after_epoch=stop_after_epoch, progress=progress,
         )  # fmt: skip
-    except (NonFiniteLossError, KeyboardInterrupt) as error:
+    except (DivergenceError, KeyboardInterrupt) as error:
         if writer and run.path.is_dir():  # an interrupt before the first write leaves nothing to report
-            status = "interrupted" if isinstance(error, KeyboardInterrupt) else "non-finite loss"
-            report(run, net, test_data, None, status=status, seconds=time.perf_counter() - started)
-            _how_to_resume(run)
+            status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+            report(
+                run, net, test_data, None, status=status, seconds=time.perf_counter() - started, error=error
+            )
+            _how_to_resume(run, error)
+        raise
+    except DiskFullError as error:
+        error.add_note(f"then continue with: jaxconv train --resume --run-dir {run.path}")
         raise
     if writer:
         status = "complete" if len(result.history) == config.epochs else "paused"
@@ -124,15 +131,30 @@ def export_run(
 
 
 def report(
-    run: Run, net: Layer, test_data: Dataset, result: FitResult | None, *, status: str, seconds: float
+    run: Run,
+    net: Layer,
+    test_data: Dataset,
+    result: FitResult | None,
+    *,
+    status: str,
+    seconds: float,
+    error: BaseException | None = None,
 ) -> dict[str, Any]:
-    """Write the figures and ``results.json`` of a run, from what it has logged so far."""
+    """Write the figures and ``results.json`` of a run, from what it has logged so far; a run that
+    ``status='failed'`` with ``error`` says why, the fix, and which checkpoints are kept."""
     history = run.history()
     results: dict[str, Any] = {
         "status": status,
         "epochs_completed": len(history),
         "seconds": round(seconds, 1),
     }
+    if isinstance(error, DivergenceError):
+        results |= {
+            "error": str(error),
+            "fix": FIX,
+            "checkpoint": _saved(run.checkpoint),
+            "best": _saved(run.path / BEST),
+        }
     if history:
         plot_curves(history, run.path / CURVES)
         last = history[-1]
@@ -181,11 +203,35 @@ def _load(
         raise ConfigError("DP-SGD samples Poisson batches from data in memory, not from an image folder")
     data = [load_split(config, split, data_root) for split in splits]
     net = models.get(config.model, num_classes=data[0].num_classes)
+    _check_model_fits(config, net, data[0])
     return net, data[0], data[1] if len(data) > 1 else None
 
 
-def _how_to_resume(run: Run) -> None:
+def _saved(path: Path) -> dict[str, Any] | None:
+    """A checkpoint's file name and epoch, or None if there is none."""
+    return {"file": path.name, "epoch": read_metadata(path).get("epoch")} if path.exists() else None
+
+
+def _check_model_fits(config: TrainConfig, net: Layer, data: Dataset) -> None:
+    """Trace ``net`` on ``data``'s images before anything is written: a model built for another
+    image size is refused naming its failing layer and the size it takes."""
+    try:
+        trace(net, (-1, *data.images.shape[1:]))
+    except ShapeError as error:
+        takes, has = (
+            "x".join(map(str, shape[-3:])) for shape in (models.input_shape(config.model), data.images.shape)
+        )
+        error.add_note(
+            f"{config.model} takes {takes} images and {config.dataset} has {has}: choose a --model for "
+            f"{has} images (`jaxconv models`) or another --dataset"
+        )
+        raise
+
+
+def _how_to_resume(run: Run, error: BaseException) -> None:
     """After an interruption or a non-finite loss: where the last good checkpoint is, and the command."""
+    if isinstance(error, DivergenceError):
+        return  # resuming would diverge again: the error says what to change
     if run.checkpoint.exists():
         print(
             f"the checkpoint of the last finished epoch is in {run.path}; continue with:\n"

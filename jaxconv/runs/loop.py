@@ -31,10 +31,11 @@ from jaxconv.distributed import (
     make_sharded_eval_step,
     make_sharded_train_step,
 )
-from jaxconv.errors import ConfigError
+from jaxconv.errors import CheckpointError, ConfigError, DivergenceError
 from jaxconv.runs import private
 from jaxconv.runs.config import TrainConfig, optimizer_for
-from jaxconv.runs.directory import Run, is_writer
+from jaxconv.runs.directory import BEST, Run, is_writer
+from jaxconv.runs.divergence import DEFAULT_RULE, FIX, Divergence
 from jaxconv.runs.private import PrivacyPlan
 from jaxconv.runs.progress import EpochMeter
 from jaxconv.train import (
@@ -80,6 +81,7 @@ def fit(
     resume: bool = False,
     stop_after_epoch: int | None = None,
     progress: bool = True,
+    divergence_rule: Divergence | None = DEFAULT_RULE,
 ) -> FitResult:
     """Train ``net`` on ``train_data`` as ``config`` says, evaluating on ``test_data`` each epoch.
 
@@ -92,14 +94,19 @@ def fit(
       resume: continue from ``run``'s checkpoint instead of starting afresh.
       stop_after_epoch: return after this epoch (the schedule still spans ``config.epochs``).
       progress: show a progress bar per epoch.
+      divergence_rule: the rule that stops a diverged run after an epoch (`jaxconv.runs.divergence`);
+        None: only a non-finite loss stops it.
 
     Raises:
       ConfigError: before any step, for a bad configuration, a batch larger than the data,
         ``initial`` trees that do not fit the net, or processes not training on all devices.
       CheckpointError: before any step, when resuming from a corrupt checkpoint.
       NonFiniteLossError: the loss became NaN or infinite; the last good checkpoint is kept.
+      DivergenceError: the run diverged (``divergence_rule``); its epoch's record is logged, its
+        train state is not saved, and the checkpoints of the last good and the best epoch are kept.
     """
     steps_per_epoch = _steps_per_epoch(config, train_data)
+    _check_data(config, train_data, test_data)
     optimizer = optimizer_for(config, steps_per_epoch)
     model_key, data_key = jax.random.split(jax.random.key(config.seed))
     input_shape = (-1, *train_data.images.shape[1:])
@@ -112,7 +119,8 @@ def fit(
             training, train_state, epoch, config, test_data, run, progress
         )
         history.append(record)
-        _keep(run, record, train_state)
+        _stop_if_diverged(divergence_rule, history, test_data.num_classes, run)
+        _keep(run, record, train_state, history)
         if on_epoch is not None:
             on_epoch(record, train_state)
     return FitResult(train_state, history, evaluation, training.privacy, run)
@@ -217,6 +225,16 @@ def _steps_per_epoch(config: TrainConfig, train_data: Dataset) -> int:
         raise ConfigError(f"{error} (the {train_data.split} split of {train_data.name})") from None
 
 
+def _check_data(config: TrainConfig, train_data: Dataset, test_data: Dataset) -> None:
+    """Check the options against the training data, and that there is a test split to evaluate on."""
+    config.check_data(train_data.images.shape[1:], len(train_data))
+    if len(test_data) == 0:
+        raise ConfigError(
+            f"the {test_data.split} split of {test_data.name} holds no examples, so no epoch could be "
+            "evaluated; check the data files (--data-dir)"
+        )
+
+
 def _start(
     run: Run | None, resume: bool, config: TrainConfig, train_state: TrainState
 ) -> tuple[TrainState, list[dict[str, Any]], int]:
@@ -227,12 +245,19 @@ def _start(
     run.check(resume=resume)  # again: `fit` may be given a `Run` that `Run.open` never saw
     if jax.process_count() > 1:  # every process has checked the directory before process 0 writes
         multihost_utils.sync_global_devices("jaxconv: run directory checked")
-    if not resume:
+    if resume and is_writer():
+        run.repair()
+    if not resume or not run.checkpoint.exists():  # a run stopped before its first checkpoint starts over
         if is_writer():
             run.start(config)
         return train_state, [], 0
     train_state, metadata = load_checkpoint(run.checkpoint, like=train_state)
-    epoch = metadata["epoch"]
+    epoch = metadata.get("epoch")
+    if not (isinstance(epoch, int) and 0 <= epoch <= config.epochs):
+        raise CheckpointError(
+            f"{run.checkpoint}: its metadata gives epoch {epoch!r}, not an epoch of this {config.epochs}-epoch "
+            "run; it is corrupt or from another run. Resume from an intact checkpoint or start a new run"
+        )
     return train_state, run.history()[:epoch], epoch
 
 
@@ -289,10 +314,34 @@ def _train_epoch(
     return train_state, meter.summary()
 
 
-def _keep(run: Run | None, record: dict[str, Any], train_state: TrainState) -> None:
-    """Log the epoch's record (process 0) and checkpoint the train state (every process takes part)."""
+def _stop_if_diverged(
+    rule: Divergence | None, history: list[dict[str, Any]], num_classes: int, run: Run | None
+) -> None:
+    """Raise `DivergenceError` when ``rule`` judges the run diverged after the last record of
+    ``history``, which is logged (process 0) but not checkpointed."""
+    reason = rule.check(history, num_classes) if rule is not None else None
+    if reason is None:
+        return
+    if run is not None and is_writer():
+        run.log(history[-1])
+    kept = (
+        f"; the checkpoint of the last good epoch is kept in {run.checkpoint}, the best epoch's in {run.path / BEST}"
+        if run is not None and run.checkpoint.exists()
+        else ""
+    )
+    raise DivergenceError(f"training diverged: {reason}{kept}. To fix it, {FIX}")
+
+
+def _keep(
+    run: Run | None, record: dict[str, Any], train_state: TrainState, history: list[dict[str, Any]]
+) -> None:
+    """Log the epoch's record (process 0), checkpoint the train state (every process takes part),
+    and keep it among the last epochs' and, if its test accuracy is the best yet, as the best."""
     if run is None:
         return
     if is_writer():
         run.log(record)
     save_checkpoint(run.checkpoint, train_state, {"epoch": record["epoch"], "step": record["step"]})
+    if is_writer():
+        best = record["test_top1"] >= max(earlier["test_top1"] for earlier in history)
+        run.retain(record["epoch"], best=best)

@@ -23,8 +23,10 @@ counterpart in the template lives (replicated or split over a mesh).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -36,7 +38,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from jaxconv.core import PyTree
-from jaxconv.errors import CheckpointError
+from jaxconv.errors import CheckpointError, DiskFullError
 
 FORMAT = "jaxconv-checkpoint"
 VERSION = 1
@@ -115,11 +117,28 @@ def _write(path: Path, tree: PyTree, metadata: dict[str, Any] | None) -> None:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
+        full = disk_full(error, path, sum(array.nbytes for array in entries.values()))
+        if full is not None:
+            raise full from None
         raise
     _fsync_directory(path.parent)
+
+
+def disk_full(error: BaseException, path: Path, needed: int = 0) -> DiskFullError | None:
+    """The `DiskFullError` for an ``error`` writing ``path`` that says the disk is full or the
+    file too large (``needed`` bytes, if known), in one line that says what to free; None for any
+    other error."""
+    if not isinstance(error, OSError) or error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return None
+    size = f"at least {needed / 2**20:.1f} MiB " if needed else ""
+    kept = " (the previous checkpoint is kept)" if path.suffix == ".npz" and path.exists() else ""
+    return DiskFullError(
+        f"cannot write {path}: {os.strerror(error.errno)}{kept}; free {size}on the disk of "
+        f"{path.parent.absolute()} (or raise the file-size limit, ulimit -f) and try again"
+    )
 
 
 def _whole(leaf: Any) -> Any:
@@ -173,23 +192,66 @@ def _read(path: Path) -> tuple[dict[str, Any], list[np.ndarray]]:
     try:
         with open(path, "rb") as file, np.load(file, allow_pickle=False) as archive:
             manifest = json.loads(archive[_MANIFEST].tobytes())
+            _check_manifest(problem, manifest)
+            _check_sizes(path, archive.zip, len(manifest["paths"]))
             arrays = [archive[f"leaf_{i}"] for i in range(len(manifest["paths"]))]
-    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as error:
+    except (OSError, ValueError, KeyError, TypeError, EOFError, MemoryError, zipfile.BadZipFile) as error:
+        if isinstance(error, CheckpointError):
+            raise
         raise CheckpointError(
             f"{problem} ({type(error).__name__}: {error}); it is truncated or corrupt. "
             "Resume from an intact checkpoint or start a new run"
         ) from error
-    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
-        raise CheckpointError(
-            f"{problem}: format {manifest.get('format')!r} version {manifest.get('version')!r}, "
-            f"expected {FORMAT!r} version {VERSION}"
-        )
     if _digest(arrays) != manifest["sha256"]:
         raise CheckpointError(
             f"{path} is corrupt: its arrays do not match the SHA-256 digest written with them. "
             "Resume from an intact checkpoint or start a new run"
         )
     return manifest, arrays
+
+
+def _check_manifest(problem: str, manifest: Any) -> None:
+    """Raise `CheckpointError` unless ``manifest`` is this format's, with every entry it needs."""
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("format") != FORMAT
+        or manifest.get("version") != VERSION
+    ):
+        found = (
+            manifest if not isinstance(manifest, dict) else (manifest.get("format"), manifest.get("version"))
+        )
+        raise CheckpointError(
+            f"{problem}: format and version {found!r}, expected {FORMAT!r} version {VERSION}"
+        )
+    kinds = {"paths": list, "shapes": list, "dtypes": list, "sha256": str, "metadata": dict}
+    wrong = [name for name, kind in kinds.items() if not isinstance(manifest.get(name), kind)]
+    if wrong:
+        raise CheckpointError(
+            f"{problem}: its manifest lacks {', '.join(wrong)} (or has the wrong kind of value); "
+            "it is corrupt or was not written by jaxconv. Resume from an intact checkpoint or start a new run"
+        )
+
+
+def _check_sizes(path: Path, archive: zipfile.ZipFile, leaves: int) -> None:
+    """Raise `CheckpointError` where an array's header claims more bytes than its entry holds,
+    before anything is allocated for it."""
+    for i in range(leaves):
+        name = f"leaf_{i}.npy"
+        with archive.open(name) as entry:
+            version = np.lib.format.read_magic(entry)
+            read = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, _, dtype = read(entry)
+        claimed = math.prod(shape) * dtype.itemsize
+        if claimed > archive.getinfo(name).file_size:
+            raise CheckpointError(
+                f"{path}: leaf_{i} claims {math.prod(shape)} values of {dtype} ({claimed:,} bytes) but "
+                f"holds {archive.getinfo(name).file_size:,} bytes; it is corrupt. Resume from an intact "
+                "checkpoint or start a new run"
+            )
 
 
 def _restore_leaf(path: Path, key_path: str, template: Any, array: np.ndarray) -> Any:

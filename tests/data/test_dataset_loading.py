@@ -141,9 +141,11 @@ def test_not_found_lists_every_place_and_how_to_get_it(isolated, monkeypatch, fi
 
 def test_not_found_mnist_and_cifar_name_the_files(isolated):
     root = isolated / "mine"
+    with pytest.raises(DatasetNotFoundError, match=r"data directory .*mine does not exist"):
+        load("mnist", root=root)  # and does not go on to look elsewhere
+    root.mkdir()
     with pytest.raises(DatasetNotFoundError, match=r"(?s)ossci-datasets.*into " + re.escape(str(root))):
         load("mnist", root=root)
-    root.mkdir()
     with pytest.raises(
         DatasetNotFoundError,
         match=r"(?s)missing cifar-10-batches-bin/data_batch_1.bin, .*cifar-10-binary.tar.gz",

@@ -138,10 +138,10 @@ def test_run_directory_checks(first_epoch, tmp_path):
 
 def test_fit_checks_a_run_it_is_given_before_writing(first_epoch, tmp_path):
     held = copy_run(first_epoch[0], tmp_path / "held")
-    files = {path.name: path.read_bytes() for path in held.path.iterdir()}
+    files = {path: path.read_bytes() for path in held.path.rglob("*") if path.is_file()}
     with pytest.raises(RunDirError, match=r"already holds a run; pass --resume to continue it"):
         fit(tiny_net(), TRAIN, TEST, CONFIG, run=Run(held.path), progress=False)
-    assert {path.name: path.read_bytes() for path in held.path.iterdir()} == files
+    assert {path: path.read_bytes() for path in held.path.rglob("*") if path.is_file()} == files
     with pytest.raises(RunDirError, match=r"cannot resume from .*: it has no config\.json"):
         fit(tiny_net(), TRAIN, TEST, CONFIG, run=Run(tmp_path / "empty"), resume=True, progress=False)
 
