@@ -21,6 +21,7 @@ from functools import partial
 from typing import Any, NamedTuple
 
 import jax
+import numpy as np
 import optax
 from jax.experimental import multihost_utils
 
@@ -336,12 +337,13 @@ def _keep(
     run: Run | None, record: dict[str, Any], train_state: TrainState, history: list[dict[str, Any]]
 ) -> None:
     """Log the epoch's record (process 0), checkpoint the train state (every process takes part),
-    and keep it among the last epochs' and, if its test accuracy is the best yet, as the best."""
+    and keep it among the last epochs' and, if its test accuracy is the best yet, as the best (with
+    several models, `fit_many`'s lists of M, their mean test accuracy)."""
     if run is None:
         return
     if is_writer():
         run.log(record)
     save_checkpoint(run.checkpoint, train_state, {"epoch": record["epoch"], "step": record["step"]})
     if is_writer():
-        best = record["test_top1"] >= max(earlier["test_top1"] for earlier in history)
+        best = np.mean(record["test_top1"]) >= max(np.mean(earlier["test_top1"]) for earlier in history)
         run.retain(record["epoch"], best=best)

@@ -147,7 +147,7 @@ def fit_many(
             training, train_state, epoch, config, test_data, run, progress
         )
         history.append(_plain(record))
-        _keep(run, record, train_state)
+        _keep(run, record, train_state, history)
     evaluations = per_model(evaluation) if evaluation is not None else None
     return ManyResult(train_state, history, evaluations, configs, chunk, run)
 

@@ -136,6 +136,8 @@ def test_two_processes_write_one_run_that_equals_a_single_process_run(runs):
         "curves.png",
         "filters.png",
         "confusion.png",
+        "best.npz",
+        "checkpoints",
     }  # no temporary files left by either process
     assert json.loads((multi_dir / "config.json").read_text())["devices"] == 8
     assert [record["epoch"] for record in history(multi_dir)] == [1]
