@@ -43,7 +43,7 @@ import numpy as np
 
 from jaxconv.errors import ConfigError, RunDirError
 from jaxconv.runs.config import TrainConfig
-from jaxconv.train.checkpoint import disk_full
+from jaxconv.train.checkpoint import disk_full, readable_mode
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -253,6 +253,7 @@ def _listed(value: Any) -> Any:
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(handle, readable_mode())
     try:
         with _disk_space(path), os.fdopen(handle, "w") as file:
             file.write(text)

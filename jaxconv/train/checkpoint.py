@@ -102,6 +102,14 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     return manifest["metadata"]
 
 
+def readable_mode() -> int:
+    """The mode a new file gets under the process's umask (usually 0o644): `tempfile.mkstemp`'s
+    temporary files are 0o600, and a run's files should not stay private once renamed."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 # --- helpers -------------------------------------------------------------------------------------
 
 
@@ -111,6 +119,7 @@ def _write(path: Path, tree: PyTree, metadata: dict[str, Any] | None) -> None:
     manifest["metadata"] = metadata or {}
     entries[_MANIFEST] = np.frombuffer(json.dumps(manifest).encode(), np.uint8)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(handle, readable_mode())
     try:
         with os.fdopen(handle, "wb") as file:
             np.savez(file, **entries)

@@ -26,6 +26,7 @@ from jaxconv.errors import CheckpointError, ConfigError, DiskFullError, RunDirEr
 from jaxconv.interop import from_torchvision
 from jaxconv.runs import Run, TrainConfig, fit
 from jaxconv.runs.config import optimizer_for
+from jaxconv.runs.directory import write_atomic
 from jaxconv.train import init_train_state, load_checkpoint, read_metadata, save_checkpoint
 
 HERE = Path(__file__).resolve().parent
@@ -163,3 +164,15 @@ def test_a_kill_before_the_first_checkpoint_resumes(data_dir, tmp_path):
     resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((run_dir / "results.json").read_text())["status"] == "complete"
+
+
+def test_saved_files_are_readable_like_any_new_file(tmp_path):
+    """`tempfile.mkstemp` makes 0o600 files; once renamed, a run's files follow the umask."""
+    umask = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "c.npz", TREE)
+        write_atomic(tmp_path / "report.html", "<p>")
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "report.html").stat().st_mode & 0o777 == 0o644
