@@ -27,6 +27,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 from _timing import median_seconds  # benchmarks/ is on the path when run as a script
+from per_example import opacus_step  # GradSampleModule + DPOptimizer without noise, clip 1
 
 import jaxconv as jc
 from jaxconv.models.resnet import cifar_options, resnet
@@ -112,29 +113,6 @@ def jax_contenders(
         ) / 2**20
         functions[name] = lambda executable=executable, args=args: executable(*args)
     return functions, memory
-
-
-def opacus_step(model, x, y) -> Callable[[], object]:
-    """GradSampleModule + DPOptimizer without noise: forward, backward, clip and accumulate."""
-    import torch
-    from opacus import GradSampleModule
-    from opacus.optimizers import DPOptimizer
-
-    module = GradSampleModule(model)
-    optimizer = DPOptimizer(
-        torch.optim.SGD(module.parameters(), lr=0.1),
-        noise_multiplier=0.0,
-        max_grad_norm=CLIP,
-        expected_batch_size=len(x),
-    )
-
-    def run():
-        optimizer.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(module(x), y).backward()
-        optimizer.clip_and_accumulate()
-        return [p.summed_grad for p in module.parameters()]
-
-    return run
 
 
 def peak_rss_mib() -> float:

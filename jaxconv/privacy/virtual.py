@@ -41,7 +41,7 @@ def in_chunks(fn: ChunkFn, physical_batch_size: int) -> ChunkFn:
     sum of the chunks' first outputs and their second outputs (B,) in order
     (zeros for skipped chunks). Chunk c gets ``fold_in(key, c)``.
     """
-    chunked_batch_size(physical_batch_size, physical_batch_size)  # checks it
+    chunked_batch_size(physical_batch_size, physical_batch_size)  # refuses a non-positive size
 
     def run(params: Params, state: State, x: PyTree, y: PyTree, key: Key | None, mask: jax.Array):
         rows = mask.shape[0]
@@ -56,9 +56,7 @@ def in_chunks(fn: ChunkFn, physical_batch_size: int) -> ChunkFn:
         count = rows // physical_batch_size
         keys = None if key is None else jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(count))
         first = jax.tree.map(lambda leaf: leaf[0], chunks)
-        shapes = jax.eval_shape(
-            lambda c: fn(params, state, c[0], c[1], None if key is None else key, c[2]), first
-        )
+        shapes = jax.eval_shape(lambda c: fn(params, state, c[0], c[1], key, c[2]), first)
         zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
         def chunk(total, inputs):
