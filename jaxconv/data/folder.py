@@ -98,16 +98,17 @@ class ImageFolder:
         if key is not None:
             records = records.shuffle(seed=_seed(key, epoch))
         records = records[jax.process_index() :: jax.process_count()]
-        size = self.image_size
-        if key is not None:
-            decoded = records.random_map(
-                functools.partial(_decode_and_crop, size=size), seed=_seed(key, epoch)
-            )
-        else:
-            decoded = records.map(functools.partial(_decode, size=size))
         local = batch_size // jax.process_count()
-        stream = decoded.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2 * local))
-        stream = stream.batch(local, batch_fn=functools.partial(_stack, size=size))  # one transfer a batch
+        # one Grain element a batch of files: its overheads (indexing, a generator, a transfer
+        # from the worker) are paid once a batch, not once an image
+        grouped = records.batch(local, batch_fn=list)
+        if key is not None:
+            decode = functools.partial(_decode_batch, size=self.image_size, crop=True)
+            decoded = grouped.random_map(decode, seed=_seed(key, epoch))
+        else:
+            decoded = grouped.map(functools.partial(_decode_batch, size=self.image_size))
+        threads = 2 if self.workers == 0 else 1
+        stream = decoded.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2))
         if self.workers > 0:
             options = grain.MultiprocessingOptions(num_workers=self.workers, per_worker_buffer_size=2)
             stream = stream.mp_prefetch(options)
@@ -246,12 +247,16 @@ def _seed(key: jax.Array, epoch: int | None) -> int:
     return int(jax.random.randint(jax.random.fold_in(key, epoch), (), 0, 2**31 - 1))
 
 
-def _read(path: str, channels: int) -> Any:
-    """The image at ``path`` as a Pillow image of ``channels`` (1: 'L', 3: 'RGB')."""
+def _read(path: str, channels: int, size: tuple[int, int]) -> Any:
+    """The image at ``path`` as a Pillow image of ``channels`` (1: 'L', 3: 'RGB'). A JPEG at
+    least twice ``size`` (H, W) is decoded at a reduced scale (libjpeg's 1/2, 1/4 or 1/8,
+    never below ``size``): the resize that follows would discard those pixels anyway."""
     from PIL import Image  # in the worker processes
 
     with Image.open(path) as image:
-        return image.convert("L" if channels == 1 else "RGB")
+        mode = "L" if channels == 1 else "RGB"
+        image.draft(mode, (size[1], size[0]))
+        return image.convert(mode)
 
 
 def _decode(record: tuple[str, int], *, size: tuple[int, int, int]) -> dict[str, Any]:
@@ -260,7 +265,7 @@ def _decode(record: tuple[str, int], *, size: tuple[int, int, int]) -> dict[str,
 
     path, label = record
     try:
-        image = _read(path, size[2]).resize((size[1], size[0]), Image.Resampling.BILINEAR)
+        image = _read(path, size[2], size[:2]).resize((size[1], size[0]), Image.Resampling.BILINEAR)
     except Exception as error:  # anything Pillow raises on a bad file: skip it, never fail a worker
         return _unreadable(path, label, error)
     return _record(path, label, image, size)
@@ -269,18 +274,22 @@ def _decode(record: tuple[str, int], *, size: tuple[int, int, int]) -> dict[str,
 def _decode_and_crop(
     record: tuple[str, int], rng: np.random.Generator, *, size: tuple[int, int, int]
 ) -> dict:
-    """The training transform: resize to 9/8 (H, W), crop (H, W) at a random place."""
+    """The training transform: the (H, W) crop at a random place of the image resized to 9/8
+    (H, W), resampled once (Pillow's ``resize`` of the crop's box in the image's coordinates)."""
     from PIL import Image
 
     path, label = record
     height, width = size[0], size[1]
     big = (int(np.ceil(CROP_MARGIN * height)), int(np.ceil(CROP_MARGIN * width)))
+    top, left = rng.integers(0, big[0] - height + 1), rng.integers(0, big[1] - width + 1)
     try:
-        image = _read(path, size[2]).resize((big[1], big[0]), Image.Resampling.BILINEAR)
+        image = _read(path, size[2], big)
+        scale_x, scale_y = image.width / big[1], image.height / big[0]
+        box = (left * scale_x, top * scale_y, (left + width) * scale_x, (top + height) * scale_y)
+        image = image.resize((width, height), Image.Resampling.BILINEAR, box=box)
     except Exception as error:  # as in _decode
         return _unreadable(path, label, error)
-    top, left = rng.integers(0, big[0] - height + 1), rng.integers(0, big[1] - width + 1)
-    return _record(path, label, image.crop((left, top, left + width, top + height)), size)
+    return _record(path, label, image, size)
 
 
 def _record(path: str, label: int, image: Any, size: tuple[int, int, int]) -> dict[str, Any]:
@@ -297,13 +306,23 @@ def _unreadable(path: str, label: int, error: Exception) -> dict[str, Any]:
     }
 
 
-def _stack(records: list[dict[str, Any]], *, size: tuple[int, int, int]) -> dict[str, Any]:
+def _decode_batch(
+    records: list[tuple[str, int]],
+    rng: np.random.Generator | None = None,
+    *,
+    size: tuple[int, int, int],
+    crop: bool = False,
+) -> dict[str, Any]:
     """A worker's batch: the images (zeros for an unreadable file), labels, which rows are
-    readable, and (path, why) of the others."""
+    readable, and (path, why) of the others. ``crop``: the training transform, drawn from ``rng``."""
+    if crop:
+        decoded = [_decode_and_crop(record, rng, size=size) for record in records]
+    else:
+        decoded = [_decode(record, size=size) for record in records]
     blank = np.zeros(size, np.uint8)
     return {
-        "images": np.stack([blank if r["image"] is None else r["image"] for r in records]),
-        "labels": np.asarray([r["label"] for r in records], np.int32),
-        "ok": np.asarray([r["image"] is not None for r in records], bool),
-        "bad": [(r["path"], r["error"]) for r in records if r["image"] is None],
+        "images": np.stack([blank if r["image"] is None else r["image"] for r in decoded]),
+        "labels": np.asarray([r["label"] for r in decoded], np.int32),
+        "ok": np.asarray([r["image"] is not None for r in decoded], bool),
+        "bad": [(r["path"], r["error"]) for r in decoded if r["image"] is None],
     }
