@@ -16,6 +16,10 @@ reads its own slice of the epoch's order and its batches are its B / P rows of t
 (to assemble with `jaxconv.distributed.global_batch`); ``jaxconv train`` refuses image folders
 in several processes, whose fit loop takes whole batches in every process. A file Pillow cannot read is named on stderr once, skipped and
 counted in `ImageFolder.skipped`; a worker never fails on it.
+
+The first epoch decodes every image (`jaxconv.data.folder_decode`) and keeps its decoded pixels on
+disk (`jaxconv.data.pixel_cache`): the epochs after it read them back, in threads of this process,
+instead of decoding, and get the same batches (the random crops included).
 """
 
 from __future__ import annotations
@@ -31,11 +35,12 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxconv.data.folder_decode import load_batch, slot_shape
+from jaxconv.data.pixel_cache import PixelCache, default_root
 from jaxconv.errors import DatasetError, DatasetNotFoundError
 
 EXTENSIONS = (".jpg", ".jpeg", ".png")
 TEST_DIRS = ("val", "test")
-CROP_MARGIN = 9 / 8  # the training split is resized to this times (H, W), then cropped
 # ImageNet's per-channel statistics; grayscale takes their mean
 RGB_MEAN, RGB_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 GRAY_MEAN, GRAY_STD = (0.449,), (0.226,)
@@ -57,7 +62,9 @@ class ImageFolder:
     class_names: tuple[str, ...]
     image_size: tuple[int, int, int]  # (H, W, C)
     workers: int
+    cache: Path | None = None  # the pixel caches' root; None: decode every epoch
     skipped: dict[str, str] = dataclasses.field(default_factory=dict)  # path -> why
+    _caches: dict[bool, PixelCache] = dataclasses.field(default_factory=dict, repr=False)
     name: str = "imagefolder"
 
     @property
@@ -94,7 +101,8 @@ class ImageFolder:
         """The host batches of one epoch: the files in the order of ``(key, epoch)`` (stored
         order without a key), this process's share, decoded by ``workers`` processes."""
         grain = _grain()
-        records = grain.MapDataset.source(list(zip(self.files, self.file_labels.tolist(), strict=True)))
+        indexed = zip(range(len(self.files)), self.files, self.file_labels.tolist(), strict=True)
+        records = grain.MapDataset.source(list(indexed))
         if key is not None:
             records = records.shuffle(seed=_seed(key, epoch))
         records = records[jax.process_index() :: jax.process_count()]
@@ -102,23 +110,43 @@ class ImageFolder:
         # one Grain element a batch of files: its overheads (indexing, a generator, a transfer
         # from the worker) are paid once a batch, not once an image
         grouped = records.batch(local, batch_fn=list)
-        if key is not None:
-            decode = functools.partial(_decode_batch, size=self.image_size, crop=True)
-            decoded = grouped.random_map(decode, seed=_seed(key, epoch))
-        else:
-            decoded = grouped.map(functools.partial(_decode_batch, size=self.image_size))
-        threads = 2 if self.workers == 0 else 1
+        cache = self._pixel_cache(crop=key is not None)
+        cached = cache is not None and cache.complete
+        load = functools.partial(
+            load_batch,
+            size=self.image_size,
+            crop=key is not None,
+            cache_path=cache and cache.pixels_path,
+            cached=dict(cache.skipped) if cached else None,
+        )
+        decoded = grouped.random_map(load, seed=_seed(key, epoch)) if key is not None else grouped.map(load)
+        threads = 2 if self.workers == 0 or cached else 1
         stream = decoded.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2))
-        if self.workers > 0:
+        if self.workers > 0 and not cached:  # reading the cache needs no decoding processes
             options = grain.MultiprocessingOptions(num_workers=self.workers, per_worker_buffer_size=2)
             stream = stream.mp_prefetch(options)
-        return _closing(iter(stream), self._rebatch, local, drop_remainder)
+        return _closing(iter(stream), self._rebatch, local, drop_remainder, None if cached else cache)
 
-    def _rebatch(self, stream: Iterator[dict[str, Any]], size: int, drop_remainder: bool) -> Iterator[Batch]:
+    def _pixel_cache(self, crop: bool) -> PixelCache | None:
+        """The pixel cache of this split's training (``crop``) or evaluation slots, opened once;
+        None without a cache root, or in a run of several processes (each decodes its share)."""
+        if self.cache is None or jax.process_count() > 1:
+            return None
+        if crop not in self._caches:
+            self._caches[crop] = PixelCache(self.cache, self.files, slot_shape(self.image_size, crop))
+            self.skipped.update(self._caches[crop].skipped)
+        return self._caches[crop]
+
+    def _rebatch(
+        self, stream: Iterator[dict[str, Any]], size: int, drop_remainder: bool, filling: PixelCache | None
+    ) -> Iterator[Batch]:
         """Batches of exactly ``size`` readable images from the workers' batches: rows of
-        unreadable files are dropped (named on stderr the first time, kept in ``skipped``)."""
+        unreadable files are dropped (named on stderr the first time, kept in ``skipped``).
+        ``filling``: the pixel cache the workers are writing, to record what they wrote."""
         images, labels = [], []
         for batch in stream:
+            if filling is not None:
+                filling.record(batch["indices"], batch["ok"], dict(batch["bad"]))
             for path, why in batch["bad"]:
                 if path not in self.skipped:
                     print(f"jaxconv: skipping unreadable image {path}: {why}", file=sys.stderr)
@@ -149,11 +177,16 @@ def image_folder(
     image_size: tuple[int, int, int] = (64, 64, 3),
     holdout: float = 0.1,
     workers: int | None = None,
+    cache: bool | str | os.PathLike[str] = True,
 ) -> ImageFolder:
     """The ``split`` ('train' or 'test') of the folder ``root``: see the module docstring.
 
     ``workers``: decoding processes (default: the CPU count, at most 4; 0 decodes in threads of
-    this process). Raises `DatasetNotFoundError` when ``root`` has no class folders of images.
+    this process). ``cache``: keep the decoded pixels on disk after the first epoch
+    (`jaxconv.data.pixel_cache`; N x h x w x C bytes) under this directory, or under
+    `pixel_cache.default_root` if True (``$JAXCONV_CACHE``; set it to ``off`` to decode every
+    epoch); False: decode every epoch. Raises `DatasetNotFoundError` when ``root`` has no class
+    folders of images.
     """
     if split not in ("train", "test"):
         raise ValueError(f"unknown split {split!r} for an image folder; valid splits: ('train', 'test')")
@@ -173,7 +206,10 @@ def image_folder(
         classes = _classes(root)
         files, labels = _held_out(*_files(root, classes), holdout, split)
     workers = min(os.cpu_count() or 1, 4) if workers is None else workers
-    return ImageFolder(split, tuple(files), np.asarray(labels, np.int32), classes, tuple(image_size), workers)
+    cache_root = default_root() if cache is True else Path(cache) if cache else None
+    return ImageFolder(
+        split, tuple(files), np.asarray(labels, np.int32), classes, tuple(image_size), workers, cache_root
+    )
 
 
 def _classes(directory: Path) -> tuple[str, ...]:
@@ -230,13 +266,18 @@ def _grain() -> Any:
     return grain
 
 
-def _closing(iterator: Any, rebatch: Any, size: int, drop_remainder: bool) -> Iterator[Batch]:
-    """``rebatch(iterator, size, drop_remainder)``, closing the Grain iterator (its workers, their
-    shared memory) at the end or when the consumer stops early."""
+def _closing(
+    iterator: Any, rebatch: Any, size: int, drop_remainder: bool, filling: PixelCache | None
+) -> Iterator[Batch]:
+    """``rebatch(iterator, size, drop_remainder, filling)``, closing the Grain iterator (its
+    workers, their shared memory) and saving the record of the cache being filled at the end or
+    when the consumer stops early."""
     try:
-        yield from rebatch(iterator, size, drop_remainder)
+        yield from rebatch(iterator, size, drop_remainder, filling)
     finally:
         iterator.close()
+        if filling is not None:
+            filling.save()
 
 
 def _seed(key: jax.Array, epoch: int | None) -> int:
@@ -245,84 +286,3 @@ def _seed(key: jax.Array, epoch: int | None) -> int:
             "shuffling an image folder with a key needs the epoch: batches(data, B, key=key, epoch=e)"
         )
     return int(jax.random.randint(jax.random.fold_in(key, epoch), (), 0, 2**31 - 1))
-
-
-def _read(path: str, channels: int, size: tuple[int, int]) -> Any:
-    """The image at ``path`` as a Pillow image of ``channels`` (1: 'L', 3: 'RGB'). A JPEG at
-    least twice ``size`` (H, W) is decoded at a reduced scale (libjpeg's 1/2, 1/4 or 1/8,
-    never below ``size``): the resize that follows would discard those pixels anyway."""
-    from PIL import Image  # in the worker processes
-
-    with Image.open(path) as image:
-        mode = "L" if channels == 1 else "RGB"
-        image.draft(mode, (size[1], size[0]))
-        return image.convert(mode)
-
-
-def _decode(record: tuple[str, int], *, size: tuple[int, int, int]) -> dict[str, Any]:
-    """The test transform: resize to (H, W)."""
-    from PIL import Image
-
-    path, label = record
-    try:
-        image = _read(path, size[2], size[:2]).resize((size[1], size[0]), Image.Resampling.BILINEAR)
-    except Exception as error:  # anything Pillow raises on a bad file: skip it, never fail a worker
-        return _unreadable(path, label, error)
-    return _record(path, label, image, size)
-
-
-def _decode_and_crop(
-    record: tuple[str, int], rng: np.random.Generator, *, size: tuple[int, int, int]
-) -> dict:
-    """The training transform: the (H, W) crop at a random place of the image resized to 9/8
-    (H, W), resampled once (Pillow's ``resize`` of the crop's box in the image's coordinates)."""
-    from PIL import Image
-
-    path, label = record
-    height, width = size[0], size[1]
-    big = (int(np.ceil(CROP_MARGIN * height)), int(np.ceil(CROP_MARGIN * width)))
-    top, left = rng.integers(0, big[0] - height + 1), rng.integers(0, big[1] - width + 1)
-    try:
-        image = _read(path, size[2], big)
-        scale_x, scale_y = image.width / big[1], image.height / big[0]
-        box = (left * scale_x, top * scale_y, (left + width) * scale_x, (top + height) * scale_y)
-        image = image.resize((width, height), Image.Resampling.BILINEAR, box=box)
-    except Exception as error:  # as in _decode
-        return _unreadable(path, label, error)
-    return _record(path, label, image, size)
-
-
-def _record(path: str, label: int, image: Any, size: tuple[int, int, int]) -> dict[str, Any]:
-    pixels = np.asarray(image, np.uint8).reshape(size)
-    return {"image": pixels, "label": np.int32(label), "path": path, "error": ""}
-
-
-def _unreadable(path: str, label: int, error: Exception) -> dict[str, Any]:
-    return {
-        "image": None,
-        "label": np.int32(label),
-        "path": path,
-        "error": f"{type(error).__name__}: {error}",
-    }
-
-
-def _decode_batch(
-    records: list[tuple[str, int]],
-    rng: np.random.Generator | None = None,
-    *,
-    size: tuple[int, int, int],
-    crop: bool = False,
-) -> dict[str, Any]:
-    """A worker's batch: the images (zeros for an unreadable file), labels, which rows are
-    readable, and (path, why) of the others. ``crop``: the training transform, drawn from ``rng``."""
-    if crop:
-        decoded = [_decode_and_crop(record, rng, size=size) for record in records]
-    else:
-        decoded = [_decode(record, size=size) for record in records]
-    blank = np.zeros(size, np.uint8)
-    return {
-        "images": np.stack([blank if r["image"] is None else r["image"] for r in decoded]),
-        "labels": np.asarray([r["label"] for r in decoded], np.int32),
-        "ok": np.asarray([r["image"] is not None for r in decoded], bool),
-        "bad": [(r["path"], r["error"]) for r in decoded if r["image"] is None],
-    }
