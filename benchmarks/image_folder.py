@@ -51,6 +51,11 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="only the peak resident memory of two 64x64x3 epochs (decoding, then from the cache)",
+    )
     return parser.parse_args()
 
 
@@ -90,9 +95,30 @@ def step_rate(train_step, state, data, steps: int, batch_size: int) -> float:
     return steps * batch_size / (time.perf_counter() - begin)
 
 
+def memory(root: Path, args: argparse.Namespace) -> None:
+    """Two epochs of the folder at 64x64x3 (the first decodes and fills the pixel cache, the
+    second reads it), then the peak resident memory of this process and of the largest worker."""
+    cache = tempfile.mkdtemp(prefix="jaxconv-pixel-cache-")
+    data = load("imagefolder", "train", root=root, image_size=(64, 64, 3), workers=args.workers, cache=cache)
+    for epoch in range(2):
+        begin, count = time.perf_counter(), 0
+        for images, _ in batches(data, args.batch_size, key=jax.random.key(1), epoch=epoch):
+            count += jax.block_until_ready(images).shape[0]
+        print(f"epoch {epoch}: {count:,} images in {time.perf_counter() - begin:.1f} s", flush=True)
+    shutil.rmtree(cache)
+    mib = 1024  # ru_maxrss is in KiB on Linux
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / mib
+    worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / mib
+    print(
+        f"{len(data.files):,} images; peak RSS: this process {own:,.0f} MiB, largest worker {worker:,.0f} MiB"
+    )
+
+
 def main() -> None:
     args = parse()
     root = write_folder(Path(args.dir), args.images)
+    if args.memory:
+        return memory(root, args)
     options = {"root": root, "holdout": 0.01, "workers": args.workers}
     gray = load("imagefolder", "train", image_size=(28, 28, 1), cache=False, **options)
     rgb = load("imagefolder", "train", image_size=(64, 64, 3), cache=False, **options)
