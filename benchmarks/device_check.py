@@ -77,7 +77,7 @@ def sections(smoke: bool) -> dict[str, dict]:
     for name, (arguments, pattern) in CPU_SWITCHES.items():
         arguments = [arguments[0], "--smoke"] if smoke else arguments
         table[name] = {"command": [python, *arguments], "limit": 90, "ratio": pattern}
-    remat = ["--model", "lenet5", "--budget-gib", "0.001"] if smoke else ["--budget-gib", "16"]
+    remat = ["--model", "resnet20", "--budget-gib", "0.01"] if smoke else ["--budget-gib", "16"]
     table["remat"] = {"command": [python, "remat.py", *remat, "--no-step-table"], "limit": 240}
     return table
 
@@ -151,7 +151,20 @@ def derived(results: dict) -> dict:
     return out
 
 
+HIDDEN = {
+    "framework",
+    "workload",
+    "pid",
+    "memory_method",
+    "notes",
+    "version",
+    "image_shape",
+    "max_rss_delta_mib",
+}
+
+
 def markdown(results: dict, extra: dict, header: str) -> str:
+    """The table: a row per section (its scalar figures but the bookkeeping ones), then the derived."""
     lines = [header, "", "| section | status | s | figures | command |", "| --- | --- | ---: | --- | --- |"]
     for name, record in results.items():
         shown = ", ".join(
