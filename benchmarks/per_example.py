@@ -211,7 +211,7 @@ def main() -> None:
     parser.add_argument("--materialised", action="store_true", help="per-example gradients, not clipped sums")
     parser.add_argument("--nets", default="small_cnn,resnet20", help="with --materialised")
     parser.add_argument(
-        "--loop-strategy", action="store_true", help="with --materialised: also 'loop' (slow)"
+        "--slow-strategies", action="store_true", help="with --materialised: also 'chunked' and 'loop'"
     )
     parser.add_argument(
         "--reuse-host-memory", action="store_true", help="call jc.per_example.reuse_host_memory() first"
@@ -232,7 +232,7 @@ def main() -> None:
     if args.materialised:
         from per_example_materialised import run_materialised
 
-        run_materialised(batch_size, repeats, norm, args.nets.split(","), args.loop_strategy)
+        run_materialised(batch_size, repeats, norm, args.nets.split(","), args.slow_strategies)
         return
     jax_functions, jax_params = jax_contenders(batch_size, norm)
     torch_functions, torch_params = torch_contenders(batch_size, norm)

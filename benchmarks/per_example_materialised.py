@@ -16,7 +16,7 @@ in PyTorch the peers harness's ResNet-20 with its BatchNorms made GroupNorm by O
 ``--reuse-host-memory`` first calls `jaxconv.per_example.reuse_host_memory` (process-wide: glibc
 keeps freed large blocks, JAX's CPU dispatch is synchronous). The default of every contender is
 checked against the loop (max |difference|). Run as ``python benchmarks/per_example.py
---materialised [--reuse-host-memory] [--batch-size 64] [--repeats 5] [--nets small_cnn,resnet20]``.
+--materialised [--reuse-host-memory] [--batch-size 64] [--repeats 5] [--nets small_cnn,resnet20] [--slow-strategies]``.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ import jaxconv as jc
 from jaxconv.per_example import choose_strategy, net_loss, per_example_grads
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
-STRATEGIES = {
-    "default": {"strategy": "auto"},
-    "vmap": {"strategy": "vmap"},
+STRATEGIES = {"default": {"strategy": "auto"}, "vmap": {"strategy": "vmap"}}
+SLOW_STRATEGIES = {  # seconds a call on ResNet-20 at batch 64: timed with --slow-strategies
     "chunked 16": {"strategy": "chunked", "chunk_size": 16},
+    "loop (lax.scan)": {"strategy": "loop"},
 }
 SHAPES = {"small_cnn": (28, 28, 1), "resnet20": (32, 32, 3)}
 
@@ -59,11 +59,11 @@ def torch_nets(norm: str | None) -> dict[str, object]:
     return {"small_cnn": torch_net(norm), "resnet20": ModuleValidator.fix(ResNet(RESNET20, 3, 10))}
 
 
-def jax_contenders(net: jc.Layer, shape, batch: int, loop_strategy: bool) -> tuple[dict, int, Callable]:
+def jax_contenders(net: jc.Layer, shape, batch: int, slow_strategies: bool) -> tuple[dict, int, Callable]:
     _, params, state = net.init(jax.random.key(0), (-1, *shape))
     x = jax.random.normal(jax.random.key(1), (batch, *shape))
     y, key = jnp.arange(batch) % 10, jax.random.key(2)
-    strategies = {**STRATEGIES, **({"loop (lax.scan)": {"strategy": "loop"}} if loop_strategy else {})}
+    strategies = {**STRATEGIES, **(SLOW_STRATEGIES if slow_strategies else {})}
     contenders = {}
     for name, options in strategies.items():
         fn = jax.jit(per_example_grads(net_loss(net), **options))
@@ -127,7 +127,7 @@ def _max_difference(actual, expected) -> float:
 
 
 def run_materialised(
-    batch: int, repeats: int, norm: str | None, nets: list[str], loop_strategy: bool
+    batch: int, repeats: int, norm: str | None, nets: list[str], slow_strategies: bool
 ) -> dict:
     """Times every contender on each net (interleaved repeats); prints a table per net, returns
     {net: {contender: examples/s}}."""
@@ -135,7 +135,7 @@ def run_materialised(
     jax_by_name, torch_by_name = jax_nets(norm), torch_nets(norm)
     for name in nets:
         jax_functions, jax_count, check = jax_contenders(
-            jax_by_name[name], SHAPES[name], batch, loop_strategy
+            jax_by_name[name], SHAPES[name], batch, slow_strategies
         )
         torch_functions, torch_count = torch_contenders(torch_by_name[name], SHAPES[name], batch)
         auto = choose_strategy(net_loss(jax_by_name[name]), "auto")
