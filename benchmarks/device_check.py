@@ -12,15 +12,15 @@ Sections (``--smoke``: the same on a CPU with tiny sizes, in well under 2 minute
   convolution precision at bfloat16 (``JAX_DEFAULT_MATMUL_PRECISION=bfloat16``, float32
   storage, the same for both); images/s, and the fraction of the bf16 peak that the training
   step's FLOPs (3x the forward pass's, by XLA's cost analysis) reach;
-- ``resnet50_jaxconv_mixed``: jaxconv's own ``mixed_precision`` (bfloat16 activations, float32
-  master weights) on the same step;
 - ``per_example``: ``per_example.py`` (clipped per-example sums against loops and Opacus);
 - ``many_models``: ``many_models.py --strategy vmap``, 8 seeds in one program against one alone;
 - ``device_dp``: ``device_dp.py``, De et al.'s DP-SGD recipe, a few steps;
 - ``cpu_switch_*``: each CPU-only switch (`CPU_SWITCHES`) timed with and without on the device:
   whether it should be on there;
 - ``remat``: ``remat.py --no-step-table``, the largest ResNet-50 batch (224x224) whose train step
-  fits 16 GiB by XLA's memory analysis, with and without ``remat=True`` (last: it compiles most).
+  fits 16 GiB by XLA's memory analysis, with and without ``remat=True`` (it compiles most);
+- ``resnet50_jaxconv_mixed``, an extra run if time is left: jaxconv's own ``mixed_precision``
+  (bfloat16 activations, float32 master weights) on the same step.
 
     bash benchmarks/device_check.sh [--smoke] [--out DIR] [--budget-s 450] [--only a,b]
 """
@@ -51,17 +51,14 @@ CPU_SWITCHES = {
 
 def sections(smoke: bool) -> dict[str, dict]:
     """Each section: its command (run from benchmarks/), time limit (s) and extra environment, in
-    the order they run (remat, the longest, last). ``smoke``: the same commands at tiny sizes."""
+    the order they run (remat, the longest, and the extra mixed-precision run last). ``smoke``: the same commands at tiny sizes."""
     python, smoke_flag = sys.executable, ["--smoke"] if smoke else []
     measure = [python, str(PEERS / "measure.py")]
     resnet = ["small_cnn", "--batch", "2", "--steps", "1"] if smoke else ["resnet50", "--batch", "256"]
     table = {
         "matmul_peak": {"command": [python, __file__, "--section", "matmul_peak", *smoke_flag], "limit": 60},
-        "resnet50_jaxconv": {"command": [*measure, "jaxconv", *resnet], "limit": 150, "env": BF16},
-        "resnet50_flax": {"command": [*measure, "flax_linen", *resnet], "limit": 150, "env": BF16},
-        "resnet50_jaxconv_mixed": {
-            "command": [python, __file__, "--section", "resnet50_jaxconv_mixed", *smoke_flag], "limit": 120
-        },
+        "resnet50_jaxconv": {"command": [*measure, "jaxconv", *resnet], "limit": 170, "env": BF16},
+        "resnet50_flax": {"command": [*measure, "flax_linen", *resnet], "limit": 170, "env": BF16},
         "per_example": {
             "command": [python, "per_example.py", "--repeats", "3",
                         *(["--smoke", "--contenders", "JAX per-example loop"] if smoke else [])],
@@ -72,13 +69,17 @@ def sections(smoke: bool) -> dict[str, dict]:
                         *(["--batch-size", "4", "--steps", "1", "--repeats", "1"] if smoke else ["--repeats", "3"])],
             "limit": 90,
         },
-        "device_dp": {"command": [python, "device_dp.py", *(smoke_flag or ["--steps", "20"])], "limit": 120},
+        "device_dp": {"command": [python, "device_dp.py", *(smoke_flag or ["--steps", "5"])], "limit": 120},
     }  # fmt: skip
     for name, (arguments, pattern) in CPU_SWITCHES.items():
         arguments = [arguments[0], "--smoke"] if smoke else arguments
         table[name] = {"command": [python, *arguments], "limit": 90, "ratio": pattern}
     remat = ["--model", "resnet20", "--budget-gib", "0.01"] if smoke else ["--budget-gib", "16"]
-    table["remat"] = {"command": [python, "remat.py", *remat, "--no-step-table"], "limit": 240}
+    table["remat"] = {"command": [python, "remat.py", *remat, "--no-step-table"], "limit": 150}
+    table["resnet50_jaxconv_mixed"] = {
+        "command": [python, __file__, "--section", "resnet50_jaxconv_mixed", *smoke_flag],
+        "limit": 120,
+    }  # an extra: what jaxconv's own bf16 (mixed_precision) gives, if time is left
     return table
 
 
