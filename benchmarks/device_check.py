@@ -169,7 +169,9 @@ def markdown(results: dict, extra: dict, header: str) -> str:
     lines = [header, "", "| section | status | s | figures | command |", "| --- | --- | ---: | --- | --- |"]
     for name, record in results.items():
         shown = ", ".join(
-            f"{key} {_short(value)}" for key, value in record["figures"].items() if _scalar(value)
+            f"{key} {_short(value)}"
+            for key, value in record["figures"].items()
+            if _scalar(value) and key not in HIDDEN
         )
         lines.append(
             f"| {name} | {record['status']} | {record['seconds']} | {shown} | `{record['command']}` |"

@@ -85,6 +85,7 @@ def test_a_smoke_run_writes_the_json_and_the_table(tmp_path):
     table = (out / "device_check.md").read_text()
     assert table.startswith("## Device check: cpu")
     assert all(f"| {name} | ok |" in table for name in FAST)
+    assert "tflops" in table and "pid" not in table  # the figures, not the bookkeeping
 
 
 def _env() -> dict:
