@@ -10,6 +10,10 @@ repeats, and report the median's throughput in examples/s. PyTorch's OpenMP thre
 idle (``OMP_WAIT_POLICY=PASSIVE``): spinning, they steal the cores from the contender that follows.
 
     python benchmarks/per_example.py [--batch-size 64] [--repeats 7] [--norm none|group] [--smoke]
+
+``--materialised`` measures every example's whole gradient instead (`per_example_grads` against
+the loop, torch.func and Opacus' ``grad_sample``, on the small CNN and ResNet-20 with GroupNorm):
+see `per_example_materialised.py`.
 """
 
 from __future__ import annotations
@@ -201,8 +205,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--norm", choices=["none", "group"], default="none", help="in place of BatchNorm")
     parser.add_argument("--smoke", action="store_true", help="batch 8, 1 repeat: checks that it runs")
+    parser.add_argument(
+        "--contenders", help="comma-separated names to time (default: all); 'jaxconv auto' always"
+    )
+    parser.add_argument("--materialised", action="store_true", help="per-example gradients, not clipped sums")
+    parser.add_argument("--nets", default="small_cnn,resnet20", help="with --materialised")
+    parser.add_argument(
+        "--slow-strategies", action="store_true", help="with --materialised: also 'chunked' and 'loop'"
+    )
+    parser.add_argument(
+        "--reuse-host-memory", action="store_true", help="call jc.per_example.reuse_host_memory() first"
+    )
     args = parser.parse_args()
     batch_size, repeats = (8, 1) if args.smoke else (args.batch_size, args.repeats)
+    if args.reuse_host_memory:
+        print(f"reuse_host_memory: {jc.per_example.reuse_host_memory()}")
 
     import torch
 
@@ -212,6 +229,11 @@ def main() -> None:
     warnings.filterwarnings("ignore", module="opacus")
     warnings.filterwarnings("ignore", message="Full backward hook")  # Opacus on a first layer
     norm = None if args.norm == "none" else args.norm
+    if args.materialised:
+        from per_example_materialised import run_materialised
+
+        run_materialised(batch_size, repeats, norm, args.nets.split(","), args.slow_strategies)
+        return
     jax_functions, jax_params = jax_contenders(batch_size, norm)
     torch_functions, torch_params = torch_contenders(batch_size, norm)
     described = f"GroupNorm({GROUPS})" if norm else "no normalisation (conv biases)"
@@ -223,7 +245,11 @@ def main() -> None:
         f"batch {batch_size}, clip to L2 norm {CLIP} and sum; backend {jax.default_backend()}, auto = {auto}"
     )
     print(f"load average before: {os.getloadavg()[0]:.2f}")
-    seconds = median_seconds({**jax_functions, **torch_functions}, repeats)
+    functions = {**jax_functions, **torch_functions}
+    if args.contenders:
+        chosen = {"jaxconv auto", *args.contenders.split(",")}
+        functions = {name: fn for name, fn in functions.items() if name in chosen}
+    seconds = median_seconds(functions, repeats)
     throughput = {name: batch_size / value for name, value in seconds.items()}
     peers = [name for name in throughput if not name.startswith("jaxconv")]
     ours = throughput["jaxconv auto"]

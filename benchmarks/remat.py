@@ -9,7 +9,7 @@
 2. Step time (medians of interleaved repeats) and memory of ResNet-20 in float32,
    in bfloat16 (`mixed_precision`) and with remat, at one batch size.
 
-    python benchmarks/remat.py [--model resnet50] [--budget-gib 8] [--batch-size 64] [--smoke]
+    python benchmarks/remat.py [--model resnet50] [--budget-gib 8] [--batch-size 64] [--smoke] [--no-step-table]
 """
 
 from __future__ import annotations
@@ -136,12 +136,14 @@ def main() -> None:
     parser.add_argument(
         "--smoke", action="store_true", help="resnet20, a 0.25 GiB budget, batch 8, 2 repeats"
     )
+    parser.add_argument("--no-step-table", action="store_true", help="only the largest batches (part 1)")
     args = parser.parse_args()
     if args.smoke:
         args.model, args.budget_gib, args.batch_size, args.repeats = "resnet20", 0.25, 8, 2
     print(f"jax {jax.__version__}, {jax.devices()[0].device_kind}\n")
     batch_table(args.model, int(args.budget_gib * GIB))
-    step_table(args.batch_size, args.repeats)
+    if not args.no_step_table:
+        step_table(args.batch_size, args.repeats)
 
 
 if __name__ == "__main__":

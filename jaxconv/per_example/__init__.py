@@ -34,13 +34,21 @@ Strategies (all give the same numbers; they differ in speed and memory):
   example; their weight gradients are einsums of input patches and output
   gradients (Opacus' method), every other parameter's come from vmap
   (`jaxconv.per_example.taps`).
-- ``'auto'``: ``'einsum'`` for a `net_loss` loss on every backend (on a
-  2-core CPU, batch 64 of the small Fashion-MNIST CNN, it measured 1.6-2.1x a
-  jitted per-example loop, 9-12x ``'loop'`` and 14-19x ``'vmap'``:
-  ``benchmarks/per_example.py``; on accelerators it is large matrix products,
-  where vmap's grouped convolutions are the alternative); for any other loss
-  (or with ``chunk_size`` or ``has_aux``), ``'loop'`` on CPU, else ``'chunked'``
-  when ``chunk_size`` is given, else ``'vmap'``.
+- ``'auto'``: ``'einsum'`` for a `net_loss` loss on every backend (on accelerators it is
+  large matrix products, where vmap's grouped convolutions are the alternative); for any other
+  loss (or with ``chunk_size`` or ``has_aux``), ``'loop'`` on CPU, else ``'chunked'`` when
+  ``chunk_size`` is given, else ``'vmap'``.
+
+What 'auto' was measured against (``python benchmarks/per_example.py --materialised``, a shared
+2-core CPU, every example's whole gradient, against a jitted single-example `jax.grad` called N
+times from Python, all in one process): ``'einsum'`` was the fastest strategy on the small
+Fashion-MNIST CNN and on CIFAR ResNet-20 with GroupNorm at batches 16 and 64 (``'vmap'``
+1.3-2.9x slower, ``'chunked'`` (16) 1.3-24x, ``'loop'`` about 6x). Against the Python loop:
+batch 16, 1.5-1.8x (small CNN) and 1.8-2.2x (ResNet-20); batch 64, 1.0-1.9x and 1.0-2.8x after
+`reuse_host_memory` (the low ends on an overloaded machine), but 0.5-0.9x without it: on a CPU, glibc
+gives every output over 32 MiB (the small CNN's 108 MB at batch 64) fresh pages on every call,
+25,000 page faults that cost more than the arithmetic. Call `reuse_host_memory` once in a CPU
+process that materialises large per-example gradients again and again.
 """
 
 from jaxconv.per_example.grads import (
@@ -50,6 +58,7 @@ from jaxconv.per_example.grads import (
     per_example_grad_norms,
     per_example_grads,
 )
+from jaxconv.per_example.host_memory import reuse_host_memory
 from jaxconv.per_example.mapped import (
     STRATEGIES,
     LossFn,
@@ -77,5 +86,6 @@ __all__ = [
     "per_example_grad_norms",
     "per_example_grads",
     "resolve_strategy",
+    "reuse_host_memory",
     "tapped_per_example_grads",
 ]
