@@ -21,6 +21,7 @@ from jax import lax
 from jaxconv import sizing
 from jaxconv.core import Layer, Shape, layer
 from jaxconv.errors import ShapeError
+from jaxconv.layers.conv_taps import taps_conv, uses_taps
 from jaxconv.layers.initializers import Initializer, initializer
 from jaxconv.layers.shared import floating, init_key, positive
 from jaxconv.sizing import SizeArg, channel_last, per_axis, slide, spatial_rank
@@ -150,16 +151,21 @@ def _convolve(geo: _ConvGeometry, spec: dict[str, Any], params, x: jax.Array, pr
             f"Conv was initialised for {kernel.shape[dims.rhs_spec[1]] * groups} input "
             f"channels but got {geo.in_channels} (input shape {x.shape})"
         )
-    y = lax.conv_general_dilated(
-        x,
-        kernel.astype(x.dtype),
-        window_strides=geo.window.stride,
-        padding=geo.window.padding,
-        rhs_dilation=geo.window.dilation,
-        dimension_numbers=dims,
-        feature_group_count=groups,
-        precision=precision,
-    )
+    spatial = [x.shape[i] for i in dims.lhs_spec[2:]]
+    channels_last = dims == _layout(channel_last(x.ndim - 2), x.ndim)
+    if uses_taps(spatial, geo.window, groups, channels_last):  # XLA:CPU's slow case (see conv_taps)
+        y = taps_conv(x, kernel.astype(x.dtype), geo.window, precision)
+    else:
+        y = lax.conv_general_dilated(
+            x,
+            kernel.astype(x.dtype),
+            window_strides=geo.window.stride,
+            padding=geo.window.padding,
+            rhs_dilation=geo.window.dilation,
+            dimension_numbers=dims,
+            feature_group_count=groups,
+            precision=precision,
+        )
     if spec["use_bias"]:
         y = y + params["bias"].astype(y.dtype).reshape(
             place(dims.out_spec, 1, spec["features"], (1,) * (y.ndim - 2))
