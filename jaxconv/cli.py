@@ -302,7 +302,7 @@ def _train(args: argparse.Namespace, extra: Sequence[str]) -> int:
             f"{plan.sampling_rate:.4g}, {plan.steps} steps planned"
         )
     print(
-        f"run written to {result.run.path}: config.json metrics.jsonl checkpoint.npz results.json report.html and figures"
+        f"run written to {result.run.path}: config.json metrics.jsonl orbax/ best.npz results.json report.html and figures"
     )
     return 0
 

@@ -35,7 +35,7 @@ from jaxconv.distributed import (
 from jaxconv.errors import CheckpointError, ConfigError, DivergenceError
 from jaxconv.runs import private
 from jaxconv.runs.config import TrainConfig, optimizer_for
-from jaxconv.runs.directory import BEST, Run, is_writer
+from jaxconv.runs.directory import BEST, Run, is_writer, saving
 from jaxconv.runs.divergence import DEFAULT_RULE, FIX, Divergence
 from jaxconv.runs.private import PrivacyPlan
 from jaxconv.runs.progress import EpochMeter
@@ -48,11 +48,9 @@ from jaxconv.train import (
     evaluate,
     evaluate_ema,
     init_train_state,
-    load_checkpoint,
     make_eval_step,
     make_preprocess,
     make_train_step,
-    save_checkpoint,
 )
 
 LOG_EVERY = 10  # steps between looks at the metrics (each look waits for the device)
@@ -113,17 +111,18 @@ def fit(
     input_shape = (-1, *train_data.images.shape[1:])
     train_state = init_train_state(net, optimizer, input_shape, model_key, initial)
     training = _training(net, optimizer, config, train_data, data_key, steps_per_epoch)
-    train_state, history, first_epoch = _start(run, resume, config, train_state)
     evaluation = None
-    for epoch in range(first_epoch, min(config.epochs, stop_after_epoch or config.epochs)):
-        train_state, record, evaluation = _epoch(
-            training, train_state, epoch, config, test_data, run, progress
-        )
-        history.append(record)
-        _stop_if_diverged(divergence_rule, history, test_data.num_classes, run)
-        _keep(run, record, train_state, history)
-        if on_epoch is not None:
-            on_epoch(record, train_state)
+    with saving(run):  # the last checkpoint is written before `fit` returns or raises
+        train_state, history, first_epoch = _start(run, resume, config, train_state)
+        for epoch in range(first_epoch, min(config.epochs, stop_after_epoch or config.epochs)):
+            train_state, record, evaluation = _epoch(
+                training, train_state, epoch, config, test_data, run, progress
+            )
+            history.append(record)
+            _stop_if_diverged(divergence_rule, history, test_data.num_classes, run)
+            _keep(run, record, train_state, history)
+            if on_epoch is not None:
+                on_epoch(record, train_state)
     return FitResult(train_state, history, evaluation, training.privacy, run)
 
 
@@ -248,11 +247,11 @@ def _start(
         multihost_utils.sync_global_devices("jaxconv: run directory checked")
     if resume and is_writer():
         run.repair()
-    if not resume or not run.checkpoint.exists():  # a run stopped before its first checkpoint starts over
+    if not resume or run.checkpoint is None:  # a run stopped before its first checkpoint starts over
         if is_writer():
             run.start(config)
         return train_state, [], 0
-    train_state, metadata = load_checkpoint(run.checkpoint, like=train_state)
+    train_state, metadata = run.load(like=train_state)
     epoch = metadata.get("epoch")
     if not (isinstance(epoch, int) and 0 <= epoch <= config.epochs):
         raise CheckpointError(
@@ -327,7 +326,7 @@ def _stop_if_diverged(
         run.log(history[-1])
     kept = (
         f"; the checkpoint of the last good epoch is kept in {run.checkpoint}, the best epoch's in {run.path / BEST}"
-        if run is not None and run.checkpoint.exists()
+        if run is not None and run.checkpoint is not None
         else ""
     )
     raise DivergenceError(f"training diverged: {reason}{kept}. To fix it, {FIX}")
@@ -336,14 +335,15 @@ def _stop_if_diverged(
 def _keep(
     run: Run | None, record: dict[str, Any], train_state: TrainState, history: list[dict[str, Any]]
 ) -> None:
-    """Log the epoch's record (process 0), checkpoint the train state (every process takes part),
-    and keep it among the last epochs' and, if its test accuracy is the best yet, as the best (with
-    several models, `fit_many`'s lists of M, their mean test accuracy)."""
+    """Log the epoch's record (process 0), start the train state's Orbax checkpoint (every process
+    takes part; it is written while the next epoch trains) and, if its test accuracy is the best
+    yet, write it as best.npz (with several models, `fit_many`'s lists of M, their mean test
+    accuracy)."""
     if run is None:
         return
     if is_writer():
         run.log(record)
-    save_checkpoint(run.checkpoint, train_state, {"epoch": record["epoch"], "step": record["step"]})
-    if is_writer():
-        best = np.mean(record["test_top1"]) >= max(np.mean(earlier["test_top1"]) for earlier in history)
-        run.retain(record["epoch"], best=best)
+    metadata = {"epoch": record["epoch"], "step": record["step"]}
+    run.save(train_state, metadata)
+    if np.mean(record["test_top1"]) >= max(np.mean(earlier["test_top1"]) for earlier in history):
+        run.keep_best(train_state, metadata)

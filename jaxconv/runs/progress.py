@@ -93,7 +93,7 @@ def check_finite(loss: Any, epoch: int, step_in_epoch: int, run: Run | None) -> 
         models = f" (model{'s' * (len(bad) > 1)} {', '.join(map(str, bad))} of {len(finite)})"
     kept = (
         f"; the checkpoint of the last good epoch is kept in {run.checkpoint}"
-        if run is not None and run.checkpoint.exists()
+        if run is not None and run.checkpoint is not None
         else ("; no epoch had finished, so there is no checkpoint" if run is not None else "")
     )
     raise NonFiniteLossError(

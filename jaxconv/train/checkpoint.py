@@ -30,6 +30,7 @@ import math
 import os
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,18 @@ def disk_full(error: BaseException, path: Path, needed: int = 0) -> DiskFullErro
         f"cannot write {path}: {os.strerror(error.errno)}{kept}; free {size}on the disk of "
         f"{path.parent.absolute()} (or raise the file-size limit, ulimit -f) and try again"
     )
+
+
+@contextlib.contextmanager
+def disk_space(path: Path) -> Iterator[None]:
+    """Turn a full disk (or a file-size limit) while writing ``path`` into `DiskFullError`."""
+    try:
+        yield
+    except OSError as error:
+        full = disk_full(error, path)
+        if full is None:
+            raise
+        raise full from None
 
 
 def _whole(leaf: Any) -> Any:
