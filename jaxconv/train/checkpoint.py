@@ -144,7 +144,11 @@ def disk_full(error: BaseException, path: Path, needed: int = 0) -> DiskFullErro
     if not isinstance(error, OSError) or error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return None
     size = f"at least {needed / 2**20:.1f} MiB " if needed else ""
-    kept = " (the previous checkpoint is kept)" if path.suffix == ".npz" and path.exists() else ""
+    kept = (
+        " (the previous checkpoint is kept)"
+        if path.exists() and (path.suffix == ".npz" or path.is_dir())  # a file, or Orbax's steps
+        else ""
+    )
     return DiskFullError(
         f"cannot write {path}: {os.strerror(error.errno)}{kept}; free {size}on the disk of "
         f"{path.parent.absolute()} (or raise the file-size limit, ulimit -f) and try again"

@@ -24,7 +24,10 @@ exported states such as a run's ``best.npz``.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +36,7 @@ import orbax.checkpoint as ocp
 
 from jaxconv.core import PyTree
 from jaxconv.errors import CheckpointError
-from jaxconv.train.checkpoint import disk_space
+from jaxconv.train.checkpoint import disk_full
 
 _ARRAYS = "state"
 _METADATA = "meta"
@@ -60,7 +63,6 @@ class OrbaxStore:
             max_to_keep=keep,
             enable_async_checkpointing=asynchronous,
             cleanup_tmp_directories=writer,
-            read_only=not writer,
             create=False,
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
@@ -83,7 +85,7 @@ class OrbaxStore:
         arrays = jax.tree_util.tree_map(_stored, tree)
         manifest = {"tree": _describe(arrays), "metadata": metadata or {}}
         self.directory.mkdir(parents=True, exist_ok=True)
-        with disk_space(self.directory):
+        with _disk_errors(self.directory):
             self._manager.save(
                 step,
                 args=ocp.args.Composite(
@@ -115,7 +117,7 @@ class OrbaxStore:
         except Exception as error:  # Orbax and tensorstore raise many kinds for a damaged step
             raise CheckpointError(
                 f"{where} is not a readable Orbax checkpoint ({type(error).__name__}: {_first_line(error)}); "
-                f"it is truncated or corrupt. {_previous(self.steps(), step)}{_FIX}"
+                f"it is truncated or corrupt. {_fix(self.directory, self.steps(), step)}"
             ) from error
         leaves = jax.tree_util.tree_leaves(like)
         restored_leaves = jax.tree_util.tree_leaves(restored)
@@ -132,7 +134,7 @@ class OrbaxStore:
 
     def wait(self) -> None:
         """Wait until the save in progress is written (raising its error, if it failed)."""
-        with disk_space(self.directory):
+        with _disk_errors(self.directory):
             self._manager.wait_until_finished()
 
     def close(self) -> None:
@@ -163,7 +165,7 @@ class OrbaxStore:
         except Exception as error:
             raise CheckpointError(
                 f"{where}: its metadata is unreadable ({type(error).__name__}: {_first_line(error)}); "
-                f"it is corrupt. {_previous(self.steps(), step)}{_FIX}"
+                f"it is corrupt. {_fix(self.directory, self.steps(), step)}"
             ) from error
         if not (isinstance(manifest, dict) and isinstance(manifest.get("tree"), dict)
                 and isinstance(manifest.get("metadata"), dict)):  # fmt: skip
@@ -231,10 +233,27 @@ def _few(items: list[str], limit: int = 3) -> str:
     return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
-def _previous(steps: list[int], step: int) -> str:
+def _fix(directory: Path, steps: list[int], step: int) -> str:
+    """What to do about the damaged ``step``: remove it to fall back on the step before, if any."""
     earlier = [other for other in steps if other < step]
-    return f"Remove it to resume from step {earlier[-1]}, the one before; or: " if earlier else ""
+    if not earlier:
+        return _FIX
+    return f"Remove {directory / str(step)} to resume from step {earlier[-1]}, the one before, or start a new run"
 
 
 def _first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [""])[0][:300]
+
+
+@contextlib.contextmanager
+def _disk_errors(directory: Path) -> Iterator[None]:
+    """Turn a full disk (or a file-size limit) while Orbax writes into `DiskFullError`: tensorstore
+    reports it as a ValueError that carries the OS error code."""
+    try:
+        yield
+    except Exception as error:
+        code = re.search(r"os_error_code='?(\d+)", str(error))
+        full = disk_full(OSError(int(code.group(1)), str(error)) if code else error, directory)
+        if full is None:
+            raise
+        raise full from None
