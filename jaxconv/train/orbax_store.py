@@ -81,7 +81,9 @@ class OrbaxStore:
         """
         latest = self._manager.latest_step()
         if latest is not None and step <= latest:
-            raise CheckpointError(f"{self.directory}: step {step} is not after the latest saved step {latest}")
+            raise CheckpointError(
+                f"{self.directory}: step {step} is not after the latest saved step {latest}"
+            )
         arrays = jax.tree_util.tree_map(_stored, tree)
         manifest = {"tree": _describe(arrays), "metadata": metadata or {}}
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -210,7 +212,9 @@ def _wrapped(value: Any, template: Any) -> Any:
 def _describe(tree: PyTree) -> dict[str, str]:
     """Each leaf's key path and its dtype and shape, e.g. ``{"['w']": "float32[3, 4]"}``."""
     flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return {jax.tree_util.keystr(path): f"{jax.numpy.dtype(leaf.dtype)}{list(leaf.shape)}" for path, leaf in flat}
+    return {
+        jax.tree_util.keystr(path): f"{jax.numpy.dtype(leaf.dtype)}{list(leaf.shape)}" for path, leaf in flat
+    }
 
 
 def _check_fits(where: Path, manifest: dict[str, Any], expected: dict[str, str]) -> None:

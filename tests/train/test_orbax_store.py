@@ -120,7 +120,9 @@ def test_a_save_killed_or_out_of_disk_leaves_the_previous_step(tmp_path, how):
     directory = tmp_path / "orbax"
     command = [sys.executable, "-c", WORKER, str(directory), how]
     if how == "kill":
-        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as process:
+        with subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        ) as process:
             assert process.stdout.readline() == "written\n"
             os.kill(process.pid, signal.SIGKILL)
     else:
