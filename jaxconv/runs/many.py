@@ -141,7 +141,7 @@ def fit_many(
     check_models(run, resume, configs)
     evaluation = None
     with saving(run):  # the last checkpoint is written before `fit_many` returns or raises
-        train_state, history, first_epoch = _start(run, resume, config, placement.put_state(program.train_state))
+        train_state, history, first_epoch, _ = _start(run, resume, config, placement.put_state(program.train_state))
         write_models(run, resume, configs)
         for epoch in range(first_epoch, min(config.epochs, stop_after_epoch or config.epochs)):
             train_state, record, evaluation = _epoch(

@@ -37,6 +37,11 @@ class EpochMeter:
     def __exit__(self, *exception: object) -> None:
         self.bar.close()
 
+    def resume(self, totals: dict[str, float], steps: int) -> None:
+        """Continue an epoch from a checkpoint inside it: the metric sums of its first ``steps``."""
+        self.totals, self.steps = dict(totals), steps
+        self.bar.update(steps)
+
     def dispatched(self, examples: int) -> None:
         """A step of ``examples`` examples was sent to the device."""
         self.examples += examples
