@@ -4,6 +4,7 @@ a save leaves anything but the previous step to restore."""
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -22,13 +23,20 @@ from jaxconv.errors import CheckpointError
 from jaxconv.train import OrbaxStore, init_train_state, make_train_step, with_ema
 
 
-def trained_state(seed: int = 0, classes: int = 3) -> jc.train.TrainState:
-    """Two steps of a conv + BatchNorm net with momentum and an EMA: every kind of leaf a run saves
-    (params, BN statistics, momentum, EMA, the schedule's count, the step and the typed key)."""
+@functools.cache
+def _program(classes: int) -> tuple:
     net = jc.serial(jc.Conv(4, 3, padding=1), jc.BatchNorm(), jc.Relu, jc.Flatten, jc.Dense(classes))
     optimizer = with_ema(optax.sgd(0.1, momentum=0.9), 0.9)
+    return net, optimizer, make_train_step(net, optimizer)
+
+
+@functools.cache
+def trained_state(seed: int = 0, classes: int = 3) -> jc.train.TrainState:
+    """Two steps of a conv + BatchNorm net with momentum and an EMA: every kind of leaf a run saves
+    (params, BN statistics, momentum, EMA, the schedule's count, the step and the typed key).
+    Cached: neither saving nor restoring changes it."""
+    net, optimizer, step = _program(classes)
     state = init_train_state(net, optimizer, (-1, 6, 6, 1), jax.random.key(seed))
-    step = make_train_step(net, optimizer)
     images = jax.random.normal(jax.random.key(seed + 1), (8, 6, 6, 1))
     for _ in range(2):
         state, _ = step(state, images, jnp.arange(8) % classes)
