@@ -6,7 +6,8 @@
       orbax/<step>/     the train states of the last `KEEP_LAST` epochs, Orbax checkpoints
                         (`jaxconv.train.OrbaxStore`), the latest the one a resume continues
       best.npz          the train state of the epoch with the best test accuracy, one portable
-                        file (`jaxconv.train.save_checkpoint`, read by `jaxconv.train.load_checkpoint`)
+                        file written in the background (`save_checkpoint_in_background`, read by
+                        `jaxconv.train.load_checkpoint`)
       results.json      the summary: final and best test accuracy, time, status
       curves.png        loss and accuracy per epoch, train and test
       filters.png       the first convolution's filters (as the notes show for AlexNet)
@@ -36,7 +37,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,8 @@ import numpy as np
 from jaxconv.core import PyTree
 from jaxconv.errors import CheckpointError, ConfigError, RunDirError
 from jaxconv.runs.config import TrainConfig
-from jaxconv.train import OrbaxStore, complete_steps, load_checkpoint, read_metadata, save_checkpoint
-from jaxconv.train.checkpoint import disk_space, readable_mode
+from jaxconv.train import OrbaxStore, complete_steps, load_checkpoint, read_metadata
+from jaxconv.train.checkpoint import disk_space, readable_mode, save_checkpoint_in_background
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -82,6 +83,7 @@ class Run:
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
         self._store: OrbaxStore | None = None
+        self._best_written: Callable[[], Path] = lambda: self.path / BEST  # waits for best.npz
 
     @property
     def checkpoint(self) -> Path | None:
@@ -125,14 +127,19 @@ class Run:
                 store.close()
 
     def keep_best(self, train_state: PyTree, metadata: dict[str, Any]) -> None:
-        """Write ``train_state`` as best.npz (every process calls it; process 0 writes)."""
-        save_checkpoint(self.path / BEST, train_state, metadata)
+        """Start writing ``train_state`` as best.npz in the background, once the one before is
+        written (every process calls it; process 0 writes)."""
+        self._best_written()
+        self._best_written = save_checkpoint_in_background(self.path / BEST, train_state, metadata)
 
     def close(self) -> None:
-        """Wait until the last checkpoint is written (raising its error, if it failed)."""
+        """Wait until the last checkpoint and best.npz are written (raising an error of theirs)."""
         store, self._store = self._store, None
-        if store is not None:
-            store.close()
+        try:
+            self._best_written()
+        finally:
+            if store is not None:
+                store.close()
 
     @classmethod
     def open(
@@ -220,7 +227,8 @@ class Run:
 
     def repair(self) -> None:
         """Cut a torn last line (a crash in the middle of an append) off metrics.jsonl, and remove
-        the temporary files an interrupted write left behind."""
+        the temporary files an interrupted write left behind (after best.npz's write in progress)."""
+        self._best_written()
         for temporary in self.path.glob(".*.tmp"):
             temporary.unlink(missing_ok=True)
         path = self.path / METRICS

@@ -29,8 +29,9 @@ import json
 import math
 import os
 import tempfile
+import threading
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,36 @@ def save_checkpoint(
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices(f"jaxconv checkpoint {path}")
     return path
+
+
+def save_checkpoint_in_background(
+    path: str | os.PathLike[str], tree: PyTree, metadata: dict[str, Any] | None = None
+) -> Callable[[], Path]:
+    """Start `save_checkpoint` in a thread; returns the function that waits for the file (and
+    raises its error). The arrays are taken from the device first, so a train step may donate
+    ``tree`` once it returns. Several processes gather collectively: they write before returning."""
+    if jax.process_count() > 1:
+        written = save_checkpoint(path, tree, metadata)
+        return lambda: written
+    path, host = Path(path), jax.tree_util.tree_map(_to_numpy, tree)
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            _write(path, host, metadata)
+        except BaseException as error:  # raised again by `wait`, in the caller's thread
+            errors.append(error)
+
+    thread = threading.Thread(target=write, name=f"jaxconv: writing {path}", daemon=False)
+    thread.start()
+
+    def wait() -> Path:
+        thread.join()
+        if errors:
+            raise errors[0]
+        return path
+
+    return wait
 
 
 def load_checkpoint(path: str | os.PathLike[str], like: PyTree) -> tuple[PyTree, dict[str, Any]]:
