@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxconv.core import PyTree
@@ -191,8 +192,10 @@ def _is_key(leaf: Any) -> bool:
 
 
 def _stored(leaf: Any) -> Any:
-    """A leaf as Orbax stores it: a key as its key data."""
-    return jax.random.key_data(leaf) if _is_key(leaf) else leaf
+    """A leaf as Orbax stores it: a key as its key data, a Python or NumPy scalar as an array."""
+    if _is_key(leaf):
+        return jax.random.key_data(leaf)
+    return leaf if isinstance(leaf, jax.Array) else np.asarray(leaf)
 
 
 def _stored_like(leaf: Any) -> Any:
@@ -200,7 +203,7 @@ def _stored_like(leaf: Any) -> Any:
     if _is_key(leaf):
         data = jax.eval_shape(jax.random.key_data, leaf)
         return jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=leaf.sharding)
-    return ocp.utils.to_shape_dtype_struct(leaf)
+    return ocp.utils.to_shape_dtype_struct(_stored(leaf))
 
 
 def _wrapped(value: Any, template: Any) -> Any:
@@ -212,9 +215,7 @@ def _wrapped(value: Any, template: Any) -> Any:
 def _describe(tree: PyTree) -> dict[str, str]:
     """Each leaf's key path and its dtype and shape, e.g. ``{"['w']": "float32[3, 4]"}``."""
     flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return {
-        jax.tree_util.keystr(path): f"{jax.numpy.dtype(leaf.dtype)}{list(leaf.shape)}" for path, leaf in flat
-    }
+    return {jax.tree_util.keystr(path): f"{np.dtype(leaf.dtype)}{list(leaf.shape)}" for path, leaf in flat}
 
 
 def _check_fits(where: Path, manifest: dict[str, Any], expected: dict[str, str]) -> None:
