@@ -5,12 +5,15 @@ is read as `jaxconv train --data` reads it, at the default model's input (28x28x
 is decoded, converted to grayscale, resized to 9/8 and cropped), ``--workers`` Grain processes:
 
 - (a) ``pipeline``: one epoch of `jaxconv.data.batches` over the folder, every batch on the
-  device, from the first batch on (the workers' start is timed apart);
+  device, from the first batch on (the workers' start is timed apart), decoding every image;
 - (b) ``pipeline 64x64x3``: the same at 64x64 RGB, the images' own size;
+- (b') the same from the folder's pixel cache (filled by one epoch before), as every epoch
+  after the first reads it;
 - (c) ``train step``: the default model's jitted train step on one fixed batch, ``--steps``;
-- (d) ``end to end``: ``--steps`` train steps, each on the folder's next batch.
+- (d) ``end to end``: ``--steps`` train steps, each on the folder's next batch, decoding; (d')
+  the same from the pixel cache.
 
-It prints the images per second of each, the ratios (a)/(c), (b)/(c) and (d)/(c), and the peak
+It prints the images per second of each, the ratios to (c), and the peak
 resident memory of this process and of its largest worker (``getrusage``), which stays at a few
 batches whatever the folder's size. Run it on a loaded machine and the ratios move: each side
 shares the same cores.
@@ -24,6 +27,8 @@ import argparse
 import itertools
 import os
 import resource
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,6 +51,11 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="only the peak resident memory of two 64x64x3 epochs (decoding, then from the cache)",
+    )
     return parser.parse_args()
 
 
@@ -85,14 +95,43 @@ def step_rate(train_step, state, data, steps: int, batch_size: int) -> float:
     return steps * batch_size / (time.perf_counter() - begin)
 
 
+def memory(root: Path, args: argparse.Namespace) -> None:
+    """Two epochs of the folder at 64x64x3 (the first decodes and fills the pixel cache, the
+    second reads it), then the peak resident memory of this process and of the largest worker."""
+    cache = tempfile.mkdtemp(prefix="jaxconv-pixel-cache-")
+    data = load("imagefolder", "train", root=root, image_size=(64, 64, 3), workers=args.workers, cache=cache)
+    for epoch in range(2):
+        begin, count = time.perf_counter(), 0
+        for images, _ in batches(data, args.batch_size, key=jax.random.key(1), epoch=epoch):
+            count += jax.block_until_ready(images).shape[0]
+        print(f"epoch {epoch}: {count:,} images in {time.perf_counter() - begin:.1f} s", flush=True)
+    shutil.rmtree(cache)
+    mib = 1024  # ru_maxrss is in KiB on Linux
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / mib
+    worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / mib
+    print(
+        f"{len(data.files):,} images; peak RSS: this process {own:,.0f} MiB, largest worker {worker:,.0f} MiB"
+    )
+
+
 def main() -> None:
     args = parse()
     root = write_folder(Path(args.dir), args.images)
-    gray = load("imagefolder", "train", root=root, image_size=(28, 28, 1), holdout=0.01, workers=args.workers)
-    rgb = load("imagefolder", "train", root=root, image_size=(64, 64, 3), holdout=0.01, workers=args.workers)
+    if args.memory:
+        return memory(root, args)
+    options = {"root": root, "holdout": 0.01, "workers": args.workers}
+    gray = load("imagefolder", "train", image_size=(28, 28, 1), cache=False, **options)
+    rgb = load("imagefolder", "train", image_size=(64, 64, 3), cache=False, **options)
+    cache = tempfile.mkdtemp(prefix="jaxconv-pixel-cache-")
+    rgb_cached = load("imagefolder", "train", image_size=(64, 64, 3), cache=cache, **options)
+    gray_cached = load("imagefolder", "train", image_size=(28, 28, 1), cache=cache, **options)
     key = jax.random.key(1)
     start_a, pipeline_a = epoch_rate(gray, args.batch_size, key)
     start_b, pipeline_b = epoch_rate(rgb, args.batch_size, key)
+    for data in (rgb_cached, gray_cached):  # one epoch fills the cache (drop_remainder=False)
+        for _ in data.epoch_batches(args.batch_size, key, 0, drop_remainder=False):
+            pass
+    start_cached, pipeline_cached = epoch_rate(rgb_cached, args.batch_size, key)
 
     config = TrainConfig(batch_size=args.batch_size, augment="none")
     optimizer = optimizer_for(config, len(gray) // args.batch_size)
@@ -108,6 +147,11 @@ def main() -> None:
         batches(gray, args.batch_size, key=key, epoch=e) for e in itertools.count(2)
     )
     end_to_end = step_rate(train_step, fresh(), endless, args.steps, args.batch_size)
+    endless_cached = itertools.chain.from_iterable(
+        batches(gray_cached, args.batch_size, key=key, epoch=e) for e in itertools.count(2)
+    )
+    end_to_end_cached = step_rate(train_step, fresh(), endless_cached, args.steps, args.batch_size)
+    shutil.rmtree(cache)
 
     mib = 1024  # ru_maxrss is in KiB on Linux
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / mib
@@ -117,10 +161,16 @@ def main() -> None:
     )
     print(f"(a) pipeline 28x28x1: {pipeline_a:,.0f} img/s (workers started in {start_a:.1f} s)")
     print(f"(b) pipeline 64x64x3: {pipeline_b:,.0f} img/s (workers started in {start_b:.1f} s)")
-    print(f"(c) train step: {step:,.0f} img/s")
-    print(f"(d) end to end: {end_to_end:,.0f} img/s")
     print(
-        f"(a)/(c) {pipeline_a / step:.2f}  (b)/(c) {pipeline_b / step:.2f}  (d)/(c) {end_to_end / step:.2f}"
+        f"(b') pipeline 64x64x3 from the pixel cache: {pipeline_cached:,.0f} img/s (first batch {start_cached:.1f} s)"
+    )
+    print(f"(c) train step: {step:,.0f} img/s")
+    print(
+        f"(d) end to end, decoding: {end_to_end:,.0f} img/s; (d') from the cache: {end_to_end_cached:,.0f} img/s"
+    )
+    print(
+        f"(a)/(c) {pipeline_a / step:.2f}  (b)/(c) {pipeline_b / step:.2f}  (b')/(c) {pipeline_cached / step:.2f}  "
+        f"(d)/(c) {end_to_end / step:.2f}  (d')/(c) {end_to_end_cached / step:.2f}"
     )
     print(f"peak RSS: this process {own:,.0f} MiB, largest worker {worker:,.0f} MiB")
 

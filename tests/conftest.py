@@ -20,3 +20,10 @@ collect_ignore = ["distributed/data_parallel_runner.py", "distributed/multiproce
 @pytest.fixture
 def key() -> jax.Array:
     return jax.random.key(0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def pixel_cache_in_a_temporary_directory(tmp_path_factory):
+    """Image folders' pixel caches go under the test session's temporary directory, not the
+    user's ~/.cache (subprocesses inherit it)."""
+    os.environ["JAXCONV_CACHE"] = str(tmp_path_factory.mktemp("pixel-cache"))

@@ -53,3 +53,12 @@ def loop_of_grads(loss_fn, params, state, x, y, key):
         for i in range(x.shape[0])
     ]
     return jax.tree_util.tree_map(lambda *leaves: np.stack(leaves), *grads)
+
+
+def family_representatives() -> list[str]:
+    """The smallest model of each zoo family module, plus the torchvision-shaped ResNet and
+    GoogLeNet and the stochastic-depth ResNet, whose blocks differ."""
+    counts, smallest = jc.models.param_counts(), {}
+    for name in sorted(jc.models.names(), key=lambda name: counts.get(name, 0)):
+        smallest.setdefault(jc.models.spec(name).builder.__module__, name)
+    return sorted({*smallest.values(), "resnet18_tv", "googlenet_tv", "resnet110_sd"})

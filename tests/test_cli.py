@@ -110,7 +110,8 @@ def test_resume_of_a_finished_run_trains_nothing_and_a_corrupt_checkpoint_is_kep
         ),
         (["--lr", "-0.1"], r"lr=-0.1: the learning rate must be positive"),
         (["--batch-size", "100"], r"batch_size=100 is larger than the dataset \(64 examples\)"),
-        (["--augment", "jitter"], r"unknown augmentation 'jitter'"),
+        (["--augment", "jitter"], r"augment='jitter': unknown augmentation 'jitter'"),
+        (["--tta", "crop=2,flop"], r"tta='crop=2,flop': unknown augmentation 'flop'"),
         (["--resume"], r"--resume needs the --run-dir"),
     ],
 )

@@ -15,13 +15,18 @@ flight, so memory does not grow with the folder. In a run of several processes e
 reads its own slice of the epoch's order and its batches are its B / P rows of the global batch
 (to assemble with `jaxconv.distributed.global_batch`); ``jaxconv train`` refuses image folders
 in several processes, whose fit loop takes whole batches in every process. A file Pillow cannot read is named on stderr once, skipped and
-counted in `ImageFolder.skipped`; a worker never fails on it. An epoch's iterator
+counted in `ImageFolder.skipped`; a worker never fails on it.
+
+The first epoch decodes every image (`jaxconv.data.folder_decode`) and keeps its decoded pixels on
+disk (`jaxconv.data.pixel_cache`): the epochs after it read them back, in threads of this process,
+instead of decoding, and get the same batches (the random crops included). An epoch's iterator
 (`FolderBatches`) gives its position after each batch, Grain's iterator state, from which a
 resumed run continues in the middle of the epoch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import functools
@@ -33,11 +38,12 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxconv.data.folder_decode import load_batch, slot_shape
+from jaxconv.data.pixel_cache import PixelCache, default_root
 from jaxconv.errors import DatasetError, DatasetNotFoundError
 
 EXTENSIONS = (".jpg", ".jpeg", ".png")
 TEST_DIRS = ("val", "test")
-CROP_MARGIN = 9 / 8  # the training split is resized to this times (H, W), then cropped
 # ImageNet's per-channel statistics; grayscale takes their mean
 RGB_MEAN, RGB_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 GRAY_MEAN, GRAY_STD = (0.449,), (0.226,)
@@ -59,7 +65,9 @@ class ImageFolder:
     class_names: tuple[str, ...]
     image_size: tuple[int, int, int]  # (H, W, C)
     workers: int
+    cache: Path | None = None  # the pixel caches' root; None: decode every epoch
     skipped: dict[str, str] = dataclasses.field(default_factory=dict)  # path -> why
+    _caches: dict[bool, PixelCache] = dataclasses.field(default_factory=dict, repr=False)
     name: str = "imagefolder"
 
     @property
@@ -103,24 +111,36 @@ class ImageFolder:
         order without a key), this process's share, decoded by ``workers`` processes; from the
         ``position`` an earlier iterator of the same epoch gave (`FolderBatches.position`)."""
         grain = _grain()
-        records = grain.MapDataset.source(list(zip(self.files, self.file_labels.tolist(), strict=True)))
+        indexed = zip(range(len(self.files)), self.files, self.file_labels.tolist(), strict=True)
+        records = grain.MapDataset.source(list(indexed))
         if key is not None:
             records = records.shuffle(seed=_seed(key, epoch))
         records = records[jax.process_index() :: jax.process_count()]
-        size = self.image_size
-        if key is not None:
-            decoded = records.random_map(
-                functools.partial(_decode_and_crop, size=size), seed=_seed(key, epoch)
-            )
-        else:
-            decoded = records.map(functools.partial(_decode, size=size))
         local = batch_size // jax.process_count()
-        stream = decoded.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2 * local))
-        stream = stream.batch(local, batch_fn=functools.partial(_stack, size=size))  # one transfer a batch
-        if self.workers > 0:
-            options = grain.MultiprocessingOptions(num_workers=self.workers, per_worker_buffer_size=2)
+        # one Grain element a batch of files: its overheads (indexing, a generator, a transfer
+        # from the worker) are paid once a batch, not once an image
+        grouped = records.batch(local, batch_fn=list)
+        cache = self._pixel_cache(crop=key is not None)
+        complete = cache is not None and cache.complete
+        # reading the cache needs no decoding processes; a resumed epoch reads as it was read, for
+        # Grain's state to fit (decoding gives the pixels the cache holds)
+        workers = (0 if complete else self.workers) if position is None else position["workers"]
+        cached = complete and workers == 0
+        load = functools.partial(
+            load_batch,
+            size=self.image_size,
+            crop=key is not None,
+            cache_path=cache and cache.pixels_path,
+            cached=dict(cache.skipped) if cached else None,
+        )
+        decoded = grouped.random_map(load, seed=_seed(key, epoch)) if key is not None else grouped.map(load)
+        threads = 2 if workers == 0 else 1
+        stream = decoded.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2))
+        if workers > 0:
+            options = grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=2)
             stream = stream.mp_prefetch(options)
-        return FolderBatches(self, iter(stream), local, drop_remainder, position)
+        filling = None if cached else cache
+        return FolderBatches(self, iter(stream), local, drop_remainder, position, workers, filling)
 
     def readable_rows(self, batch: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         """The images and labels of a workers' batch without the rows of unreadable files (named
@@ -130,6 +150,16 @@ class ImageFolder:
                 print(f"jaxconv: skipping unreadable image {path}: {why}", file=sys.stderr)
                 self.skipped[path] = why
         return batch["images"][batch["ok"]], batch["labels"][batch["ok"]]
+
+    def _pixel_cache(self, crop: bool) -> PixelCache | None:
+        """The pixel cache of this split's training (``crop``) or evaluation slots, opened once;
+        None without a cache root, or in a run of several processes (each decodes its share)."""
+        if self.cache is None or jax.process_count() > 1:
+            return None
+        if crop not in self._caches:
+            self._caches[crop] = PixelCache(self.cache, self.files, slot_shape(self.image_size, crop))
+            self.skipped.update(self._caches[crop].skipped)
+        return self._caches[crop]
 
     def __repr__(self) -> str:
         return (
@@ -144,7 +174,8 @@ class FolderBatches:
 
     ``position(k)``, for the last few batches yielded, is a JSON-ready dict: the Grain iterator's
     state (``get_state``) before the first workers' batch that still had rows to give after the
-    k-th batch, and how many of its readable rows were already given. `ImageFolder.epoch_batches`
+    k-th batch, how many of its readable rows were already given, and how many decoding workers
+    read it (none: the pixel cache, or threads). `ImageFolder.epoch_batches`
     with that ``position`` yields exactly the batches after the k-th (Grain's ``set_state``).
     The Grain iterator (its workers, their shared memory) is closed at the end of the epoch.
     """
@@ -153,9 +184,10 @@ class FolderBatches:
 
     def __init__(
         self, folder: ImageFolder, grain_iterator: Any, size: int, drop_remainder: bool,
-        position: dict[str, Any] | None = None,
+        position: dict[str, Any] | None = None, workers: int = 0, filling: PixelCache | None = None,
     ):  # fmt: skip
         self._folder, self._grain, self._size, self._drop_remainder = folder, grain_iterator, size, drop_remainder
+        self._workers, self._filling, self._open = workers, filling, True
         self._pool: list[list[Any]] = []  # [Grain state before it, images, labels, rows given]
         self._given, self._skip = 0, 0
         if position is not None:
@@ -170,7 +202,7 @@ class FolderBatches:
         try:
             batch = self._take()
         except BaseException:
-            self._grain.close()
+            self.close()
             raise
         self._given += 1
         self._positions[self._given] = self._position()
@@ -183,19 +215,35 @@ class FolderBatches:
             raise ValueError(f"position after batch {batches}: only {sorted(self._positions)} are kept")
         return copy.deepcopy(self._positions[batches])
 
+    def close(self) -> None:
+        """Close the Grain iterator (its workers, their shared memory) and save the record of the
+        pixel cache being filled; at the end of the epoch, or when the consumer lets it go."""
+        if getattr(self, "_open", False):
+            self._open = False
+            self._grain.close()
+            if self._filling is not None:
+                self._filling.save()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # at exit, what closing needs may be gone
+            self.close()
+
     def _position(self) -> dict[str, Any]:
         state, rows = (self._pool[0][0], self._pool[0][3]) if self._pool else (self._grain.get_state(), 0)
-        return {"batches": self._given, "grain": copy.deepcopy(state), "rows": rows}
+        return {"batches": self._given, "grain": copy.deepcopy(state), "rows": rows, "workers": self._workers}
 
     def _take(self) -> Batch:
         while sum(len(entry[2]) - entry[3] for entry in self._pool) < self._size:
             before = self._grain.get_state()
             try:
-                images, labels = self._folder.readable_rows(next(self._grain))
+                batch = next(self._grain)
             except StopIteration:
                 if self._drop_remainder or not self._pool:
                     raise
                 return self._rows(sum(len(entry[2]) - entry[3] for entry in self._pool))
+            if self._filling is not None:
+                self._filling.record(batch["indices"], batch["ok"], dict(batch["bad"]))
+            images, labels = self._folder.readable_rows(batch)
             self._pool.append([copy.deepcopy(before), images, labels, self._skip])
             self._skip = 0
         return self._rows(self._size)
@@ -222,11 +270,16 @@ def image_folder(
     image_size: tuple[int, int, int] = (64, 64, 3),
     holdout: float = 0.1,
     workers: int | None = None,
+    cache: bool | str | os.PathLike[str] = True,
 ) -> ImageFolder:
     """The ``split`` ('train' or 'test') of the folder ``root``: see the module docstring.
 
     ``workers``: decoding processes (default: the CPU count, at most 4; 0 decodes in threads of
-    this process). Raises `DatasetNotFoundError` when ``root`` has no class folders of images.
+    this process). ``cache``: keep the decoded pixels on disk after the first epoch
+    (`jaxconv.data.pixel_cache`; N x h x w x C bytes) under this directory, or under
+    `pixel_cache.default_root` if True (``$JAXCONV_CACHE``; set it to ``off`` to decode every
+    epoch); False: decode every epoch. Raises `DatasetNotFoundError` when ``root`` has no class
+    folders of images.
     """
     if split not in ("train", "test"):
         raise ValueError(f"unknown split {split!r} for an image folder; valid splits: ('train', 'test')")
@@ -246,7 +299,10 @@ def image_folder(
         classes = _classes(root)
         files, labels = _held_out(*_files(root, classes), holdout, split)
     workers = min(os.cpu_count() or 1, 4) if workers is None else workers
-    return ImageFolder(split, tuple(files), np.asarray(labels, np.int32), classes, tuple(image_size), workers)
+    cache_root = default_root() if cache is True else Path(cache) if cache else None
+    return ImageFolder(
+        split, tuple(files), np.asarray(labels, np.int32), classes, tuple(image_size), workers, cache_root
+    )
 
 
 def _classes(directory: Path) -> tuple[str, ...]:
@@ -309,66 +365,3 @@ def _seed(key: jax.Array, epoch: int | None) -> int:
             "shuffling an image folder with a key needs the epoch: batches(data, B, key=key, epoch=e)"
         )
     return int(jax.random.randint(jax.random.fold_in(key, epoch), (), 0, 2**31 - 1))
-
-
-def _read(path: str, channels: int) -> Any:
-    """The image at ``path`` as a Pillow image of ``channels`` (1: 'L', 3: 'RGB')."""
-    from PIL import Image  # in the worker processes
-
-    with Image.open(path) as image:
-        return image.convert("L" if channels == 1 else "RGB")
-
-
-def _decode(record: tuple[str, int], *, size: tuple[int, int, int]) -> dict[str, Any]:
-    """The test transform: resize to (H, W)."""
-    from PIL import Image
-
-    path, label = record
-    try:
-        image = _read(path, size[2]).resize((size[1], size[0]), Image.Resampling.BILINEAR)
-    except Exception as error:  # anything Pillow raises on a bad file: skip it, never fail a worker
-        return _unreadable(path, label, error)
-    return _record(path, label, image, size)
-
-
-def _decode_and_crop(
-    record: tuple[str, int], rng: np.random.Generator, *, size: tuple[int, int, int]
-) -> dict:
-    """The training transform: resize to 9/8 (H, W), crop (H, W) at a random place."""
-    from PIL import Image
-
-    path, label = record
-    height, width = size[0], size[1]
-    big = (int(np.ceil(CROP_MARGIN * height)), int(np.ceil(CROP_MARGIN * width)))
-    try:
-        image = _read(path, size[2]).resize((big[1], big[0]), Image.Resampling.BILINEAR)
-    except Exception as error:  # as in _decode
-        return _unreadable(path, label, error)
-    top, left = rng.integers(0, big[0] - height + 1), rng.integers(0, big[1] - width + 1)
-    return _record(path, label, image.crop((left, top, left + width, top + height)), size)
-
-
-def _record(path: str, label: int, image: Any, size: tuple[int, int, int]) -> dict[str, Any]:
-    pixels = np.asarray(image, np.uint8).reshape(size)
-    return {"image": pixels, "label": np.int32(label), "path": path, "error": ""}
-
-
-def _unreadable(path: str, label: int, error: Exception) -> dict[str, Any]:
-    return {
-        "image": None,
-        "label": np.int32(label),
-        "path": path,
-        "error": f"{type(error).__name__}: {error}",
-    }
-
-
-def _stack(records: list[dict[str, Any]], *, size: tuple[int, int, int]) -> dict[str, Any]:
-    """A worker's batch: the images (zeros for an unreadable file), labels, which rows are
-    readable, and (path, why) of the others."""
-    blank = np.zeros(size, np.uint8)
-    return {
-        "images": np.stack([blank if r["image"] is None else r["image"] for r in records]),
-        "labels": np.asarray([r["label"] for r in records], np.int32),
-        "ok": np.asarray([r["image"] is not None for r in records], bool),
-        "bad": [(r["path"], r["error"]) for r in records if r["image"] is None],
-    }

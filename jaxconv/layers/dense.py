@@ -12,7 +12,7 @@ from einops import rearrange
 from jaxconv.core import UNKNOWN, Layer, layer
 from jaxconv.errors import ShapeError
 from jaxconv.layers.initializers import Initializer, initializer
-from jaxconv.layers.shared import floating, init_key, positive
+from jaxconv.layers.shared import floating, init_key, positive, trailing
 from jaxconv.traits import VIEW, Traits
 
 zeros = jax.nn.initializers.zeros
@@ -53,7 +53,7 @@ def Dense(
         x = floating(x, params["kernel"].dtype)
         y = x @ params["kernel"].astype(x.dtype)
         if use_bias:
-            y = y + params["bias"].astype(y.dtype)
+            y = y + trailing(params["bias"].astype(y.dtype), y.ndim)
         return y, {}
 
     return layer(

@@ -13,7 +13,7 @@ from jaxconv.core import UNKNOWN, Layer, Shape, layer
 from jaxconv.errors import ShapeError
 from jaxconv.layers.conv import check_channels, check_sizes
 from jaxconv.layers.initializers import Initializer, initializer
-from jaxconv.layers.shared import floating, init_key, positive
+from jaxconv.layers.shared import floating, init_key, positive, trailing
 from jaxconv.sizing import SizeArg, channel_last, per_axis, slide, spatial_rank
 from jaxconv.traits import Traits
 
@@ -55,7 +55,7 @@ def LocallyConnected(
     def apply(params, state, x, *, key=None, train=False):
         geometry = _geometry(kernel_size, stride, padding, strict, x.shape)
         y = _locally_connected(x, params["kernel"], geometry, precision)
-        return (y + params["bias"].astype(y.dtype) if use_bias else y), {}
+        return (y + trailing(params["bias"].astype(y.dtype), y.ndim) if use_bias else y), {}
 
     traits = Traits(window="kernel_size", field="window", macs="kernel")
     spec = {"kernel_size": kernel_size, "stride": stride, "padding": padding, "use_bias": use_bias}

@@ -16,7 +16,7 @@ from jax import lax
 
 from jaxconv.core import UNKNOWN, Layer, layer
 from jaxconv.errors import ShapeError
-from jaxconv.layers.shared import floating, positive
+from jaxconv.layers.shared import floating, positive, trailing
 from jaxconv.traits import Traits
 
 # BatchNorm and GroupNorm apply one multiply-add per element, so their gradients read only the
@@ -76,7 +76,7 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, axis_name: str | None = 
         # only x, not (x - mean) as well (half the activation memory of a ResNet step)
         multiplier = lax.rsqrt(var + eps) * params["scale"]  # (C,)
         shift = params["bias"] - mean * multiplier  # (C,)
-        return (x_wide * multiplier + shift).astype(x.dtype), new_state
+        return (x_wide * trailing(multiplier, x.ndim) + trailing(shift, x.ndim)).astype(x.dtype), new_state
 
     return layer(
         "BatchNorm", init, apply, traits=_MIXES_EXAMPLES, momentum=momentum, eps=eps, axis_name=axis_name
@@ -90,7 +90,7 @@ def _batch_moments(x: jax.Array, axis_name: str | None) -> tuple[jax.Array, jax.
     mean = jnp.mean(x, axes)
     if axis_name is not None:
         mean = lax.pmean(mean, axis_name)
-    var = jnp.mean(jnp.square(x - mean), axes)
+    var = jnp.mean(jnp.square(x - trailing(mean, x.ndim)), axes)
     if axis_name is not None:
         var = lax.pmean(var, axis_name)
         count *= lax.psum(1, axis_name)
@@ -201,8 +201,8 @@ def GroupNorm(groups: int = 32, eps: float = 1e-5) -> Layer:
         var = jnp.mean(jnp.square(grouped - jnp.expand_dims(mean, axes)), axes)
         # as in BatchNorm, one multiply-add per element with per-(example, channel) factors:
         # XLA:CPU runs the step about 2x faster, and the backward pass keeps only x
-        multiplier = jnp.repeat(lax.rsqrt(var + eps), per_group, axis=-1) * params["scale"]  # (N, C)
-        shift = params["bias"] - jnp.repeat(mean, per_group, axis=-1) * multiplier  # (N, C)
+        multiplier = jnp.repeat(lax.rsqrt(var + eps), per_group, axis=-1) * params["scale"][None]  # (N, C)
+        shift = params["bias"][None] - jnp.repeat(mean, per_group, axis=-1) * multiplier  # (N, C)
         positions = (slice(None), *[None] * (x.ndim - 2), slice(None))
         return (x_wide * multiplier[positions] + shift[positions]).astype(x.dtype), {}
 

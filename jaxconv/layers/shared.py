@@ -50,6 +50,13 @@ def reduce_window(x, init_value, op, window, stride, padding, dilation=None) -> 
     )
 
 
+def trailing(value: jax.Array, ndim: int) -> jax.Array:
+    """``value`` with leading axes of size 1 up to ``ndim``, to broadcast on an ``ndim`` array's
+    trailing axes explicitly (a (C,) bias against (N, H, W, C) becomes (1, 1, 1, C)), so that a
+    program run under ``jax.numpy_rank_promotion("raise")`` works."""
+    return value.reshape((1,) * (ndim - value.ndim) + value.shape)
+
+
 def floating(x: jax.Array, dtype: Any = jnp.float32) -> jax.Array:
     """Integer inputs (uint8 pixels) computed in ``dtype`` (a layer's parameter dtype); floats keep theirs."""
     return x if jnp.issubdtype(x.dtype, jnp.inexact) else x.astype(dtype)

@@ -13,7 +13,7 @@ from jaxconv.core import UNKNOWN, Layer, Shape, layer
 from jaxconv.errors import ShapeError
 from jaxconv.layers.conv import check_channels, check_sizes
 from jaxconv.layers.initializers import Initializer, initializer
-from jaxconv.layers.shared import floating, init_key, positive
+from jaxconv.layers.shared import floating, init_key, positive, trailing
 from jaxconv.sizing import SizeArg, channel_last, per_axis, spatial_rank
 from jaxconv.traits import Traits
 
@@ -60,7 +60,7 @@ def ConvTranspose(
         geometry = _geometry(kernel_size, stride, padding, output_padding, dilation, x.shape)
         check_channels("ConvTranspose", params["kernel"].shape[-2], x.shape)
         y = _transposed(floating(x, params["kernel"].dtype), params["kernel"], geometry, precision)
-        return (y + params["bias"].astype(y.dtype) if use_bias else y), {}
+        return (y + trailing(params["bias"].astype(y.dtype), y.ndim) if use_bias else y), {}
 
     spec = {"kernel_size": kernel_size, "stride": stride, "padding": padding}
     spec |= {"output_padding": output_padding, "dilation": dilation, "use_bias": use_bias}

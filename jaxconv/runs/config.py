@@ -35,15 +35,16 @@ class Augmentation:
     flip: bool = False
 
     @classmethod
-    def parse(cls, text: str) -> Augmentation:
-        """Read ``'none'``, ``'flip'``, ``'crop'`` (P = 4), ``'crop=2'`` or ``'crop=2,flip'``."""
+    def parse(cls, text: str, field: str = "augment") -> Augmentation:
+        """Read ``'none'``, ``'flip'``, ``'crop'`` (P = 4), ``'crop=2'`` or ``'crop=2,flip'``;
+        errors name the option as ``field`` (``augment`` or ``tta``)."""
         crop_padding, flip, seen = 0, False, set()
         for part in filter(None, re.split(r"[,+\s]+", text.strip().lower())):
             match = re.fullmatch(r"crop(?:[=:](\d+))?", part)
             name = "crop" if match else part
             if name in seen:
                 raise ConfigError(
-                    f"augment={text!r} names {name!r} twice; give each augmentation once, e.g. 'crop=2,flip'"
+                    f"{field}={text!r} names {name!r} twice; give each augmentation once, e.g. 'crop=2,flip'"
                 )
             seen.add(name)
             if part == "none":
@@ -54,7 +55,7 @@ class Augmentation:
                 crop_padding = int(match.group(1) or 4)
             else:
                 raise ConfigError(
-                    f"augment={text!r}: unknown augmentation {part!r}; use 'none', 'flip', 'crop', "
+                    f"{field}={text!r}: unknown augmentation {part!r}; use 'none', 'flip', 'crop', "
                     "'crop=P' (pad P pixels and crop back) or a combination such as 'crop=2,flip'"
                 )
         return cls(crop_padding, flip)
@@ -166,7 +167,7 @@ class TrainConfig:
         for ok, message in [*_number_checks(self), *checks]:
             if not ok:
                 raise ConfigError(message)
-        self.augmentation  # noqa: B018  (parses, raising on a bad value)
+        self.augmentation, self.test_augmentation  # noqa: B018  (parse, raising on a bad value)
         return self
 
     def _private_checks(self) -> list[tuple[bool, str]]:
@@ -252,7 +253,7 @@ class TrainConfig:
     @property
     def test_augmentation(self) -> Augmentation:
         """The views of test-time augmentation (``tta``)."""
-        return Augmentation.parse(self.tta)
+        return Augmentation.parse(self.tta, field="tta")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2) + "\n"

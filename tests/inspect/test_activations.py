@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import random_params
+from helpers import family_representatives, random_params
 
 import jaxconv as jc
 from jaxconv import core, models
@@ -82,15 +82,6 @@ def test_only_the_paths_asked_for_and_a_clear_error_for_a_wrong_one(net_and_weig
     assert set(got) == {(), ("residual_2", "body", "conv_0"), ("conv_0",)}
     with pytest.raises(LayerPathError, match=r"no layer at 'residual_2/conv_0'.*residual_2/body/conv_0"):
         activations(net, params, state, x, paths=["residual_2/conv_0"])
-
-
-def family_representatives() -> list[str]:
-    """The smallest model of each zoo family module, plus the torchvision-shaped ResNet and
-    GoogLeNet and the stochastic-depth ResNet, whose blocks differ."""
-    counts, smallest = models.param_counts(), {}
-    for name in sorted(models.names(), key=lambda name: counts.get(name, 0)):
-        smallest.setdefault(models.spec(name).builder.__module__, name)
-    return sorted({*smallest.values(), "resnet18_tv", "googlenet_tv", "resnet110_sd"})
 
 
 @pytest.mark.parametrize("name", family_representatives())
