@@ -8,7 +8,9 @@ moment the killed run wrote its config.json (before the first checkpoint, during
 epochs, during the report). After the
 kill, the way out is ``--resume`` when the run directory holds a configuration, else the same
 command again (nothing was written). A dead end is a way out that fails; a resumed run must
-end with a checkpoint whose arrays have the reference's SHA-256 digest.
+end with a checkpoint (its latest Orbax step, read by Orbax alone) whose arrays have the
+reference's SHA-256 digest. A kill during an Orbax save leaves its temporary directory: the
+resume continues from the step before.
 
     python benchmarks/kill_resume.py [--kills 20] [--seed 0]
 """
@@ -16,7 +18,7 @@ end with a checkpoint whose arrays have the reference's SHA-256 digest.
 from __future__ import annotations
 
 import argparse
-import json
+import hashlib
 import os
 import signal
 import subprocess
@@ -30,7 +32,7 @@ import numpy as np
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS / "runs"))
-from synthetic import synthetic, write_idx  # noqa: E402
+from synthetic import orbax_arrays, synthetic, write_idx  # noqa: E402
 
 
 def command(data: Path, run_dir: Path) -> list[str]:
@@ -39,9 +41,19 @@ def command(data: Path, run_dir: Path) -> list[str]:
             "--no-progress"]  # fmt: skip
 
 
+def steps(run_dir: Path) -> list[int]:
+    """The complete Orbax steps of the run (a save in progress is a temporary directory)."""
+    folder = run_dir / "orbax"
+    return sorted(int(path.name) for path in folder.iterdir() if path.name.isdigit()) if folder.is_dir() else []
+
+
 def digest(run_dir: Path) -> str:
-    with np.load(run_dir / "checkpoint.npz") as archive:
-        return json.loads(archive["__manifest__"].tobytes())["sha256"]
+    """SHA-256 of the latest checkpoint's metadata and arrays, in key-path order."""
+    metadata, arrays = orbax_arrays(run_dir / "orbax" / str(steps(run_dir)[-1]))
+    hashed = hashlib.sha256(repr(sorted(metadata.items())).encode())
+    for path in sorted(arrays):
+        hashed.update(path.encode() + np.ascontiguousarray(arrays[path]).tobytes())
+    return hashed.hexdigest()
 
 
 def wait_for_config(run_dir: Path, process: subprocess.Popen) -> float:
@@ -86,9 +98,9 @@ def main() -> int:
             time.sleep(max(0.0, at - (time.perf_counter() - launched)))
             os.kill(process.pid, signal.SIGKILL)
             finished = process.wait() == 0
+            torn = " and a torn save" if list(run_dir.glob("orbax/*.orbax-checkpoint-tmp*")) else ""
             state = "no directory" if not run_dir.exists() else (
-                f"{len(list((run_dir).glob('checkpoints/*.npz')))} epochs saved"
-                if (run_dir / "checkpoint.npz").exists() else "configuration only"
+                f"{len(steps(run_dir))} epochs saved{torn}" if steps(run_dir) else f"configuration only{torn}"
             )  # fmt: skip
             resume = ["--resume"] if (run_dir / "config.json").exists() else []
             way_out = subprocess.run([*command(data, run_dir), *resume], capture_output=True, text=True)

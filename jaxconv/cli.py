@@ -205,6 +205,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         ("--lookahead-alpha", float, f"Lookahead's slow step (default {defaults.lookahead_alpha})"),
         ("--mix", str, "none, mixup, mixup=ALPHA, cutmix or cutmix=ALPHA (default none)"),
         ("--tta", str, "test-time augmentation: none, flip, crop=P or crop=P,flip (default none)"),
+        ("--checkpoint-every", int, "also checkpoint every N steps, to resume mid-epoch (default: epoch ends)"),
         *_private_options(defaults),
     ]
     for flag, kind, text in options:
@@ -302,7 +303,7 @@ def _train(args: argparse.Namespace, extra: Sequence[str]) -> int:
             f"{plan.sampling_rate:.4g}, {plan.steps} steps planned"
         )
     print(
-        f"run written to {result.run.path}: config.json metrics.jsonl checkpoint.npz results.json report.html and figures"
+        f"run written to {result.run.path}: config.json metrics.jsonl orbax/ best.npz results.json report.html and figures"
     )
     return 0
 

@@ -13,6 +13,7 @@ import pytest
 
 import jaxconv.cli as cli
 from jaxconv.models import registry
+from jaxconv.runs import Run
 
 sys.path.insert(0, str(Path(__file__).parent / "runs"))
 from synthetic import tiny_net, write_idx_dataset
@@ -56,7 +57,8 @@ def test_train_writes_the_run_and_evaluate_reads_it(trained, capsys, data_dir):
     names = {
         "config.json",
         "metrics.jsonl",
-        "checkpoint.npz",
+        "orbax",
+        "best.npz",
         "results.json",
         "curves.png",
         "filters.png",
@@ -91,10 +93,10 @@ def test_resume_of_a_finished_run_trains_nothing_and_a_corrupt_checkpoint_is_kep
     assert (finished / "metrics.jsonl").read_text() == (trained / "metrics.jsonl").read_text()
 
     corrupt = Path(shutil.copytree(trained, tmp_path / "corrupt"))
-    corrupt.joinpath("checkpoint.npz").write_bytes(b"PK\x03\x04 not really")
+    Run(corrupt).checkpoint.joinpath("meta", "metadata").write_bytes(b'{"tree": not really')
     before = snapshot(corrupt)
     status, _, err = run(capsys, "train", "--resume", "--run-dir", corrupt, "--data-dir", data_dir)
-    assert status == 2 and "not a readable jaxconv checkpoint" in err and "truncated or corrupt" in err
+    assert status == 2 and "orbax/8: its metadata is unreadable" in err and "orbax/8 to resume from step 4" in err
     assert snapshot(corrupt) == before
 
 

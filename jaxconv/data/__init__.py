@@ -15,6 +15,7 @@
 
 from jaxconv.data.augmentation import augment, normalize, random_crop, random_flip, test_views
 from jaxconv.data.batching import (
+    EpochBatches,
     batches,
     epoch_batches,
     epoch_order,
@@ -35,7 +36,7 @@ from jaxconv.data.datasets import (
     names,
     search_dirs,
 )
-from jaxconv.data.folder import ImageFolder, image_folder
+from jaxconv.data.folder import FolderBatches, ImageFolder, image_folder
 from jaxconv.data.idx import IMAGES_MAGIC, LABELS_MAGIC, parse_idx, read_idx
 from jaxconv.data.mixing import Mix, cutmix, mixup, parse_mix
 from jaxconv.errors import DatasetError, DatasetNotFoundError
@@ -53,6 +54,8 @@ __all__ = [
     "Dataset",
     "DatasetError",
     "DatasetNotFoundError",
+    "EpochBatches",
+    "FolderBatches",
     "ImageFolder",
     "Mix",
     "augment",

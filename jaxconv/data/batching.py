@@ -9,12 +9,16 @@ transfers in flight; scaling and augmentation happen on the device (see
     for epoch in range(num_epochs):
         for images, labels in batches(train, 128, key=data_key, epoch=epoch):
             params, opt_state = step(params, opt_state, images, labels)
+
+An epoch's batches say where they stand (`EpochBatches.position`, after the k-th batch), and
+``batches(..., position=...)`` continues the same epoch from there: a run saves it in its
+checkpoint to resume in the middle of an epoch.
 """
 
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import jax
@@ -23,10 +27,25 @@ import numpy as np
 from jaxconv.data.datasets import Dataset
 from jaxconv.data.folder import ImageFolder
 
-__all__ = ["batches", "epoch_batches", "epoch_order", "num_batches", "prefetch_to_device"]
+__all__ = ["EpochBatches", "batches", "epoch_batches", "epoch_order", "num_batches", "prefetch_to_device"]
 
 Data = Dataset | ImageFolder | np.ndarray | Sequence[Any]
 T = TypeVar("T")
+Position = dict[str, Any]  # JSON-ready: {"batches": k, ...}
+
+
+class EpochBatches:
+    """One epoch's batches (an iterator) and ``position(k)``: where the epoch stands after its
+    k-th batch (JSON-ready; for an `ImageFolder`, one of the last few batches read ahead)."""
+
+    def __init__(self, batches: Iterator[Any], position: Callable[[int], Position]):
+        self._batches, self.position = batches, position
+
+    def __iter__(self) -> EpochBatches:
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._batches)
 
 
 def batches(
@@ -38,7 +57,8 @@ def batches(
     drop_remainder: bool = True,
     prefetch: int = 2,
     sharding: jax.sharding.Sharding | jax.Device | None = None,
-) -> Iterator[tuple[jax.Array, ...]]:
+    position: Position | None = None,
+) -> EpochBatches:
     """One epoch of device batches.
 
     Args:
@@ -53,13 +73,14 @@ def batches(
         consumer (0: transfer each batch when it is requested).
       sharding: where to put the batches (`jax.device_put`'s second argument,
         e.g. a `NamedSharding` that splits the batch axis); default device if None.
+      position: continue the epoch after the batches an earlier `EpochBatches.position` counted.
 
     Yields:
       Tuples of device arrays, one per array of `data`, each (B, ...) and of
       the data's dtype (images stay uint8).
     """
-    host = epoch_batches(data, batch_size, key, epoch, drop_remainder=drop_remainder)
-    return prefetch_to_device(host, prefetch, sharding)
+    host = epoch_batches(data, batch_size, key, epoch, drop_remainder=drop_remainder, position=position)
+    return EpochBatches(prefetch_to_device(host, prefetch, sharding), host.position)
 
 
 def epoch_batches(
@@ -69,23 +90,26 @@ def epoch_batches(
     epoch: int | None = None,
     *,
     drop_remainder: bool = True,
-) -> Iterator[tuple[np.ndarray, ...]]:
+    position: Position | None = None,
+) -> EpochBatches:
     """The host (NumPy) batches of `batches`, in the same order; arguments as there. An
     `ImageFolder` reads its own (`ImageFolder.epoch_batches`)."""
     if isinstance(data, ImageFolder):
         num_batches(len(data), batch_size, drop_remainder=drop_remainder)  # its checks
-        return data.epoch_batches(batch_size, key, epoch, drop_remainder=drop_remainder)
+        folder = data.epoch_batches(batch_size, key, epoch, drop_remainder=drop_remainder, position=position)
+        return EpochBatches(folder, folder.position)
     arrays = _as_arrays(data)
     n = len(arrays[0])
     count = num_batches(n, batch_size, drop_remainder=drop_remainder)
     order = epoch_order(n, key, epoch)
 
     def generate() -> Iterator[tuple[np.ndarray, ...]]:
-        for start in range(0, count * batch_size, batch_size):
+        skipped = 0 if position is None else position["batches"] * batch_size
+        for start in range(skipped, count * batch_size, batch_size):
             index = order[start : start + batch_size]
             yield tuple(array[index] for array in arrays)
 
-    return generate()
+    return EpochBatches(generate(), lambda batches: {"batches": batches})
 
 
 def epoch_order(num_examples: int, key: jax.Array | None, epoch: int | None) -> np.ndarray:

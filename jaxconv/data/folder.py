@@ -19,16 +19,19 @@ counted in `ImageFolder.skipped`; a worker never fails on it.
 
 The first epoch decodes every image (`jaxconv.data.folder_decode`) and keeps its decoded pixels on
 disk (`jaxconv.data.pixel_cache`): the epochs after it read them back, in threads of this process,
-instead of decoding, and get the same batches (the random crops included).
+instead of decoding, and get the same batches (the random crops included). An epoch's iterator
+(`FolderBatches`) gives its position after each batch, Grain's iterator state, from which a
+resumed run continues in the middle of the epoch.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import functools
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -96,10 +99,17 @@ class ImageFolder:
         return np.asarray([path not in self.skipped for path in self.files], bool)
 
     def epoch_batches(
-        self, batch_size: int, key: jax.Array | None, epoch: int | None, *, drop_remainder: bool = True
-    ) -> Iterator[Batch]:
+        self,
+        batch_size: int,
+        key: jax.Array | None,
+        epoch: int | None,
+        *,
+        drop_remainder: bool = True,
+        position: dict[str, Any] | None = None,
+    ) -> FolderBatches:
         """The host batches of one epoch: the files in the order of ``(key, epoch)`` (stored
-        order without a key), this process's share, decoded by ``workers`` processes."""
+        order without a key), this process's share, decoded by ``workers`` processes; from the
+        ``position`` an earlier iterator of the same epoch gave (`FolderBatches.position`)."""
         grain = _grain()
         indexed = zip(range(len(self.files)), self.files, self.file_labels.tolist(), strict=True)
         records = grain.MapDataset.source(list(indexed))
@@ -111,7 +121,11 @@ class ImageFolder:
         # from the worker) are paid once a batch, not once an image
         grouped = records.batch(local, batch_fn=list)
         cache = self._pixel_cache(crop=key is not None)
-        cached = cache is not None and cache.complete
+        complete = cache is not None and cache.complete
+        # reading the cache needs no decoding processes; a resumed epoch reads as it was read, for
+        # Grain's state to fit (decoding gives the pixels the cache holds)
+        workers = (0 if complete else self.workers) if position is None else position["workers"]
+        cached = complete and workers == 0
         load = functools.partial(
             load_batch,
             size=self.image_size,
@@ -120,12 +134,22 @@ class ImageFolder:
             cached=dict(cache.skipped) if cached else None,
         )
         decoded = grouped.random_map(load, seed=_seed(key, epoch)) if key is not None else grouped.map(load)
-        threads = 2 if self.workers == 0 or cached else 1
+        threads = 2 if workers == 0 else 1
         stream = decoded.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2))
-        if self.workers > 0 and not cached:  # reading the cache needs no decoding processes
-            options = grain.MultiprocessingOptions(num_workers=self.workers, per_worker_buffer_size=2)
+        if workers > 0:
+            options = grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=2)
             stream = stream.mp_prefetch(options)
-        return _closing(iter(stream), self._rebatch, local, drop_remainder, None if cached else cache)
+        filling = None if cached else cache
+        return FolderBatches(self, iter(stream), local, drop_remainder, position, workers, filling)
+
+    def readable_rows(self, batch: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """The images and labels of a workers' batch without the rows of unreadable files (named
+        on stderr the first time, kept in ``skipped``)."""
+        for path, why in batch["bad"]:
+            if path not in self.skipped:
+                print(f"jaxconv: skipping unreadable image {path}: {why}", file=sys.stderr)
+                self.skipped[path] = why
+        return batch["images"][batch["ok"]], batch["labels"][batch["ok"]]
 
     def _pixel_cache(self, crop: bool) -> PixelCache | None:
         """The pixel cache of this split's training (``crop``) or evaluation slots, opened once;
@@ -137,37 +161,106 @@ class ImageFolder:
             self.skipped.update(self._caches[crop].skipped)
         return self._caches[crop]
 
-    def _rebatch(
-        self, stream: Iterator[dict[str, Any]], size: int, drop_remainder: bool, filling: PixelCache | None
-    ) -> Iterator[Batch]:
-        """Batches of exactly ``size`` readable images from the workers' batches: rows of
-        unreadable files are dropped (named on stderr the first time, kept in ``skipped``).
-        ``filling``: the pixel cache the workers are writing, to record what they wrote."""
-        images, labels = [], []
-        for batch in stream:
-            if filling is not None:
-                filling.record(batch["indices"], batch["ok"], dict(batch["bad"]))
-            for path, why in batch["bad"]:
-                if path not in self.skipped:
-                    print(f"jaxconv: skipping unreadable image {path}: {why}", file=sys.stderr)
-                    self.skipped[path] = why
-            images.append(batch["images"][batch["ok"]])
-            labels.append(batch["labels"][batch["ok"]])
-            if sum(map(len, labels)) < size:
-                continue
-            pooled_images, pooled_labels = np.concatenate(images), np.concatenate(labels)
-            whole = len(pooled_labels) // size * size
-            for start in range(0, whole, size):
-                yield pooled_images[start : start + size], pooled_labels[start : start + size]
-            images, labels = [pooled_images[whole:]], [pooled_labels[whole:]]
-        if not drop_remainder and sum(map(len, labels)):
-            yield np.concatenate(images), np.concatenate(labels)
-
     def __repr__(self) -> str:
         return (
             f"ImageFolder(split={self.split!r}, files={len(self.files)}, skipped={len(self.skipped)}, "
             f"image_size={self.image_size}, num_classes={self.num_classes}, workers={self.workers})"
         )
+
+
+class FolderBatches:
+    """One epoch's host batches of an `ImageFolder`: exactly ``size`` readable images each, pooled
+    from the workers' batches (which lose the rows of unreadable files), and resumable.
+
+    ``position(k)``, for the last few batches yielded, is a JSON-ready dict: the Grain iterator's
+    state (``get_state``) before the first workers' batch that still had rows to give after the
+    k-th batch, how many of its readable rows were already given, and how many decoding workers
+    read it (none: the pixel cache, or threads). `ImageFolder.epoch_batches`
+    with that ``position`` yields exactly the batches after the k-th (Grain's ``set_state``).
+    The Grain iterator (its workers, their shared memory) is closed at the end of the epoch.
+    """
+
+    HISTORY = 8  # positions kept: more than a consumer prefetches ahead
+
+    def __init__(
+        self, folder: ImageFolder, grain_iterator: Any, size: int, drop_remainder: bool,
+        position: dict[str, Any] | None = None, workers: int = 0, filling: PixelCache | None = None,
+    ):  # fmt: skip
+        self._folder, self._grain, self._size, self._drop_remainder = folder, grain_iterator, size, drop_remainder
+        self._workers, self._filling, self._open = workers, filling, True
+        self._pool: list[list[Any]] = []  # [Grain state before it, images, labels, rows given]
+        self._given, self._skip = 0, 0
+        if position is not None:
+            grain_iterator.set_state(position["grain"])
+            self._given, self._skip = position["batches"], position["rows"]
+        self._positions = {self._given: self._position()}
+
+    def __iter__(self) -> FolderBatches:
+        return self
+
+    def __next__(self) -> Batch:
+        try:
+            batch = self._take()
+        except BaseException:
+            self.close()
+            raise
+        self._given += 1
+        self._positions[self._given] = self._position()
+        self._positions.pop(self._given - self.HISTORY, None)
+        return batch
+
+    def position(self, batches: int) -> dict[str, Any]:
+        """Where the epoch stands after its first ``batches`` batches (one of the last few given)."""
+        if batches not in self._positions:
+            raise ValueError(f"position after batch {batches}: only {sorted(self._positions)} are kept")
+        return copy.deepcopy(self._positions[batches])
+
+    def close(self) -> None:
+        """Close the Grain iterator (its workers, their shared memory) and save the record of the
+        pixel cache being filled; at the end of the epoch, or when the consumer lets it go."""
+        if getattr(self, "_open", False):
+            self._open = False
+            self._grain.close()
+            if self._filling is not None:
+                self._filling.save()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # at exit, what closing needs may be gone
+            self.close()
+
+    def _position(self) -> dict[str, Any]:
+        state, rows = (self._pool[0][0], self._pool[0][3]) if self._pool else (self._grain.get_state(), 0)
+        return {"batches": self._given, "grain": copy.deepcopy(state), "rows": rows, "workers": self._workers}
+
+    def _take(self) -> Batch:
+        while sum(len(entry[2]) - entry[3] for entry in self._pool) < self._size:
+            before = self._grain.get_state()
+            try:
+                batch = next(self._grain)
+            except StopIteration:
+                if self._drop_remainder or not self._pool:
+                    raise
+                return self._rows(sum(len(entry[2]) - entry[3] for entry in self._pool))
+            if self._filling is not None:
+                self._filling.record(batch["indices"], batch["ok"], dict(batch["bad"]))
+            images, labels = self._folder.readable_rows(batch)
+            self._pool.append([copy.deepcopy(before), images, labels, self._skip])
+            self._skip = 0
+        return self._rows(self._size)
+
+    def _rows(self, count: int) -> Batch:
+        """The next ``count`` pooled rows; workers' batches given in full leave the pool."""
+        images, labels = [], []
+        while count:
+            entry = self._pool[0]
+            rows = min(count, len(entry[2]) - entry[3])
+            images.append(entry[1][entry[3] : entry[3] + rows])
+            labels.append(entry[2][entry[3] : entry[3] + rows])
+            entry[3] += rows
+            count -= rows
+            if entry[3] == len(entry[2]):
+                self._pool.pop(0)
+        return np.concatenate(images), np.concatenate(labels)
 
 
 def image_folder(
@@ -264,20 +357,6 @@ def _grain() -> Any:
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
     return grain
-
-
-def _closing(
-    iterator: Any, rebatch: Any, size: int, drop_remainder: bool, filling: PixelCache | None
-) -> Iterator[Batch]:
-    """``rebatch(iterator, size, drop_remainder, filling)``, closing the Grain iterator (its
-    workers, their shared memory) and saving the record of the cache being filled at the end or
-    when the consumer stops early."""
-    try:
-        yield from rebatch(iterator, size, drop_remainder, filling)
-    finally:
-        iterator.close()
-        if filling is not None:
-            filling.save()
 
 
 def _seed(key: jax.Array, epoch: int | None) -> int:

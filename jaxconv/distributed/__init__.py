@@ -15,8 +15,9 @@ gradients with ``lax.pmean`` and needs ``BatchNorm``, ``Dropout`` and
 ``StochasticDepth`` built with ``axis_name='data'``; it then equals the
 single-device step too, Dropout and augmentation included.
 Across processes: `initialize`, then each process reads `process_rows` of every
-global batch and assembles it with `global_batch`; `jaxconv.train.save_checkpoint`
-and `jaxconv.train.load_checkpoint` handle train states spread over processes.
+global batch and assembles it with `global_batch`; `jaxconv.train.OrbaxStore` (each
+process writing its shards) and `jaxconv.train.save_checkpoint` / `load_checkpoint` (one
+gathered ``.npz``) handle train states spread over processes.
 """
 
 from jaxconv.distributed.multiprocess import initialize

@@ -3,8 +3,9 @@
 Every process runs the same script: `initialize` first (before any other JAX
 call), then the same mesh (`make_mesh()`, all processes' devices), the same
 step, and its own rows of each global batch (`process_rows`, `global_batch`).
-Checkpoints (`jaxconv.train.save_checkpoint`) go to a directory every process
-can read: process 0 writes, the others wait for it; every process reads.
+A run's checkpoints (`jaxconv.train.OrbaxStore`) go to a directory every process
+can reach: each process writes the shards it holds and reads its own back.
+A portable ``.npz`` (`jaxconv.train.save_checkpoint`) is gathered and written by process 0.
 """
 
 from __future__ import annotations

@@ -105,6 +105,9 @@ class TrainConfig:
         on one device without DP-SGD.
       tta: test-time augmentation, in `Augmentation.parse`'s terms: 'flip', 'crop=P' or
         'crop=P,flip' average the evaluation over `jaxconv.data.test_views`; 'none': one view.
+      checkpoint_every: also save a checkpoint every this many steps inside an epoch (with the
+        data's position, so that a resumed run continues mid-epoch exactly), not with DP-SGD or
+        several models; 0: at the end of each epoch only.
     """
 
     model: str = DEFAULT_MODEL
@@ -132,6 +135,7 @@ class TrainConfig:
     lookahead_alpha: float = 0.5
     mix: str = "none"
     tta: str = "none"
+    checkpoint_every: int = 0
 
     def validate(self) -> TrainConfig:
         """Raise `ConfigError` naming the first bad value and a fix; return self."""
@@ -201,6 +205,11 @@ class TrainConfig:
         """The checks of the EMA, Lookahead, mixing and test-time augmentation options."""
         checks = [
             (0 <= self.ema_decay < 1, f"ema_decay={self.ema_decay}: must be in [0, 1), e.g. 0.999"),
+            (
+                self.checkpoint_every >= 0 and (self.checkpoint_every == 0 or self.dp_epsilon is None),
+                f"checkpoint_every={self.checkpoint_every}: use N >= 1 steps (0: at epoch ends only), "
+                "without DP-SGD (its Poisson batches have no position to resume from)",
+            ),
             (
                 self.lookahead_steps >= 0,
                 f"lookahead_steps={self.lookahead_steps}: use k >= 1, e.g. 5 (0: none)",

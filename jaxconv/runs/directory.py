@@ -3,9 +3,11 @@
     run_dir/
       config.json       the full `TrainConfig`
       metrics.jsonl     one JSON object per epoch: losses, top-1/top-5, throughput, time
-      checkpoint.npz    the last good train state (`jaxconv.train.save_checkpoint`)
-      best.npz          the train state of the epoch with the best test accuracy
-      checkpoints/      the last `KEEP_LAST` epochs' train states, epoch-<e>.npz
+      orbax/<step>/     the train states of the last `KEEP_LAST` epochs, Orbax checkpoints
+                        (`jaxconv.train.OrbaxStore`), the latest the one a resume continues
+      best.npz          the train state of the epoch with the best test accuracy, one portable
+                        file written in the background (`save_checkpoint_in_background`, read by
+                        `jaxconv.train.load_checkpoint`)
       results.json      the summary: final and best test accuracy, time, status
       curves.png        loss and accuracy per epoch, train and test
       filters.png       the first convolution's filters (as the notes show for AlexNet)
@@ -15,7 +17,9 @@
 `Run.open` is the one place that checks a directory before training and
 settles the configuration to train with (a new run's options, or a resumed
 run's own); it writes nothing, and the directory is created when training
-starts. Every file is written to a temporary name and renamed into place, and
+starts. A run written before the Orbax checkpoints holds ``checkpoint.npz`` (and
+``checkpoints/epoch-<e>.npz``) instead; it resumes from that file and saves through
+Orbax from then on. Every file is written to a temporary name and renamed into place, and
 metrics.jsonl is only appended to, so nothing already written is lost: a crash in the
 middle of an append loses only that line, and the next append (or a resume) cuts the torn
 line off first. A run stopped before its first checkpoint can be resumed: it starts over
@@ -31,25 +35,26 @@ import dataclasses
 import errno
 import json
 import os
-import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
-from jaxconv.errors import ConfigError, RunDirError
+from jaxconv.core import PyTree
+from jaxconv.errors import CheckpointError, ConfigError, RunDirError
 from jaxconv.runs.config import TrainConfig
-from jaxconv.train.checkpoint import disk_full, readable_mode
+from jaxconv.train import OrbaxStore, complete_steps, load_checkpoint, read_metadata
+from jaxconv.train.checkpoint import disk_space, readable_mode, save_checkpoint_in_background
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
-CHECKPOINT = "checkpoint.npz"
+ORBAX = "orbax"
+LEGACY_CHECKPOINT = "checkpoint.npz"  # the last good train state of a run written before `ORBAX`
 BEST = "best.npz"
-KEPT = "checkpoints"
 KEEP_LAST = 3
 RESULTS = "results.json"
 CURVES = "curves.png"
@@ -77,10 +82,64 @@ class Run:
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
+        self._store: OrbaxStore | None = None
+        self._best_written: Callable[[], Path] = lambda: self.path / BEST  # waits for best.npz
 
     @property
-    def checkpoint(self) -> Path:
-        return self.path / CHECKPOINT
+    def checkpoint(self) -> Path | None:
+        """The checkpoint a resume continues from: the latest complete ``orbax/<step>``, else an
+        older run's checkpoint.npz; None before the first epoch's. Waits for a save in progress."""
+        if self._store is not None:
+            self._store.wait()
+        steps = complete_steps(self.path / ORBAX)
+        if steps:
+            return self.path / ORBAX / str(steps[-1])
+        legacy = self.path / LEGACY_CHECKPOINT
+        return legacy if legacy.is_file() else None
+
+    def save(self, train_state: PyTree, metadata: dict[str, Any]) -> None:
+        """Start saving ``train_state`` as Orbax step ``metadata["step"]`` (the write goes on in the
+        background; `close` waits for it), keeping the last `KEEP_LAST`. Every process calls it."""
+        if self._store is None:
+            self._store = OrbaxStore(self.path / ORBAX, keep=KEEP_LAST)
+        self._store.save(metadata["step"], train_state, metadata)
+
+    def load(self, like: PyTree) -> tuple[PyTree, dict[str, Any]]:
+        """The latest checkpoint (see `checkpoint`) read into ``like``'s structure and placement,
+        and its metadata. Every process calls it.
+
+        Raises:
+          CheckpointError: there is none, or it is corrupt or does not fit ``like``.
+        """
+        path = self.checkpoint
+        if path is None:
+            raise CheckpointError(
+                f"{self.path} holds no checkpoint (no {ORBAX}/<step> nor {LEGACY_CHECKPOINT}); "
+                "give the --run-dir of a run with a finished epoch, or start a new run"
+            )
+        if path.suffix == ".npz":
+            return load_checkpoint(path, like)
+        store = self._store or OrbaxStore(path.parent, writer=False)
+        try:
+            return store.restore(like, int(path.name))
+        finally:
+            if store is not self._store:
+                store.close()
+
+    def keep_best(self, train_state: PyTree, metadata: dict[str, Any]) -> None:
+        """Start writing ``train_state`` as best.npz in the background, once the one before is
+        written (every process calls it; process 0 writes)."""
+        self._best_written()
+        self._best_written = save_checkpoint_in_background(self.path / BEST, train_state, metadata)
+
+    def close(self) -> None:
+        """Wait until the last checkpoint and best.npz are written (raising an error of theirs)."""
+        store, self._store = self._store, None
+        try:
+            self._best_written()
+        finally:
+            if store is not None:
+                store.close()
 
     @classmethod
     def open(
@@ -115,7 +174,7 @@ class Run:
         written) or, with ``resume``, holds a run to continue; writes nothing."""
         if resume:
             self.require_saved("resume from", checkpoint=False)
-        elif self.checkpoint.exists():
+        elif self.checkpoint is not None:
             raise RunDirError(
                 f"{self.path} already holds a run; pass --resume to continue it, "
                 "or choose another --run-dir (nothing was changed)"
@@ -130,12 +189,16 @@ class Run:
     def require_saved(self, action: str = "use", *, checkpoint: bool = True) -> None:
         """Raise `RunDirError` unless the directory holds a configuration and (``checkpoint``) a
         checkpoint."""
-        for name in (CONFIG, CHECKPOINT) if checkpoint else (CONFIG,):
-            if not (self.path / name).is_file():
-                raise RunDirError(
-                    f"cannot {action} {self.path}: it has no {name}; "
-                    "give the --run-dir of an earlier run, or start a new run without --resume"
-                )
+        missing = (
+            CONFIG if not (self.path / CONFIG).is_file()
+            else f"checkpoint ({ORBAX}/<step>)" if checkpoint and self.checkpoint is None
+            else None
+        )  # fmt: skip
+        if missing is not None:
+            raise RunDirError(
+                f"cannot {action} {self.path}: it has no {missing}; "
+                "give the --run-dir of an earlier run, or start a new run without --resume"
+            )
 
     def start(self, config: TrainConfig) -> None:
         """Create the directory and write the configuration (a new run)."""
@@ -157,14 +220,15 @@ class Run:
     def log(self, record: dict[str, Any]) -> None:
         """Append one epoch's record to metrics.jsonl (a metric of M models as a list of M), after cutting off a line torn by a crash."""
         self.repair()
-        with _disk_space(self.path / METRICS), open(self.path / METRICS, "a") as file:
+        with disk_space(self.path / METRICS), open(self.path / METRICS, "a") as file:
             file.write(json.dumps(record, default=_listed) + "\n")
             file.flush()
             os.fsync(file.fileno())
 
     def repair(self) -> None:
         """Cut a torn last line (a crash in the middle of an append) off metrics.jsonl, and remove
-        the temporary files an interrupted write left behind."""
+        the temporary files an interrupted write left behind (after best.npz's write in progress)."""
+        self._best_written()
         for temporary in self.path.glob(".*.tmp"):
             temporary.unlink(missing_ok=True)
         path = self.path / METRICS
@@ -174,19 +238,6 @@ class Run:
             data = file.read()
             if data and not data.endswith(b"\n"):
                 file.truncate(data.rfind(b"\n") + 1)
-
-    def retain(self, epoch: int, *, best: bool) -> None:
-        """Keep the checkpoint just written as ``checkpoints/epoch-<epoch>.npz`` (the last
-        `KEEP_LAST` epochs) and, if its epoch is the ``best``, as best.npz (hard links where the
-        filesystem has them)."""
-        kept = self.path / KEPT
-        kept.mkdir(exist_ok=True)
-        _link_atomic(self.checkpoint, kept / f"epoch-{epoch}.npz")
-        for old in kept.glob("epoch-*.npz"):
-            if int(old.stem.removeprefix("epoch-")) <= epoch - KEEP_LAST:
-                old.unlink(missing_ok=True)
-        if best:
-            _link_atomic(self.checkpoint, self.path / BEST)
 
     def history(self) -> list[dict[str, Any]]:
         """The epoch records, one per epoch (the latest, where a resumed run repeated one)."""
@@ -255,7 +306,7 @@ def write_atomic(path: Path, text: str) -> None:
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.fchmod(handle, readable_mode())
     try:
-        with _disk_space(path), os.fdopen(handle, "w") as file:
+        with disk_space(path), os.fdopen(handle, "w") as file:
             file.write(text)
         os.replace(temporary, path)
     except BaseException:
@@ -264,25 +315,22 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def _link_atomic(source: Path, target: Path) -> None:
-    """Make ``target`` a hard link to (or, where links fail, a copy of) ``source``, atomically."""
-    temporary = target.with_name(f".{target.name}.link.tmp")
-    temporary.unlink(missing_ok=True)
-    with _disk_space(target):
-        try:
-            os.link(source, temporary)
-        except OSError:
-            shutil.copyfile(source, temporary)
-        os.replace(temporary, target)
+def checkpoint_metadata(path: Path) -> dict[str, Any]:
+    """The metadata (epoch, step) of a checkpoint: an Orbax step directory or a ``.npz`` file."""
+    if path.suffix == ".npz":
+        return read_metadata(path)
+    store = OrbaxStore(path.parent, writer=False)
+    try:
+        return store.metadata(int(path.name))
+    finally:
+        store.close()
 
 
 @contextlib.contextmanager
-def _disk_space(path: Path) -> Iterator[None]:
-    """Turn a full disk (or a file-size limit) while writing ``path`` into `DiskFullError`."""
+def saving(run: Run | None) -> Iterator[None]:
+    """Train inside it: at its end (also on an error) the run's last checkpoint is written."""
     try:
         yield
-    except OSError as error:
-        full = disk_full(error, path)
-        if full is None:
-            raise
-        raise full from None
+    finally:
+        if run is not None:
+            run.close()

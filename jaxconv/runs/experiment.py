@@ -27,7 +27,16 @@ from jaxconv.data import Dataset, normalize
 from jaxconv.data.datasets import FOLDER
 from jaxconv.errors import ConfigError, DiskFullError, DivergenceError, ShapeError
 from jaxconv.runs.config import TrainConfig
-from jaxconv.runs.directory import BEST, CONFUSION, CURVES, FILTERS, Options, Run, is_writer
+from jaxconv.runs.directory import (
+    BEST,
+    CONFUSION,
+    CURVES,
+    FILTERS,
+    Options,
+    Run,
+    checkpoint_metadata,
+    is_writer,
+)
 from jaxconv.runs.divergence import FIX
 from jaxconv.runs.figures import first_conv_kernel, plot_confusion, plot_curves, plot_filters
 from jaxconv.runs.html_report import write_report
@@ -39,7 +48,6 @@ from jaxconv.train import (
     evaluate,
     make_eval_step,
     make_preprocess,
-    read_metadata,
 )
 
 PathLike = str | os.PathLike[str]
@@ -91,7 +99,7 @@ def train_run(
     if writer:
         status = "complete" if len(result.history) == config.epochs else "paused"
         report(run, net, test_data, result, status=status, seconds=time.perf_counter() - started)
-        if run.checkpoint.exists() and jax.process_count() == 1:  # several: `jaxconv report` after
+        if run.checkpoint is not None and jax.process_count() == 1:  # several: `jaxconv report` after
             write_report(run.path, data_root=data_root)
     return result
 
@@ -152,8 +160,8 @@ def report(
         results |= {
             "error": str(error),
             "fix": FIX,
-            "checkpoint": _saved(run.checkpoint),
-            "best": _saved(run.path / BEST),
+            "checkpoint": _saved(run, run.checkpoint),
+            "best": _saved(run, run.path / BEST),
         }
     if history:
         plot_curves(history, run.path / CURVES)
@@ -207,9 +215,11 @@ def _load(
     return net, data[0], data[1] if len(data) > 1 else None
 
 
-def _saved(path: Path) -> dict[str, Any] | None:
-    """A checkpoint's file name and epoch, or None if there is none."""
-    return {"file": path.name, "epoch": read_metadata(path).get("epoch")} if path.exists() else None
+def _saved(run: Run, path: Path | None) -> dict[str, Any] | None:
+    """A checkpoint's path in the run (``orbax/<step>``, best.npz) and epoch, or None if there is none."""
+    if path is None or not path.exists():
+        return None
+    return {"file": path.relative_to(run.path).as_posix(), "epoch": checkpoint_metadata(path).get("epoch")}
 
 
 def _check_model_fits(config: TrainConfig, net: Layer, data: Dataset) -> None:
@@ -232,7 +242,7 @@ def _how_to_resume(run: Run, error: BaseException) -> None:
     """After an interruption or a non-finite loss: where the last good checkpoint is, and the command."""
     if isinstance(error, DivergenceError):
         return  # resuming would diverge again: the error says what to change
-    if run.checkpoint.exists():
+    if run.checkpoint is not None:
         print(
             f"the checkpoint of the last finished epoch is in {run.path}; continue with:\n"
             f"    jaxconv train --resume --run-dir {run.path}",

@@ -35,7 +35,7 @@ from jaxconv.distributed import (
 from jaxconv.errors import CheckpointError, ConfigError, DivergenceError
 from jaxconv.runs import private
 from jaxconv.runs.config import TrainConfig, optimizer_for
-from jaxconv.runs.directory import BEST, Run, is_writer
+from jaxconv.runs.directory import BEST, Run, is_writer, saving
 from jaxconv.runs.divergence import DEFAULT_RULE, FIX, Divergence
 from jaxconv.runs.private import PrivacyPlan
 from jaxconv.runs.progress import EpochMeter
@@ -48,11 +48,9 @@ from jaxconv.train import (
     evaluate,
     evaluate_ema,
     init_train_state,
-    load_checkpoint,
     make_eval_step,
     make_preprocess,
     make_train_step,
-    save_checkpoint,
 )
 
 LOG_EVERY = 10  # steps between looks at the metrics (each look waits for the device)
@@ -113,17 +111,19 @@ def fit(
     input_shape = (-1, *train_data.images.shape[1:])
     train_state = init_train_state(net, optimizer, input_shape, model_key, initial)
     training = _training(net, optimizer, config, train_data, data_key, steps_per_epoch)
-    train_state, history, first_epoch = _start(run, resume, config, train_state)
     evaluation = None
-    for epoch in range(first_epoch, min(config.epochs, stop_after_epoch or config.epochs)):
-        train_state, record, evaluation = _epoch(
-            training, train_state, epoch, config, test_data, run, progress
-        )
-        history.append(record)
-        _stop_if_diverged(divergence_rule, history, test_data.num_classes, run)
-        _keep(run, record, train_state, history)
-        if on_epoch is not None:
-            on_epoch(record, train_state)
+    with saving(run):  # the last checkpoint is written before `fit` returns or raises
+        train_state, history, first_epoch, midway = _start(run, resume, config, train_state)
+        for epoch in range(first_epoch, min(config.epochs, stop_after_epoch or config.epochs)):
+            train_state, record, evaluation = _epoch(
+                training, train_state, epoch, config, test_data, run, progress, midway
+            )
+            midway = None
+            history.append(record)
+            _stop_if_diverged(divergence_rule, history, test_data.num_classes, run)
+            _keep(run, record, train_state, history)
+            if on_epoch is not None:
+                on_epoch(record, train_state)
     return FitResult(train_state, history, evaluation, training.privacy, run)
 
 
@@ -165,8 +165,8 @@ def _training(
     )  # fmt: skip
     eval_step = _make_eval_step(net, devices=config.devices, preprocess=preprocess, **_views(config))
 
-    def epoch_batches(epoch: int) -> Iterable[tuple[jax.Array, ...]]:
-        return batches(data, config.batch_size, key=data_key, epoch=epoch)
+    def epoch_batches(epoch: int, position: dict[str, Any] | None = None) -> Iterable[tuple[jax.Array, ...]]:
+        return batches(data, config.batch_size, key=data_key, epoch=epoch, position=position)
 
     return _Training(step, epoch_batches, eval_step, steps, None)
 
@@ -238,28 +238,29 @@ def _check_data(config: TrainConfig, train_data: Dataset, test_data: Dataset) ->
 
 def _start(
     run: Run | None, resume: bool, config: TrainConfig, train_state: TrainState
-) -> tuple[TrainState, list[dict[str, Any]], int]:
-    """The train state, history and first epoch: afresh (process 0 writes the configuration), or
-    from ``run``'s checkpoint with the records of the epochs it holds."""
+) -> tuple[TrainState, list[dict[str, Any]], int, dict[str, Any] | None]:
+    """The train state, history, first epoch and, for a checkpoint saved inside that epoch
+    (``checkpoint_every``), where it stood (`_save_midway`'s ``midway``): afresh (process 0
+    writes the configuration), or from ``run``'s checkpoint with the records of the epochs it holds."""
     if run is None:
-        return train_state, [], 0
+        return train_state, [], 0, None
     run.check(resume=resume)  # again: `fit` may be given a `Run` that `Run.open` never saw
     if jax.process_count() > 1:  # every process has checked the directory before process 0 writes
         multihost_utils.sync_global_devices("jaxconv: run directory checked")
     if resume and is_writer():
         run.repair()
-    if not resume or not run.checkpoint.exists():  # a run stopped before its first checkpoint starts over
+    if not resume or run.checkpoint is None:  # a run stopped before its first checkpoint starts over
         if is_writer():
             run.start(config)
-        return train_state, [], 0
-    train_state, metadata = load_checkpoint(run.checkpoint, like=train_state)
+        return train_state, [], 0, None
+    train_state, metadata = run.load(like=train_state)
     epoch = metadata.get("epoch")
     if not (isinstance(epoch, int) and 0 <= epoch <= config.epochs):
         raise CheckpointError(
             f"{run.checkpoint}: its metadata gives epoch {epoch!r}, not an epoch of this {config.epochs}-epoch "
             "run; it is corrupt or from another run. Resume from an intact checkpoint or start a new run"
         )
-    return train_state, run.history()[:epoch], epoch
+    return train_state, run.history()[:epoch], epoch, metadata.get("midway")
 
 
 def _epoch(
@@ -270,11 +271,15 @@ def _epoch(
     test_data: Dataset,
     run: Run | None,
     progress: bool,
+    midway: dict[str, Any] | None = None,
 ) -> tuple[TrainState, dict[str, Any], Evaluation]:
-    """Train one epoch and evaluate; returns the train state, the epoch's record and the evaluation."""
+    """Train one epoch (from ``midway``, where a checkpoint inside it stood) and evaluate; returns
+    the train state, the epoch's record and the evaluation."""
     show = progress and is_writer()
     with EpochMeter(epoch, config.epochs, training.steps_per_epoch, run, show=show) as meter:
-        train_state, train_metrics = _train_epoch(training, train_state, epoch, config.batch_size, meter)
+        if midway is not None:
+            meter.resume(midway["totals"], midway["steps"])
+        train_state, train_metrics = _train_epoch(training, train_state, epoch, config, meter, run, midway)
         evaluation = evaluate(
             training.eval_step, train_state.params, train_state.state, test_data, config.eval_batch_size
         )
@@ -295,24 +300,49 @@ def _epoch(
 
 
 def _train_epoch(
-    training: _Training, train_state: TrainState, epoch: int, examples_per_step: int, meter: EpochMeter
+    training: _Training,
+    train_state: TrainState,
+    epoch: int,
+    config: TrainConfig,
+    meter: EpochMeter,
+    run: Run | None,
+    midway: dict[str, Any] | None,
 ) -> tuple[TrainState, dict[str, float]]:
-    """One pass of the train step over the epoch's batches; returns the new state and the epoch's
-    mean metrics and speed (``examples_per_step``: the batch size, or DP-SGD's expected one).
+    """One pass of the train step over the epoch's batches (from ``midway``'s position); returns
+    the new state and the epoch's mean metrics and speed. Every ``config.checkpoint_every`` steps
+    inside the epoch (when its batches give their position) the train state is saved with it.
 
     The metrics stay on the device and are fetched every `LOG_EVERY` steps, so
     the host keeps dispatching steps ahead of the device in between.
     """
+    position = None if midway is None else midway["position"]
+    batches = training.batches(epoch) if position is None else training.batches(epoch, position)
+    given = 0 if position is None else position["batches"]
+    every = config.checkpoint_every if run is not None and hasattr(batches, "position") else 0
     pending: list[dict[str, jax.Array]] = []
-    for batch in training.batches(epoch):
+    for batch in batches:
         train_state, metrics = training.step(train_state, *batch)
-        meter.dispatched(examples_per_step)
+        meter.dispatched(config.batch_size)  # DP-SGD: the expected batch size
         pending.append(metrics)
-        if len(pending) == LOG_EVERY:
+        given += 1
+        step = epoch * training.steps_per_epoch + given
+        save = every and step % every == 0 and given < training.steps_per_epoch
+        if len(pending) == LOG_EVERY or save:
             meter.receive(jax.device_get(pending))
             pending = []
+        if save:
+            _save_midway(run, train_state, epoch, step, batches.position(given), meter)
     meter.receive(jax.device_get(pending))
     return train_state, meter.summary()
+
+
+def _save_midway(
+    run: Run, train_state: TrainState, epoch: int, step: int, position: dict[str, Any], meter: EpochMeter
+) -> None:
+    """Checkpoint a train state inside epoch ``epoch`` (0-based; the metadata's ``epoch`` counts
+    the finished ones) with the data's ``position`` and the epoch's metric sums so far."""
+    midway = {"position": position, "totals": meter.totals, "steps": meter.steps}
+    run.save(train_state, {"epoch": epoch, "step": step, "midway": midway})
 
 
 def _stop_if_diverged(
@@ -327,7 +357,7 @@ def _stop_if_diverged(
         run.log(history[-1])
     kept = (
         f"; the checkpoint of the last good epoch is kept in {run.checkpoint}, the best epoch's in {run.path / BEST}"
-        if run is not None and run.checkpoint.exists()
+        if run is not None and run.checkpoint is not None
         else ""
     )
     raise DivergenceError(f"training diverged: {reason}{kept}. To fix it, {FIX}")
@@ -336,14 +366,15 @@ def _stop_if_diverged(
 def _keep(
     run: Run | None, record: dict[str, Any], train_state: TrainState, history: list[dict[str, Any]]
 ) -> None:
-    """Log the epoch's record (process 0), checkpoint the train state (every process takes part),
-    and keep it among the last epochs' and, if its test accuracy is the best yet, as the best (with
-    several models, `fit_many`'s lists of M, their mean test accuracy)."""
+    """Log the epoch's record (process 0), start the train state's Orbax checkpoint (every process
+    takes part; it is written while the next epoch trains) and, if its test accuracy is the best
+    yet, write it as best.npz (with several models, `fit_many`'s lists of M, their mean test
+    accuracy)."""
     if run is None:
         return
     if is_writer():
         run.log(record)
-    save_checkpoint(run.checkpoint, train_state, {"epoch": record["epoch"], "step": record["step"]})
-    if is_writer():
-        best = np.mean(record["test_top1"]) >= max(np.mean(earlier["test_top1"]) for earlier in history)
-        run.retain(record["epoch"], best=best)
+    metadata = {"epoch": record["epoch"], "step": record["step"]}
+    run.save(train_state, metadata)
+    if np.mean(record["test_top1"]) >= max(np.mean(earlier["test_top1"]) for earlier in history):
+        run.keep_best(train_state, metadata)

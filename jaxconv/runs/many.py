@@ -33,7 +33,7 @@ from jaxconv.core import Layer
 from jaxconv.data import Dataset, epoch_order, num_batches, parse_mix, prefetch_to_device
 from jaxconv.errors import ConfigError
 from jaxconv.runs.config import TrainConfig, optimizer_for
-from jaxconv.runs.directory import Run
+from jaxconv.runs.directory import Run, saving
 from jaxconv.runs.grid import GRID_FIELDS, check_models, format_table, model_configs, summarize, write_models
 from jaxconv.runs.loop import _epoch, _keep, _start, _steps_per_epoch, _Training, _views
 from jaxconv.runs.model_axis import Placement
@@ -139,15 +139,16 @@ def fit_many(
         None,
     )
     check_models(run, resume, configs)
-    train_state, history, first_epoch = _start(run, resume, config, placement.put_state(program.train_state))
-    write_models(run, resume, configs)
     evaluation = None
-    for epoch in range(first_epoch, min(config.epochs, stop_after_epoch or config.epochs)):
-        train_state, record, evaluation = _epoch(
-            training, train_state, epoch, config, test_data, run, progress
-        )
-        history.append(_plain(record))
-        _keep(run, record, train_state, history)
+    with saving(run):  # the last checkpoint is written before `fit_many` returns or raises
+        train_state, history, first_epoch, _ = _start(run, resume, config, placement.put_state(program.train_state))
+        write_models(run, resume, configs)
+        for epoch in range(first_epoch, min(config.epochs, stop_after_epoch or config.epochs)):
+            train_state, record, evaluation = _epoch(
+                training, train_state, epoch, config, test_data, run, progress
+            )
+            history.append(_plain(record))
+            _keep(run, record, train_state, history)
     evaluations = per_model(evaluation) if evaluation is not None else None
     return ManyResult(train_state, history, evaluations, configs, chunk, run)
 

@@ -37,6 +37,11 @@ class EpochMeter:
     def __exit__(self, *exception: object) -> None:
         self.bar.close()
 
+    def resume(self, totals: dict[str, float], steps: int) -> None:
+        """Continue an epoch from a checkpoint inside it: the metric sums of its first ``steps``."""
+        self.totals, self.steps = dict(totals), steps
+        self.bar.update(steps)
+
     def dispatched(self, examples: int) -> None:
         """A step of ``examples`` examples was sent to the device."""
         self.examples += examples
@@ -93,7 +98,7 @@ def check_finite(loss: Any, epoch: int, step_in_epoch: int, run: Run | None) -> 
         models = f" (model{'s' * (len(bad) > 1)} {', '.join(map(str, bad))} of {len(finite)})"
     kept = (
         f"; the checkpoint of the last good epoch is kept in {run.checkpoint}"
-        if run is not None and run.checkpoint.exists()
+        if run is not None and run.checkpoint is not None
         else ("; no epoch had finished, so there is no checkpoint" if run is not None else "")
     )
     raise NonFiniteLossError(

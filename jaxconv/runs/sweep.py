@@ -4,7 +4,7 @@
     result = train_many_run(None, "runs/seeds", resume=True)   # the seeds and grid of the run
 
 The run directory is `fit`'s (config.json, metrics.jsonl with a list of M per metric, one
-checkpoint.npz holding every model) with ``models.json`` (each model's seed and grid point), and
+Orbax checkpoint holding every model) with ``models.json`` (each model's seed and grid point), and
 ``results.json`` (each model's final metrics and the table over seeds) and ``curves.png`` (every
 model's curves on one plot) written when training ends.
 """

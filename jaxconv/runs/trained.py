@@ -18,7 +18,7 @@ from jaxconv.data import Dataset, load, normalize
 from jaxconv.data.datasets import FOLDER
 from jaxconv.runs.config import TrainConfig, optimizer_for
 from jaxconv.runs.directory import Run
-from jaxconv.train import init_train_state, load_checkpoint
+from jaxconv.train import init_train_state
 
 PathLike = str | os.PathLike[str]
 
@@ -53,7 +53,7 @@ def restore(
     net = models.get(config.model, num_classes=train_data.num_classes)
     optimizer = optimizer_for(config, max(len(train_data) // config.batch_size, 1))
     template = init_train_state(net, optimizer, (-1, *data.images.shape[1:]), jax.random.key(config.seed))
-    train_state, _ = load_checkpoint(run.checkpoint, like=template)
+    train_state, _ = run.load(like=template)
     return Trained(run, config, net, train_state.params, train_state.state, train_data, data)
 
 

@@ -6,7 +6,9 @@
     train_state = jc.train.init_train_state(net, optimizer, (-1, 28, 28, 1), key)
     step = jc.train.make_train_step(net, optimizer, label_smoothing=0.1)
     train_state, metrics = step(train_state, images, labels)   # (N, H, W, C), (N,)
-    jc.train.save_checkpoint("checkpoint.npz", train_state, {"step": 1})
+    jc.train.save_checkpoint("best.npz", train_state, {"step": 1})     # one portable file
+    store = jc.train.OrbaxStore("run/orbax", keep=3)                  # a run's checkpoints
+    store.save(1, train_state, {"epoch": 1})                          # written in the background
 
 Data-parallel steps are in `jaxconv.distributed`; a whole training run (configuration,
 run directory, epochs, figures) is `jaxconv.runs`.
@@ -24,6 +26,7 @@ from jaxconv.train.optim import (
     make_schedule,
     with_lookahead,
 )
+from jaxconv.train.orbax_store import OrbaxStore, complete_steps
 from jaxconv.train.state import TrainState, count_params, init_train_state, step_key
 from jaxconv.train.step import (
     EvalStep,
@@ -43,9 +46,11 @@ __all__ = [
     "EvalStep",
     "Evaluation",
     "LookaheadState",
+    "OrbaxStore",
     "Preprocess",
     "TrainState",
     "TrainStep",
+    "complete_steps",
     "confusion_matrix",
     "count_params",
     "ema_params",

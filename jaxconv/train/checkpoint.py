@@ -29,7 +29,9 @@ import json
 import math
 import os
 import tempfile
+import threading
 import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,36 @@ def save_checkpoint(
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices(f"jaxconv checkpoint {path}")
     return path
+
+
+def save_checkpoint_in_background(
+    path: str | os.PathLike[str], tree: PyTree, metadata: dict[str, Any] | None = None
+) -> Callable[[], Path]:
+    """Start `save_checkpoint` in a thread; returns the function that waits for the file (and
+    raises its error). The arrays are taken from the device first, so a train step may donate
+    ``tree`` once it returns. Several processes gather collectively: they write before returning."""
+    if jax.process_count() > 1:
+        written = save_checkpoint(path, tree, metadata)
+        return lambda: written
+    path, host = Path(path), jax.tree_util.tree_map(_to_numpy, tree)
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            _write(path, host, metadata)
+        except BaseException as error:  # raised again by `wait`, in the caller's thread
+            errors.append(error)
+
+    thread = threading.Thread(target=write, name=f"jaxconv: writing {path}", daemon=False)
+    thread.start()
+
+    def wait() -> Path:
+        thread.join()
+        if errors:
+            raise errors[0]
+        return path
+
+    return wait
 
 
 def load_checkpoint(path: str | os.PathLike[str], like: PyTree) -> tuple[PyTree, dict[str, Any]]:
@@ -143,11 +175,27 @@ def disk_full(error: BaseException, path: Path, needed: int = 0) -> DiskFullErro
     if not isinstance(error, OSError) or error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return None
     size = f"at least {needed / 2**20:.1f} MiB " if needed else ""
-    kept = " (the previous checkpoint is kept)" if path.suffix == ".npz" and path.exists() else ""
+    kept = (
+        " (the previous checkpoint is kept)"
+        if path.exists() and (path.suffix == ".npz" or path.is_dir())  # a file, or Orbax's steps
+        else ""
+    )
     return DiskFullError(
         f"cannot write {path}: {os.strerror(error.errno)}{kept}; free {size}on the disk of "
         f"{path.parent.absolute()} (or raise the file-size limit, ulimit -f) and try again"
     )
+
+
+@contextlib.contextmanager
+def disk_space(path: Path) -> Iterator[None]:
+    """Turn a full disk (or a file-size limit) while writing ``path`` into `DiskFullError`."""
+    try:
+        yield
+    except OSError as error:
+        full = disk_full(error, path)
+        if full is None:
+            raise
+        raise full from None
 
 
 def _whole(leaf: Any) -> Any:

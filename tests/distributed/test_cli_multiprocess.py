@@ -32,7 +32,7 @@ from jaxconv.errors import ConfigError
 from jaxconv.runs import Run, TrainConfig, fit
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "runs"))
-from synthetic import dataset, tiny_net, write_idx_dataset
+from synthetic import dataset, orbax_arrays, tiny_net, write_idx_dataset
 
 PROCESSES, DEVICES_PER_PROCESS = 2, 4
 TOLERANCE = 1e-5  # relative: max |a - b| / max |b| over each leaf of the checkpoint
@@ -90,21 +90,14 @@ def train_both(data_dir: Path, multi_dir: Path, single_dir: Path, *extra: str) -
     return outputs
 
 
-def read_checkpoint(path: Path) -> tuple[dict, list[np.ndarray]]:
-    """The manifest and the leaves of a checkpoint, with NumPy alone."""
-    with np.load(path, allow_pickle=False) as archive:
-        manifest = json.loads(archive["__manifest__"].tobytes())
-        return manifest, [archive[f"leaf_{i}"] for i in range(len(manifest["paths"]))]
-
-
 def assert_same_training(multi_dir: Path, single_dir: Path) -> None:
     """Equal checkpoints (parameters, BatchNorm statistics, optimiser state, step, key) and logs."""
-    multi, multi_leaves = read_checkpoint(multi_dir / "checkpoint.npz")
-    single, single_leaves = read_checkpoint(single_dir / "checkpoint.npz")
-    assert multi["paths"] == single["paths"] and multi["metadata"] == single["metadata"]
-    assert any(path.startswith(".params") for path in multi["paths"])
-    for path, got, expected in zip(multi["paths"], multi_leaves, single_leaves, strict=True):
-        got, expected = got.astype(np.float64), expected.astype(np.float64)
+    multi_metadata, multi = orbax_arrays(Run(multi_dir).checkpoint)
+    single_metadata, single = orbax_arrays(Run(single_dir).checkpoint)
+    assert list(multi) == list(single) and multi_metadata == single_metadata
+    assert any(path.startswith("['params']") for path in multi)
+    for path, expected in single.items():
+        got, expected = multi[path].astype(np.float64), expected.astype(np.float64)
         scale = max(float(np.max(np.abs(expected), initial=0.0)), 1e-30)
         assert float(np.max(np.abs(got - expected), initial=0.0)) / scale <= TOLERANCE, path
     for got, expected in zip(history(multi_dir), history(single_dir), strict=True):
@@ -131,13 +124,12 @@ def test_two_processes_write_one_run_that_equals_a_single_process_run(runs):
     assert {path.name for path in multi_dir.iterdir()} == {
         "config.json",
         "metrics.jsonl",
-        "checkpoint.npz",
+        "orbax",
         "results.json",
         "curves.png",
         "filters.png",
         "confusion.png",
         "best.npz",
-        "checkpoints",
     }  # no temporary files left by either process
     assert json.loads((multi_dir / "config.json").read_text())["devices"] == 8
     assert [record["epoch"] for record in history(multi_dir)] == [1]
@@ -162,7 +154,7 @@ def test_two_processes_resume_a_run_like_one_process(runs, tmp_path):
     train_both(data_dir, multi_dir, single_dir, "--resume")
     assert history(multi_dir)[0] == first_epoch[0]  # the log was appended to, once
     assert [record["epoch"] for record in history(multi_dir)] == [1, 2]
-    assert read_checkpoint(multi_dir / "checkpoint.npz")[0]["metadata"] == {"epoch": 2, "step": 4}
+    assert orbax_arrays(Run(multi_dir).checkpoint)[0] == {"epoch": 2, "step": 4}
     assert_same_training(multi_dir, single_dir)
 
 

@@ -94,7 +94,7 @@ def test_a_diverged_fit_stops_and_keeps_the_best_and_last_good_checkpoints(tmp_p
         fit(tiny_net(), train, test, config, run=run, progress=False, divergence_rule=DivergesAt(3))
     history = run.history()
     assert [record["epoch"] for record in history] == [1, 2, 3]  # the diverged epoch is logged
-    assert load_checkpoint(run.checkpoint, like=_template(config, train))[1]["epoch"] == 2
+    assert run.load(like=_template(config, train))[1]["epoch"] == 2
     best_epoch = max(history[:2], key=lambda record: record["test_top1"])
     best_state, metadata = load_checkpoint(run.path / "best.npz", like=_template(config, train))
     assert metadata["epoch"] <= 2
@@ -103,10 +103,7 @@ def test_a_diverged_fit_stops_and_keeps_the_best_and_last_good_checkpoints(tmp_p
         best_state.params, best_state.state, test, config.eval_batch_size,
     )  # fmt: skip
     assert evaluation.top1 == best_epoch["test_top1"]  # evaluated again, from the file
-    assert sorted(path.name for path in (run.path / "checkpoints").iterdir()) == [
-        "epoch-1.npz",
-        "epoch-2.npz",
-    ]
+    assert sorted(int(path.name) for path in (run.path / "orbax").iterdir()) == [4, 8]  # epochs 1 and 2
 
 
 def test_an_exploding_learning_rate_fails_the_run_and_says_so(tmp_path, capsys, tiny_model, data_dir):

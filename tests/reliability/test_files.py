@@ -21,12 +21,11 @@ import torch
 from synthetic import dataset, tiny_net
 
 import jaxconv.cli as cli
-import jaxconv.runs.loop as loop
 from jaxconv.errors import CheckpointError, ConfigError, DiskFullError, RunDirError, StateDictError
 from jaxconv.interop import from_torchvision
 from jaxconv.runs import Run, TrainConfig, fit
 from jaxconv.runs.config import optimizer_for
-from jaxconv.runs.directory import write_atomic
+from jaxconv.runs.directory import checkpoint_metadata, write_atomic
 from jaxconv.train import init_train_state, load_checkpoint, read_metadata, save_checkpoint
 
 HERE = Path(__file__).resolve().parent
@@ -67,8 +66,12 @@ def test_metadata_without_an_epoch_is_refused_before_training(tmp_path):
     run, config = Run.open(tmp_path / "run", config)
     run.start(config)
     template = init_train_state(tiny_net(), optimizer_for(config, 2), (-1, 28, 28, 1), jax.random.key(0))
-    save_checkpoint(run.checkpoint, template, {"step": 4})
+    save_checkpoint(run.path / "checkpoint.npz", template, {"step": 4})  # a run from before Orbax
     with pytest.raises(CheckpointError, match=r"checkpoint\.npz: its metadata gives epoch None"):
+        fit(tiny_net(), train, test, config, run=run, resume=True, progress=False)
+    run.save(template, {"step": 4})
+    run.close()
+    with pytest.raises(CheckpointError, match=r"orbax/4: its metadata gives epoch None"):
         fit(tiny_net(), train, test, config, run=run, resume=True, progress=False)
 
 
@@ -109,21 +112,21 @@ save_checkpoint({str(tmp_path / "c.npz")!r}, {{"a": np.zeros(10**6, np.float32)}
 def test_the_command_says_how_to_resume_after_a_full_disk(
     tiny_model, data_dir, tmp_path, monkeypatch, capsys
 ):
-    saves = []
+    saves, save = [], Run.save
 
-    def save(path, tree, metadata):
+    def failing_save(run, tree, metadata):
         if saves:
-            raise DiskFullError(f"cannot write {path}: No space left on device; free at least 1 MiB")
-        saves.append(save_checkpoint(path, tree, metadata))
+            raise DiskFullError(f"cannot write {run.path}: No space left on device; free at least 1 MiB")
+        saves.append(save(run, tree, metadata))
 
-    monkeypatch.setattr(loop, "save_checkpoint", save)
+    monkeypatch.setattr(Run, "save", failing_save)
     argv = ["train", "--model", tiny_model, "--epochs", "2", "--batch-size", "32", "--no-progress"]
     run_dir = tmp_path / "run"
     status = cli.main([*argv, "--data-dir", str(data_dir), "--run-dir", str(run_dir)])
     err = capsys.readouterr().err.strip().splitlines()
     assert status == cli.EXIT_USAGE and len(err) == 1
     assert err[0].endswith(f"then continue with: jaxconv train --resume --run-dir {run_dir}")
-    assert read_metadata(run_dir / "checkpoint.npz")["epoch"] == 1
+    assert checkpoint_metadata(Run(run_dir).checkpoint)["epoch"] == 1
 
 
 def test_a_run_stopped_before_its_first_checkpoint_is_no_dead_end(tmp_path):
@@ -140,7 +143,7 @@ def test_a_run_stopped_before_its_first_checkpoint_is_no_dead_end(tmp_path):
         tiny_net(), dataset(64), dataset(32, "test"), config, run=resumed, resume=True, progress=False
     )
     assert [record["epoch"] for record in result.history] == [1]
-    assert read_metadata(run.checkpoint)["epoch"] == 1
+    assert checkpoint_metadata(run.checkpoint)["epoch"] == 1
     assert not list(run.path.glob(".*.tmp"))
 
 
@@ -160,7 +163,7 @@ def test_a_kill_before_the_first_checkpoint_resumes(data_dir, tmp_path):
         time.sleep(0.01)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    assert not (run_dir / "checkpoint.npz").exists()  # killed before its first checkpoint
+    assert Run(run_dir).checkpoint is None  # killed before its first checkpoint
     resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((run_dir / "results.json").read_text())["status"] == "complete"

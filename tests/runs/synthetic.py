@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import json
 import struct
 from collections.abc import Iterator
 from pathlib import Path
 
+import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
 
@@ -86,3 +89,18 @@ def write_folder(root: Path, per_class: int = 6) -> Path:
     Image.new("L", (24, 24), 120).save(root / GRAY)
     (root / CORRUPT).write_bytes(b"\xff\xd8 this is not a JPEG")
     return root
+
+
+def orbax_arrays(step_dir: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """The metadata and the arrays of a run's Orbax checkpoint ``orbax/<step>``, by key path
+    (``"['params']['conv_0']['kernel']"``), read by Orbax alone as NumPy arrays, not through jaxconv."""
+    path = Path(step_dir).absolute() / "state"
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        structure = checkpointer.metadata(path).item_metadata.tree
+        as_numpy = jax.tree_util.tree_map(
+            lambda _: ocp.RestoreArgs(restore_type=np.ndarray), structure, is_leaf=lambda x: hasattr(x, "shape")
+        )
+        tree = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    metadata = json.loads((Path(step_dir) / "meta" / "metadata").read_text())["metadata"]
+    return metadata, {jax.tree_util.keystr(key): leaf for key, leaf in flat}

@@ -6,9 +6,7 @@ loader) and the net applied to the normalised test images.
 
 from __future__ import annotations
 
-import json
 import sys
-import zipfile
 from pathlib import Path
 
 import jax
@@ -21,7 +19,7 @@ import jaxconv.cli as cli
 from jaxconv.models import registry
 
 sys.path.insert(0, str(Path(__file__).parent))
-from synthetic import synthetic, tiny_net, write_idx_dataset
+from synthetic import orbax_arrays, synthetic, tiny_net, write_idx_dataset
 
 
 @pytest.fixture(scope="module")
@@ -36,20 +34,17 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
         yield run_dir, data_dir
 
 
-def checkpoint_variables(path: Path) -> tuple[dict, dict]:
-    """The params and state of a checkpoint, read from its .npz entries by their manifest paths."""
+def checkpoint_variables(step_dir: Path) -> tuple[dict, dict]:
+    """The params and state of a run's Orbax checkpoint, read by Orbax alone by their key paths."""
     _, params, state = jax.eval_shape(lambda: tiny_net().init(jax.random.key(0), (-1, 28, 28, 1)))
-    with zipfile.ZipFile(path) as archive:
-        manifest = json.loads(np.load(archive.open("__manifest__.npy")).tobytes())
-    arrays = np.load(path)
-    by_path = {p: arrays[f"leaf_{i}"] for i, p in enumerate(manifest["paths"])}
+    by_path = orbax_arrays(step_dir)[1]
 
     def read(prefix: str, tree: dict) -> dict:
         return jax.tree_util.tree_map_with_path(
             lambda key, _: by_path[prefix + jax.tree_util.keystr(key)], tree
         )
 
-    return read(".params", params), read(".state", state)
+    return read("['params']", params), read("['state']", state)
 
 
 @pytest.mark.parametrize("file_format", ["stablehlo", "onnx"])
@@ -61,7 +56,7 @@ def test_export_writes_the_runs_net_with_its_normalisation(trained, file_format,
     assert f"{file_format} written to {path}" in capsys.readouterr().out
 
     images = synthetic(7, seed=3)[0]  # (7, 28, 28, 1) uint8
-    params, state = checkpoint_variables(run_dir / "checkpoint.npz")
+    params, state = checkpoint_variables(jc.runs.Run(run_dir).checkpoint)
     mean, std = np.asarray(jc.data.FASHION_MNIST_MEAN), np.asarray(jc.data.FASHION_MNIST_STD)
     want = np.asarray(tiny_net().apply(params, state, (images / 255 - mean) / std)[0])
     if file_format == "stablehlo":

@@ -7,13 +7,15 @@ import sys
 from pathlib import Path
 
 import jax
+import numpy as np
 import pytest
 
 import jaxconv as jc
 import jaxconv.cli as cli
 from jaxconv.errors import ConfigError
 from jaxconv.models import registry
-from jaxconv.runs import experiment
+from jaxconv.runs import experiment, loop
+from jaxconv.runs.directory import checkpoint_metadata
 
 sys.path.insert(0, str(Path(__file__).parent))
 from synthetic import CORRUPT, tiny_net, write_folder
@@ -55,3 +57,59 @@ def test_dp_sgd_is_refused_an_image_folder(tmp_path):
     config = jc.runs.TrainConfig(dataset="imagefolder", model="dp_cnn", dp_epsilon=3.0)
     with pytest.raises(ConfigError, match="DP-SGD samples Poisson batches from data in memory"):
         experiment._load(config, write_folder(tmp_path / "images", per_class=1))
+
+
+class Killed(Exception):
+    """Stands for a kill of the training process."""
+
+
+def test_a_run_on_an_image_folder_resumes_in_the_middle_of_an_epoch_exactly(tmp_path, monkeypatch):
+    """A run saving every 3 steps (4 a epoch) is stopped in its second epoch after the save of step 6;
+    resumed from it, where Grain's iterator state stood (workers decoding, a corrupt file shifting
+    the batches' rows), it ends as the run never stopped: train state, records."""
+    folder = write_folder(tmp_path / "images")
+
+    def data():
+        options = {"root": folder, "image_size": (8, 8, 3)}
+        return jc.data.load("imagefolder", "train", workers=0, **options), jc.data.load("imagefolder", "test", workers=0, **options)  # fmt: skip
+
+    config = jc.runs.TrainConfig(
+        model="tiny", dataset="imagefolder", epochs=2, batch_size=4, lr=3e-2, eval_batch_size=8,
+        augment="flip", checkpoint_every=3,
+    )  # fmt: skip
+    whole = jc.runs.fit(tiny_net(3), *data(), config, run=jc.runs.Run(tmp_path / "whole"), progress=False)
+    make_step, calls = loop._make_train_step, []
+
+    def killed_at_step_7(*args, **kwargs):
+        step = make_step(*args, **kwargs)
+
+        def counted(*step_args):
+            calls.append(1)
+            if len(calls) == 7:
+                raise Killed
+            return step(*step_args)
+
+        return counted
+
+    run = jc.runs.Run(tmp_path / "killed")
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "_make_train_step", killed_at_step_7)
+        with pytest.raises(Killed):
+            jc.runs.fit(tiny_net(3), *data(), config, run=run, progress=False)
+    assert sorted(int(path.name) for path in (run.path / "orbax").iterdir()) == [3, 4, 6]
+    midway = checkpoint_metadata(run.checkpoint)
+    assert (midway["epoch"], midway["step"], midway["midway"]["position"]["batches"]) == (1, 6, 2)
+    resumed = jc.runs.fit(tiny_net(3), *data(), config, run=run, resume=True, progress=False)
+    for a, b in zip(leaves(resumed.train_state), leaves(whole.train_state), strict=True):
+        np.testing.assert_array_equal(a, b)
+    for got, want in zip(run.history(), whole.history, strict=True):
+        assert {k: got[k] for k in ("train_loss", "test_loss", "step")} == {
+            k: want[k] for k in ("train_loss", "test_loss", "step")
+        }
+
+
+def leaves(train_state) -> list[np.ndarray]:
+    return [
+        np.asarray(leaf)
+        for leaf in jax.tree_util.tree_leaves(train_state._replace(key=jax.random.key_data(train_state.key)))
+    ]

@@ -12,9 +12,10 @@ import pytest
 from synthetic import dataset, tiny_net
 
 import jaxconv.runs.loop as loop
-from jaxconv.errors import ConfigError, NonFiniteLossError, RunDirError
+from jaxconv.errors import CheckpointError, ConfigError, NonFiniteLossError, RunDirError
 from jaxconv.runs import Run, TrainConfig, fit
-from jaxconv.train import read_metadata
+from jaxconv.runs.directory import checkpoint_metadata
+from jaxconv.train import save_checkpoint
 
 TRAIN, TEST = dataset(96), dataset(40, "test", seed=1)
 CONFIG = TrainConfig(
@@ -52,7 +53,8 @@ def test_fit_learns_logs_each_epoch_and_checkpoints(whole):
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     assert result.evaluation.top1 > 0.5  # chance is 0.1
     assert result.history[-1]["test_top1"] == result.evaluation.top1
-    assert read_metadata(run.checkpoint) == {"epoch": 3, "step": 18}
+    assert checkpoint_metadata(run.checkpoint) == {"epoch": 3, "step": 18}
+    assert sorted(path.name for path in (run.path / "orbax").iterdir()) == ["12", "18", "6"]  # the last 3
     assert int(result.train_state.step) == 18  # 3 epochs of 96 // 16 steps
     assert json.loads((run.path / "config.json").read_text())["augment"] == "crop=2,flip"
     confusion = result.evaluation.confusion(10)
@@ -85,10 +87,10 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp
     run = Run(tmp_path / "run")
     with pytest.raises(
         NonFiniteLossError,
-        match=r"loss became nan at step 2 of epoch 2.*last good epoch is kept in .*checkpoint\.npz.*--lr",
+        match=r"loss became nan at step 2 of epoch 2.*last good epoch is kept in .*run/orbax/6.*--lr",
     ):
         fit(tiny_net(), TRAIN, TEST, CONFIG, run=run, progress=False)
-    assert read_metadata(run.checkpoint) == {"epoch": 1, "step": 6}
+    assert checkpoint_metadata(run.checkpoint) == {"epoch": 1, "step": 6}
     assert [r["epoch"] for r in run.history()] == [1]
 
 
@@ -117,11 +119,36 @@ def test_bad_options_fail_before_any_step(change, message, tmp_path):
 
 def test_a_corrupt_checkpoint_fails_the_resume_and_is_left_as_it_was(first_epoch, tmp_path):
     run = copy_run(first_epoch[0], tmp_path)
-    run.checkpoint.write_bytes(run.checkpoint.read_bytes()[:100])
-    damaged = run.checkpoint.read_bytes()
-    with pytest.raises(ValueError, match="truncated or corrupt"):
+    largest = max((path for path in run.checkpoint.rglob("*") if path.is_file()), key=lambda p: p.stat().st_size)
+    largest.write_bytes(largest.read_bytes()[:100])
+    files = {path: path.read_bytes() for path in run.path.rglob("*") if path.is_file()}
+    with pytest.raises(CheckpointError, match=r"run/orbax/6 is not a readable Orbax checkpoint.*truncated or corrupt"):
         fit(tiny_net(), TRAIN, TEST, CONFIG, run=run, resume=True, progress=False)
-    assert run.checkpoint.read_bytes() == damaged
+    assert {path: path.read_bytes() for path in run.path.rglob("*") if path.is_file()} == files
+
+
+def test_a_run_with_only_an_npz_checkpoint_resumes_exactly(whole, first_epoch, tmp_path):
+    """A run directory written before the Orbax checkpoints (checkpoint.npz) continues from it."""
+    run = copy_run(first_epoch[0], tmp_path)
+    tree, metadata = run.load(like=first_epoch[1].train_state)
+    save_checkpoint(run.path / "checkpoint.npz", tree, metadata)
+    shutil.rmtree(run.path / "orbax")
+    resumed = fit(tiny_net(), TRAIN, TEST, CONFIG, run=run, resume=True, progress=False)
+    assert_trees_equal(resumed.train_state, whole[1].train_state)
+    assert checkpoint_metadata(run.checkpoint) == {"epoch": 3, "step": 18}  # saved through Orbax since
+
+
+def test_a_save_killed_half_way_leaves_the_previous_step_to_resume_from(whole, first_epoch, tmp_path):
+    run = copy_run(first_epoch[0], tmp_path)
+    torn = run.path / "orbax" / "12.orbax-checkpoint-tmp-1700000000000000"  # what Orbax leaves mid-save
+    shutil.copytree(run.checkpoint, torn)
+    for path in torn.rglob("*"):
+        if path.is_file():
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    assert run.checkpoint.name == "6"
+    resumed = fit(tiny_net(), TRAIN, TEST, CONFIG, run=run, resume=True, progress=False)
+    assert_trees_equal(resumed.train_state, whole[1].train_state)
+    assert sorted(path.name for path in (run.path / "orbax").iterdir()) == ["12", "18", "6"]  # torn one gone
 
 
 def test_run_directory_checks(first_epoch, tmp_path):

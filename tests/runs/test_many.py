@@ -88,7 +88,7 @@ def test_one_checkpoint_holds_every_model_and_the_records_list_them(many):
     assert json.loads((run.path / "models.json").read_text()) == [
         {"seed": 3, "lr": 0.03}, {"seed": 5, "lr": 0.03}, {"seed": 3, "lr": 0.01}, {"seed": 5, "lr": 0.01},
     ]  # fmt: skip
-    stacked, metadata = jc.train.load_checkpoint(run.checkpoint, like=many.train_state)
+    stacked, metadata = run.load(like=many.train_state)
     assert metadata == {"epoch": 2, "step": 8}
     assert_close(stacked, many.train_state, 0)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import zipfile
 
 import jax
@@ -11,8 +12,10 @@ import numpy as np
 import optax
 import pytest
 
+import jaxconv.train.checkpoint as checkpoint
 from jaxconv.errors import CheckpointError
 from jaxconv.train import TrainState, load_checkpoint, read_metadata, save_checkpoint
+from jaxconv.train.checkpoint import save_checkpoint_in_background
 
 
 def make_state(scale: float = 1.0) -> TrainState:
@@ -114,3 +117,26 @@ def test_missing_and_foreign_files(tmp_path):
     np.savez(tmp_path / "foreign.npz", x=np.zeros(2))
     with pytest.raises(CheckpointError, match="not a readable jaxconv checkpoint"):
         load_checkpoint(tmp_path / "foreign.npz", like={})
+
+
+def test_a_background_save_writes_the_values_of_its_call_even_when_the_state_is_donated(
+    tmp_path, monkeypatch
+):
+    """The train step donates its state right after a run starts writing best.npz: the file must
+    hold the values the save was given, and an error in the writing thread comes out of wait."""
+    donated, write = threading.Event(), checkpoint._write
+    monkeypatch.setattr(checkpoint, "_write", lambda *args: donated.wait(60) and write(*args))
+    state, expected = make_state(scale=3.0), make_state(scale=3.0)
+    wait = save_checkpoint_in_background(tmp_path / "best.npz", state, {"epoch": 2})
+    overwrite = jax.jit(lambda tree: tree._replace(params=jax.tree_util.tree_map(lambda leaf: -leaf, tree.params)),
+                        donate_argnums=0)  # fmt: skip
+    jax.block_until_ready(overwrite(state))
+    donated.set()  # the thread writes only now
+    assert wait() == tmp_path / "best.npz"
+    restored, metadata = load_checkpoint(tmp_path / "best.npz", like=make_state(scale=0.0))
+    leaves_equal(restored, expected)
+    assert metadata == {"epoch": 2}
+    (tmp_path / "folder").mkdir()
+    wait = save_checkpoint_in_background(tmp_path / "folder", make_state(), {})  # a directory: fails
+    with pytest.raises(IsADirectoryError):
+        wait()
