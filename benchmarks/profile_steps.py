@@ -15,7 +15,7 @@ backward convolutions are one class; ops under ``Optimizer.step`` are the optimi
 
 Times are per step: the class totals of the trace divided by the steps traced, beside the
 median wall time of untraced steps. The inference pass of jaxconv is shown twice: the plain
-``net.apply(train=False)`` and `jaxconv.inference.make_predict` (BatchNorm folded).
+``net.apply(train=False)`` and the net `jaxconv.inference.fold_batchnorm` folded once.
 
     python benchmarks/profile_steps.py [--workloads resnet20,resnet50] [--repeats 3] [--steps 3]
         [--xla-flags "--xla_cpu_use_xnnpack=false"] [--no-torch]
@@ -237,8 +237,9 @@ def jaxconv_runs(workload: Workload) -> dict[str, tuple[object, str]]:
         return metrics["loss"]
 
     plain = jax.jit(lambda params, state, x: net.apply(params, state, x, train=False)[0])
-    folded = jc.inference.make_predict(net)
     params, state = jax.tree.map(np.array, (box[0].params, box[0].state))  # kept: steps donate theirs
+    folded_net, folded_params, folded_state = jc.inference.fold_batchnorm(net, params, state)
+    folded = jc.inference.make_predict(folded_net)
     return {
         "train": (train, step.lower(box[0], images, labels).compile().as_text()),
         "infer": (
@@ -246,8 +247,8 @@ def jaxconv_runs(workload: Workload) -> dict[str, tuple[object, str]]:
             plain.lower(params, state, infer_images).compile().as_text(),
         ),
         "infer folded": (
-            lambda: folded(params, state, infer_images),
-            folded.lower(params, state, infer_images).compile().as_text(),
+            lambda: folded(folded_params, folded_state, infer_images),
+            folded.lower(folded_params, folded_state, infer_images).compile().as_text(),
         ),
     }
 

@@ -34,7 +34,7 @@ def build(workload: Workload) -> Contestant:
     # (again only when the weights have changed), then the folded net jitted
     folded_net = jc.inference.fold_batchnorm(net, train_state.params, train_state.state)[0]
     fold = jax.jit(lambda params, state: jc.inference.fold_batchnorm(net, params, state)[1:])
-    predict = jc.inference.make_predict(folded_net, fold=False)
+    predict = jc.inference.make_predict(folded_net)
     folded = {}
 
     def infer():
