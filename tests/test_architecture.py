@@ -31,6 +31,7 @@ LEVELS = {  # ARCHITECTURE.md's picture: a package imports only from lower level
     "wrappers": 4,
     "models": 5,
     "per_example": 5,
+    "inference": 5,
     "train": 6,
     "privacy": 6,
     "analysis": 6,

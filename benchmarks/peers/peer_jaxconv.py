@@ -1,4 +1,5 @@
-"""jaxconv through its public API: the default model or the zoo, and `jaxconv.train`'s step."""
+"""jaxconv through its public API: the default model or the zoo, `jaxconv.train`'s step, and
+`jaxconv.inference` (BatchNorm folded) for inference."""
 
 from __future__ import annotations
 
@@ -29,10 +30,17 @@ def build(workload: Workload) -> Contestant:
         return train_state, metrics["loss"]
 
     train_step, current = carried(train, train_state, images, labels)
-    predict = jax.jit(lambda params, state, x: net.apply(params, state, x, train=False)[0])
+    # inference as a user serves a trained model: BatchNorm folded into the convolutions once
+    # (again only when the weights have changed), then the folded net jitted
+    folded_net = jc.inference.fold_batchnorm(net, train_state.params, train_state.state)[0]
+    fold = jax.jit(lambda params, state: jc.inference.fold_batchnorm(net, params, state)[1:])
+    predict = jc.inference.make_predict(folded_net)
+    folded = {}
 
     def infer():
-        return predict(current().params, current().state, infer_images)
+        if folded.get("weights") is not current():
+            folded["weights"], folded["folded"] = current(), fold(current().params, current().state)
+        return predict(*folded["folded"], infer_images)
 
     def peak_memory():
         return xla_memory(step.lower(current(), images, labels))

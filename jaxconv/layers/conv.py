@@ -21,7 +21,6 @@ from jax import lax
 from jaxconv import sizing
 from jaxconv.core import Layer, Shape, layer
 from jaxconv.errors import ShapeError
-from jaxconv.layers.conv_taps import taps_conv, uses_taps
 from jaxconv.layers.initializers import Initializer, initializer
 from jaxconv.layers.shared import floating, init_key, positive
 from jaxconv.sizing import SizeArg, channel_last, per_axis, slide, spatial_rank
@@ -151,10 +150,8 @@ def _convolve(geo: _ConvGeometry, spec: dict[str, Any], params, x: jax.Array, pr
             f"Conv was initialised for {kernel.shape[dims.rhs_spec[1]] * groups} input "
             f"channels but got {geo.in_channels} (input shape {x.shape})"
         )
-    spatial = [x.shape[i] for i in dims.lhs_spec[2:]]
-    channels_last = dims == _layout(channel_last(x.ndim - 2), x.ndim)
-    if uses_taps(spatial, geo.window, groups, channels_last):  # XLA:CPU's slow case (see conv_taps)
-        y = taps_conv(x, kernel.astype(x.dtype), geo.window, precision)
+    if uses_patches_dot(geo, spec):
+        y = patches_dot(x, kernel.astype(x.dtype), geo.window, precision)
     else:
         y = lax.conv_general_dilated(
             x,
@@ -171,6 +168,47 @@ def _convolve(geo: _ConvGeometry, spec: dict[str, Any], params, x: jax.Array, pr
             place(dims.out_spec, 1, spec["features"], (1,) * (y.ndim - 2))
         )
     return y
+
+
+PATCHES_DOT_BACKENDS = frozenset({"cpu"})
+"""The backends (`jax.default_backend()`) where a convolution whose output is smaller than its
+kernel runs as `patches_dot`. XLA:CPU turns such a convolution (a 3x3 kernel on the 2x2
+maps of ResNet's last stage at 64x64, or its gradient) into one that slides the activation over
+the kernel, which ran 76x slower than `patches_dot` forward and 51x with gradients (batch 16,
+2x2x512 -> 512; `benchmarks/profile_steps.py`)."""
+
+
+def uses_patches_dot(geo: _ConvGeometry, spec: dict[str, Any]) -> bool:
+    """Whether a `Conv` runs as `patches_dot` here: on a backend of `PATCHES_DOT_BACKENDS`, a 2-D,
+    channel-last, ungrouped, undilated convolution whose output is smaller than the kernel along
+    every spatial axis."""
+    window = geo.window
+    plain = spec["dimension_numbers"] is None and spec["groups"] == 1 and len(window.size) == 2
+    plain = plain and all(d == 1 for d in window.dilation)
+    small = all(out < size for out, size in zip(window.out_spatial, window.size, strict=True))
+    return bool(plain and small and jax.default_backend() in PATCHES_DOT_BACKENDS)
+
+
+def patches_dot(x: jax.Array, kernel: jax.Array, window: sizing.Window, precision: Any = None) -> jax.Array:
+    """A 2-D convolution as one matrix product: the F_h * F_w shifted, strided views of the
+    padded input side by side on the channel axis (N, H', W', F_h * F_w * C), times the kernel
+    reshaped to (F_h * F_w * C, K). Shapes: (N, H, W, C), (F_h, F_w, C, K) -> (N, H', W', K)."""
+    padded = jnp.pad(x, ((0, 0), *window.padding, (0, 0)))
+    (out_h, out_w), (stride_h, stride_w) = window.out_spatial, window.stride
+    views = [
+        lax.slice(
+            padded,
+            (0, i, j, 0),
+            (x.shape[0], i + (out_h - 1) * stride_h + 1, j + (out_w - 1) * stride_w + 1, x.shape[-1]),
+            (1, stride_h, stride_w, 1),
+        )
+        for i in range(window.size[0])
+        for j in range(window.size[1])
+    ]
+    flat_kernel = kernel.reshape(-1, kernel.shape[-1])
+    return lax.dot_general(
+        jnp.concatenate(views, -1), flat_kernel, (((3,), (0,)), ((), ())), precision=precision
+    )
 
 
 def standardized(kernel: jax.Array, out_axis: int, eps: float = 1e-5) -> jax.Array:

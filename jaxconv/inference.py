@@ -1,0 +1,166 @@
+"""Inference as fast as it goes: BatchNorm folded into the convolution before it, a jitted predict.
+
+In evaluation mode a BatchNorm is a per-channel affine map with fixed factors,
+
+    y = (x - mean) / sqrt(var + eps) * scale + bias = x * m + (bias - mean * m),
+    m = scale / sqrt(var + eps),
+
+and a convolution is linear in its kernel, so ``BatchNorm(Conv(x; W, b))`` is exactly
+``Conv(x; W * m, (b - mean) * m + bias)``, with ``m`` scaling each output channel (the kernel's
+last axis, HWIO; also for grouped and depthwise kernels). `fold_batchnorm` rewrites a net so: every
+`Conv` followed directly by a `BatchNorm` in a `serial` becomes one convolution with a bias, and
+the BatchNorm's params and state are gone. Only that pair is folded: a BatchNorm before a
+convolution (the pre-activation order of DenseNet) is not, because zero padding is applied after
+it, and a convolution with weight standardisation or explicit ``dimension_numbers`` is kept as it is.
+
+    folded_net, folded_params, folded_state = jc.inference.fold_batchnorm(net, params, state)
+    predict = jc.inference.make_predict(folded_net)   # jitted (params, state, x) -> logits
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxconv.combinators import parallel, residual, serial
+from jaxconv.core import Layer, Params, State, check_layer, info, layer, named, put
+
+Predict = Callable[[Params, State, jax.Array], jax.Array]
+
+
+def fold_batchnorm(net: Layer, params: Params, state: State) -> tuple[Layer, Params, State]:
+    """``(net, params, state)`` with each ``Conv -> BatchNorm`` pair of a `serial` folded into one
+    convolution, for inference only (``train=False``): the folded net computes the same logits
+    as ``net.apply(params, state, x, train=False)`` up to float rounding.
+
+    Looks inside `serial`, `parallel` and `residual` layers (named or not) and keeps their child
+    names, so every other layer keeps its params and state; the folded convolution keeps the
+    convolution's name and has params ``kernel`` (same shape) and ``bias`` (K,). Works inside
+    ``jax.jit`` too (the params and state may be traced). A net with nothing to fold comes back
+    as it was.
+    """
+    check_layer(net, "fold_batchnorm: net")
+    return _fold(net, params, state)
+
+
+def make_predict(net: Layer, *, fold: bool = False) -> Predict:
+    """A jitted ``predict(params, state, images) -> logits``: ``net`` in evaluation mode. The
+    state is only read: nothing is computed or returned for it.
+
+    The fast path folds once, ``make_predict(fold_batchnorm(net, params, state)[0])`` applied
+    to the folded params and state: on XLA:CPU (2 shared cores) it ran 1.02x the unfolded
+    pass on ResNet-20 and the small CNN and about 1.3x on ResNet-50 at 64x64. With ``fold``
+    each ``Conv -> BatchNorm`` pair is folded inside the compiled function instead, so it
+    always uses the params and state it is given (a model still training); that computes the
+    folded kernels on every call and measured 0.9-1.0x the unfolded pass.
+
+    Shapes: images (N, H, W, C) -> logits (N, classes), or whatever ``net`` returns.
+    """
+    check_layer(net, "make_predict: net")
+
+    def predict(params: Params, state: State, images: jax.Array) -> jax.Array:
+        if fold:
+            folded_net, params, state = fold_batchnorm(net, params, state)
+            return folded_net.apply(params, state, images, train=False)[0]
+        return net.apply(params, state, images, train=False)[0]
+
+    return jax.jit(predict)
+
+
+def folded_factors(
+    conv_params: Params, norm_params: Params, norm_state: State, eps: float
+) -> tuple[jax.Array, jax.Array]:
+    """The folded convolution's ``kernel`` (the kernel's shape, HWIO) and ``bias`` (K,), from the
+    convolution's ``kernel`` (and ``bias`` if it has one) and the BatchNorm's ``scale``, ``bias``,
+    running ``mean`` and ``var`` (K,)."""
+    multiplier = lax.rsqrt(norm_state["var"] + eps) * norm_params["scale"]
+    conv_bias = conv_params.get("bias", jnp.zeros_like(multiplier))
+    kernel = conv_params["kernel"] * multiplier.astype(conv_params["kernel"].dtype)
+    return kernel, (conv_bias - norm_state["mean"]) * multiplier + norm_params["bias"]
+
+
+# --- the walk -------------------------------------------------------------------------------------
+
+
+def _fold(net: Layer, params: Params, state: State) -> tuple[Layer, Params, State]:
+    description = info(net)
+    if description.kind == "Serial" and not description.spec:
+        folded = _fold_serial(description.children, params, state)
+    elif description.kind in ("Parallel", "Residual") and not description.spec:
+        folded = _fold_children(description.children, params, state)
+    else:
+        return net, params, state
+    children, params, state = folded
+    rebuild = {"Serial": serial, "Parallel": parallel, "Residual": residual}[description.kind]
+    rebuilt = rebuild(*children)
+    return (named(description.name, rebuilt) if description.name else rebuilt), params, state
+
+
+def _fold_children(
+    children: tuple[tuple[str, Layer], ...], params: Params, state: State
+) -> tuple[list[Layer], Params, State]:
+    """Each child folded inside itself; for `parallel` and `residual` (same names, same order)."""
+    layers, new_params, new_state = [], {}, {}
+    for name, child in children:
+        child, child_params, child_state = _fold(child, params.get(name, {}), state.get(name, {}))
+        layers.append(named(name, child))
+        put(new_params, name, child_params)
+        put(new_state, name, child_state)
+    return layers, new_params, new_state
+
+
+def _fold_serial(
+    children: tuple[tuple[str, Layer], ...], params: Params, state: State
+) -> tuple[list[Layer], Params, State]:
+    """The children of a `serial`, each ``Conv -> BatchNorm`` pair replaced by one folded conv."""
+    layers, new_params, new_state, index = [], {}, {}, 0
+    while index < len(children):
+        name, child = children[index]
+        following = children[index + 1][1] if index + 1 < len(children) else None
+        if following is not None and _foldable(child, following):
+            norm_name = children[index + 1][0]
+            kernel, bias = folded_factors(
+                params[name], params.get(norm_name, {}), state.get(norm_name, {}), info(following).spec["eps"]
+            )
+            layers.append(named(name, _folded_conv(child)))
+            new_params[name] = {"kernel": kernel, "bias": bias}
+            index += 2
+            continue
+        child, child_params, child_state = _fold(child, params.get(name, {}), state.get(name, {}))
+        layers.append(named(name, child))
+        put(new_params, name, child_params)
+        put(new_state, name, child_state)
+        index += 1
+    return layers, new_params, new_state
+
+
+def _foldable(conv: Layer, norm: Layer) -> bool:
+    conv_info, norm_info = info(conv), info(norm)
+    return (
+        conv_info.kind == "Conv"
+        and conv_info.spec["dimension_numbers"] is None
+        and not conv_info.spec["weight_standardization"]
+        and norm_info.kind == "BatchNorm"
+    )
+
+
+def _folded_conv(conv: Layer) -> Layer:
+    """``conv`` with a bias whatever its ``use_bias``: the convolution itself is the original's
+    (its precision and size checks), the bias added after it when the original has none."""
+    has_bias = info(conv).spec["use_bias"]
+
+    def init(key, input_shape):
+        output_shape, params, _ = conv.init(key, input_shape)
+        return output_shape, {"kernel": params["kernel"], "bias": jnp.zeros(output_shape[-1])}, {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        if has_bias:
+            return conv.apply(params, {}, x)[0], {}
+        y = conv.apply({"kernel": params["kernel"]}, {}, x)[0]
+        return y + params["bias"].astype(y.dtype), {}
+
+    spec = {**info(conv).spec, "use_bias": True}
+    return layer("FoldedConv", init, apply, traits=info(conv).traits, **spec)
