@@ -94,6 +94,10 @@ def _env() -> dict:
 
 @pytest.mark.slow
 def test_the_whole_smoke_run_passes_every_section(tmp_path, device_check):
+    """Every section, Opacus' included: it needs the ``bench`` extra (about 2 minutes)."""
+    pytest.importorskip(
+        "opacus", reason="the per-example section compares with Opacus: pip install -e '.[bench]'"
+    )
     out = tmp_path / "check"
     command = ["bash", str(BENCHMARKS / "device_check.sh"), "--smoke", "--out", str(out), "--budget-s", "900"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=1200, env=_env())
