@@ -145,6 +145,22 @@ def test_make_predict_folds_inside_jit_or_not():
         )
 
 
+def test_make_predict_pools_with_reduce_window():
+    """The tiled max pool is the default on CPU, for its gradient; a forward-only predict uses
+    ``reduce_window`` (faster without a gradient) and gives the same logits."""
+    net = jc.models.get("convnet", num_classes=10)
+    params, state = random_params(net, (2, 28, 28, 1))
+    x = jax.random.normal(jax.random.key(5), (2, 28, 28, 1))
+    predict = make_predict(net)
+    program = str(jax.make_jaxpr(predict)(params, state, x))
+    assert "reduce_window_max" in program
+    default = str(jax.make_jaxpr(lambda x: net.apply(params, state, x)[0])(x))
+    assert ("reduce_window_max" in default) != (jax.default_backend() == "cpu")  # the tiled form
+    np.testing.assert_allclose(
+        predict(params, state, x), net.apply(params, state, x)[0], rtol=1e-5, atol=1e-6
+    )
+
+
 def test_a_net_that_is_not_a_layer_is_named():
     with pytest.raises(jc.LayerTypeError, match="fold_batchnorm: net is the constructor Conv"):
         fold_batchnorm(jc.Conv, {}, {})
