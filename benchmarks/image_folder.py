@@ -95,6 +95,20 @@ def step_rate(train_step, state, data, steps: int, batch_size: int) -> float:
     return steps * batch_size / (time.perf_counter() - begin)
 
 
+def peak_rss() -> tuple[float, float]:
+    """The peak resident memory, in MiB, of this process and of its largest child (a worker)."""
+    mib = 1024  # ru_maxrss is in KiB on Linux
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / mib
+    return own, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / mib
+
+
+def endless(data, batch_size: int, key: jax.Array):
+    """The batches of epochs 2, 3, ... of ``data``, one after another."""
+    return itertools.chain.from_iterable(
+        batches(data, batch_size, key=key, epoch=e) for e in itertools.count(2)
+    )
+
+
 def memory(root: Path, args: argparse.Namespace) -> None:
     """Two epochs of the folder at 64x64x3 (the first decodes and fills the pixel cache, the
     second reads it), then the peak resident memory of this process and of the largest worker."""
@@ -106,9 +120,7 @@ def memory(root: Path, args: argparse.Namespace) -> None:
             count += jax.block_until_ready(images).shape[0]
         print(f"epoch {epoch}: {count:,} images in {time.perf_counter() - begin:.1f} s", flush=True)
     shutil.rmtree(cache)
-    mib = 1024  # ru_maxrss is in KiB on Linux
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / mib
-    worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / mib
+    own, worker = peak_rss()
     print(
         f"{len(data.files):,} images; peak RSS: this process {own:,.0f} MiB, largest worker {worker:,.0f} MiB"
     )
@@ -143,19 +155,14 @@ def main() -> None:
 
     fixed = next(batches(gray, args.batch_size, key=key, epoch=1))
     step = step_rate(train_step, fresh(), itertools.repeat(fixed), args.steps, args.batch_size)
-    endless = itertools.chain.from_iterable(
-        batches(gray, args.batch_size, key=key, epoch=e) for e in itertools.count(2)
+    end_to_end = step_rate(
+        train_step, fresh(), endless(gray, args.batch_size, key), args.steps, args.batch_size
     )
-    end_to_end = step_rate(train_step, fresh(), endless, args.steps, args.batch_size)
-    endless_cached = itertools.chain.from_iterable(
-        batches(gray_cached, args.batch_size, key=key, epoch=e) for e in itertools.count(2)
-    )
-    end_to_end_cached = step_rate(train_step, fresh(), endless_cached, args.steps, args.batch_size)
+    from_cache = endless(gray_cached, args.batch_size, key)
+    end_to_end_cached = step_rate(train_step, fresh(), from_cache, args.steps, args.batch_size)
     shutil.rmtree(cache)
 
-    mib = 1024  # ru_maxrss is in KiB on Linux
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / mib
-    worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / mib
+    own, worker = peak_rss()
     print(
         f"{len(gray.files)} images, batch {args.batch_size}, {args.workers} workers, load {os.getloadavg()}"
     )
