@@ -12,6 +12,7 @@ generator in the same order either way, so both passes give the same batch.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +21,7 @@ import numpy as np
 from jaxconv.data.pixel_cache import read_rows, write_rows
 
 CROP_MARGIN = 9 / 8  # the training split is resized to this times (H, W), then cropped
+FORMATS = ("JPEG", "PNG")  # the formats Pillow tries, whatever a file's extension says
 Record = tuple[int, str, int]  # (index of the file in the split, path, label)
 
 
@@ -82,9 +84,14 @@ def _decode(path: str, slot: tuple[int, int, int]) -> tuple[np.ndarray | None, s
 
     mode = "L" if slot[2] == 1 else "RGB"
     try:
-        with Image.open(path) as image:
+        with open(path, "rb") as file:  # one read: Pillow's parser reads a file in small pieces
+            data = io.BytesIO(file.read())
+        with Image.open(data, formats=FORMATS) as image:
             image.draft(mode, (slot[1], slot[0]))
-            resized = image.convert(mode).resize((slot[1], slot[0]), Image.Resampling.BILINEAR)
-            return np.asarray(resized, np.uint8).reshape(slot), ""
+            if image.mode != mode:
+                image = image.convert(mode)
+            if image.size != (slot[1], slot[0]):
+                image = image.resize((slot[1], slot[0]), Image.Resampling.BILINEAR)
+            return np.asarray(image, np.uint8).reshape(slot), ""
     except Exception as error:  # anything Pillow raises on a bad file
         return None, f"{type(error).__name__}: {error}"
