@@ -8,8 +8,9 @@ The state is what `jaxconv train` checkpoints each epoch for ``--model`` (defaul
 - ``sync``: `jaxconv.train.OrbaxStore` with ``asynchronous=False``; the call returns once the
   step is written and committed;
 - ``async``: the store `jaxconv train` uses; the time until `save` returns is what the training
-  loop waits (the arrays are copied, the files are written by a background thread); the time
-  until the write is done is printed beside it.
+  loop waits (a copy of the arrays on their device is dispatched; Orbax's bookkeeping, the
+  transfer to the host and the files run in background threads); the time until the write is
+  done is printed beside it.
 
 It prints the medians and the ratio async-blocking / sync, which the issue asks to be at most
 0.10. On a machine shared with other work the write times move; the ratio is of two medians
