@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -147,3 +148,26 @@ def test_a_save_killed_or_out_of_disk_leaves_the_previous_step(tmp_path, how):
     store.save(2, restored, {"epoch": 2})  # the run continues: the torn save is removed first
     store.close()
     assert sorted(os.listdir(directory)) == ["1", "2"]
+
+
+def test_the_train_step_may_donate_the_state_as_soon_as_save_returns(tmp_path, monkeypatch):
+    """`save` returns before Orbax reads the arrays (held back here until the steps after it are
+    done): those steps donate and overwrite the saved buffers, and the step on disk is still the
+    state as it was when `save` was called."""
+    net, optimizer, step = _program(3)
+    state = init_train_state(net, optimizer, (-1, 6, 6, 1), jax.random.key(7))
+    expected = host_leaves(state)
+    stepped = threading.Event()
+    start = OrbaxStore._start
+    monkeypatch.setattr(OrbaxStore, "_start", lambda self, *args: (stepped.wait(60), start(self, *args)))
+    store = OrbaxStore(tmp_path / "orbax")
+    store.save(1, state, {})
+    images = jax.random.normal(jax.random.key(8), (8, 6, 6, 1))
+    for _ in range(3):  # the first call donates the saved buffers
+        state, _ = step(state, images, jnp.arange(8) % 3)
+    jax.block_until_ready(state)
+    stepped.set()
+    store.close()
+    restored, _ = OrbaxStore(tmp_path / "orbax", writer=False).restore(like=state)
+    for got, want in zip(host_leaves(restored), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
