@@ -9,6 +9,8 @@ is known to every tool once it declares its traits.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import Any
 
 FIELDS = ("auto", "window", "whole", "fan_out", "fan_in", "unknown")
 MACS = (None, "output_positions", "input_positions", "kernel")
@@ -38,6 +40,10 @@ class Traits:
         value, Dense and LocallyConnected), or None (no multiply-adds counted).
       tap: its per-example weight gradient is the product of its input patches and its output
         gradient (Conv with one group, Dense): the per-example taps' einsum and ghost norms.
+      tap_kernel: for a tapped layer that multiplies by a function of its kernel rather than the
+        kernel itself (weight standardisation), that function, kernel -> kernel of the same
+        shape: the taps form each example's gradient with respect to its output, then pull it
+        back through the function.
       mixes_examples: in training, one example's output depends on the rest of the batch
         (BatchNorm's batch statistics): no per-example privacy through it.
       new_volume: a combinator whose own operation makes a new volume (residual's sum).
@@ -53,6 +59,7 @@ class Traits:
     field: str = "auto"
     macs: str | None = None
     tap: bool = False
+    tap_kernel: Callable[[Any], Any] | None = None
     mixes_examples: bool = False
     new_volume: bool = False
     opaque: bool = False

@@ -100,8 +100,11 @@ def Conv(
     def apply(params, state, x, *, key=None, train=False):
         return _convolve(_conv_geometry(spec, strict, x.shape), spec, params, x, precision), {}
 
-    tap = groups == 1 and dimension_numbers is None and not weight_standardization
-    traits = Traits(window="kernel_size", field="window", macs="output_positions", tap=tap)
+    tap = groups == 1 and dimension_numbers is None
+    traits = Traits(
+        window="kernel_size", field="window", macs="output_positions", tap=tap,
+        tap_kernel=standardized_filters if weight_standardization else None,
+    )  # fmt: skip
     return layer("Conv", init, apply, traits=traits, **spec)
 
 
@@ -216,6 +219,11 @@ def standardized(kernel: jax.Array, out_axis: int, eps: float = 1e-5) -> jax.Arr
     axes = tuple(axis for axis in range(kernel.ndim) if axis != out_axis)
     mean = kernel.mean(axes, keepdims=True)
     return (kernel - mean) * lax.rsqrt(kernel.var(axes, keepdims=True) + eps)
+
+
+def standardized_filters(kernel: jax.Array) -> jax.Array:
+    """`standardized` for the default layout, filters on the last axis: (*F, C, K) -> (*F, C, K)."""
+    return standardized(kernel, out_axis=kernel.ndim - 1)
 
 
 def place(spec: Sequence[int], batch_or_out: int, channels: int, spatial: Sequence[int]) -> Shape:

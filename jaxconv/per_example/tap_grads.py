@@ -16,6 +16,10 @@ gradient is ``sum_t g_t``. A weighted sum over examples ``sum_i w_i G_i`` is the
 layer's own weight gradient at the output gradients scaled by ``w_i`` (Bu et al.
 2023's book-keeping), or the weighted sum of the ``G_i`` the direct norm formed.
 
+A weight-standardised Conv multiplies by ``f(W)``, each filter standardised (`Traits.tap_kernel`):
+the taps give each example's gradient with respect to ``f(W)``, formed and pulled back through
+f's vector-Jacobian product; its norm is then always the direct one.
+
 With augmentation multiplicity an example is ``copies`` rows (its augmented copies) and its
 loss their mean: its gradient sums over the positions of all its rows, so the copies are
 simply more positions t of the same example (the norm of the average, cross terms included).
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -45,13 +50,26 @@ class Tap(NamedTuple):
     copies: int = 1  # rows per example: inputs and output_grads hold N * copies rows
 
 
-def with_kernel_grads(tap: Tap, kernel_shape: tuple[int, ...]) -> Tap:
+def with_kernel_grads(tap: Tap, kernel: jax.Array) -> Tap:
     """``tap`` with its per-example kernel gradients (N, d, K) formed where the direct norm is
-    cheaper than the ghost norm (``2 T^2 >= d K``), else unchanged."""
+    cheaper than the ghost norm (``2 T^2 >= d K``), else unchanged. A layer that multiplies by a
+    function of its ``kernel`` (`Traits.tap_kernel`: weight standardisation) always forms them,
+    pulled back through that function: the norm of the pulled-back gradient is not a ghost norm."""
+    transform = info(tap.layer).traits.tap_kernel
+    if transform is not None:
+        return tap._replace(kernel_grads=_pulled_back(kernel_grads(tap), transform, kernel))
     positions = math.prod(tap.output_grads.shape[1:-1]) * tap.copies
-    if 2 * positions**2 >= math.prod(kernel_shape):
+    if 2 * positions**2 >= kernel.size:
         return tap._replace(kernel_grads=kernel_grads(tap))
     return tap
+
+
+def _pulled_back(grads: jax.Array, transform: Callable[[jax.Array], jax.Array], kernel: jax.Array) -> jax.Array:
+    """Per-example gradients (N, d, K) with respect to ``transform(kernel)`` as gradients with
+    respect to ``kernel``: each example's through the transform's vector-Jacobian product."""
+    _, pullback = jax.vjp(transform, kernel)
+    per_example = grads.reshape(-1, *kernel.shape).astype(kernel.dtype)
+    return jax.vmap(lambda grad: pullback(grad)[0])(per_example).reshape(grads.shape)
 
 
 def kernel_grads(tap: Tap) -> jax.Array:

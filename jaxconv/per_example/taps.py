@@ -157,7 +157,7 @@ def bookkeeping_pass(net: Layer, loss: OutputLoss, train: bool, copies: int = 1)
         layers = {
             path: with_kernel_grads(
                 Tap(tapped.layer, _rows(inputs[path]), _rows(output_grads[path]), None, copies),
-                subtree(params, path)["kernel"].shape,
+                subtree(params, path)["kernel"],
             )
             for path, tapped in found.items()
         }
@@ -183,8 +183,8 @@ def norms_pass(
 
             def norm_probe(path, layer, x, y):
                 layer_params = subtree(params, path)
-                tap = _norm_tap(layer, layer_params["kernel"].shape, "bias" in layer_params, copies)
-                return tap(y, x, probes[path])
+                tap = _norm_tap(layer, "bias" in layer_params, copies)
+                return tap(y, x, probes[path], layer_params["kernel"])
 
             outputs = apply_tapped(
                 net, _replace_leaves(params, rest), state, x_i, key_i, train, norm_probe, probes
@@ -257,21 +257,23 @@ def _rows(per_example: jax.Array) -> jax.Array:
     return per_example.reshape(-1, *per_example.shape[2:])
 
 
-def _norm_tap(layer: Layer, kernel_shape: tuple[int, ...], has_bias: bool, copies: int):
-    """``tap(outputs, inputs, probe) = outputs`` whose backward gives the probe the layer's squared
-    weight-gradient norm, from one example's ``inputs`` (copies, ...) and output gradient
-    (copies, ..., K)."""
+def _norm_tap(layer: Layer, has_bias: bool, copies: int):
+    """``tap(outputs, inputs, probe, kernel) = outputs`` whose backward gives the probe the layer's
+    squared weight-gradient norm, from one example's ``inputs`` (copies, ...) and output gradient
+    (copies, ..., K); ``kernel`` is the layer's (its gradient comes from the taps: zero here)."""
 
     @jax.custom_vjp
-    def tap(outputs, inputs, probe):
+    def tap(outputs, inputs, probe, kernel):
         return outputs
 
-    def forward(outputs, inputs, probe):
-        return outputs, inputs
+    def forward(outputs, inputs, probe, kernel):
+        return outputs, (inputs, kernel)
 
-    def backward(inputs, output_grads):
-        one = with_kernel_grads(Tap(layer, inputs, output_grads, None, copies), kernel_shape)
-        return output_grads, _zero_cotangent(inputs), squared_norm(one, has_bias)[0].astype(jnp.float32)
+    def backward(saved, output_grads):
+        inputs, kernel = saved
+        one = with_kernel_grads(Tap(layer, inputs, output_grads, None, copies), kernel)
+        norm = squared_norm(one, has_bias)[0].astype(jnp.float32)
+        return output_grads, _zero_cotangent(inputs), norm, jnp.zeros_like(kernel)
 
     tap.defvjp(forward, backward)
     return tap

@@ -58,6 +58,12 @@ NETS = {
     "shortcut": shortcut,
     "wired": wired_graph,
     "bare_dense": lambda: jc.Dense(3),
+    # weight-standardised convolutions: tapped, their gradients pulled back through the
+    # standardisation; the 3x3's 36 positions would take the ghost norm without it
+    "weight_standardized": lambda: jc.serial(
+        jc.Conv(3, 3, padding=1, weight_standardization=True), jc.Relu,
+        jc.Conv(4, 1, use_bias=False, weight_standardization=True), jc.Flatten, jc.Dense(3),
+    ),
     "remat": lambda: jc.serial(
         jc.Conv(3, 3), jc.remat(jc.serial(jc.Conv(3, 3, padding=1), jc.Relu)), jc.Flatten, jc.Dense(3)
     ),
@@ -120,6 +126,7 @@ def test_layers_in_branches_and_shortcuts_are_tapped():
         ("twoheads_0", "trunk", "conv_0"),
     ]
     assert tapped["bare_dense"] == [()]
+    assert tapped["weight_standardized"] == [("conv_0",), ("conv_2",), ("dense_4",)]
     assert tapped["remat"] == [("conv_0",), ("dense_3",)]  # the remat sub-net's conv is left to vmap
 
 
