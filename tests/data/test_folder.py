@@ -7,6 +7,7 @@ written), one grayscale PNG and one file that is not an image.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 from PIL import Image
 
 import jaxconv as jc
+from jaxconv.data.folder import WORKER_NICENESS
 from jaxconv.errors import DatasetError, DatasetNotFoundError
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "runs"))
@@ -100,3 +102,25 @@ def test_an_epoch_continues_from_the_position_after_any_batch(folder):
     for (images, labels), (want_images, want_labels) in zip(rest, given[position["batches"] :], strict=True):
         np.testing.assert_array_equal(images, want_images)
         np.testing.assert_array_equal(labels, want_labels)
+
+
+def test_decoding_workers_yield_the_cpu_to_the_training_step(folder):
+    """A Grain worker decoding a folder runs WORKER_NICENESS above this process."""
+    data = jc.data.load("imagefolder", "train", root=folder, image_size=(8, 8, 3), workers=2, cache=False)
+    epoch = data.epoch_batches(4, None, None)
+    next(epoch)
+    niceness = {pid: _niceness(pid) for pid in _descendants(os.getpid())}
+    epoch.close()
+    assert os.nice(0) + WORKER_NICENESS in niceness.values(), niceness  # beside Python's resource tracker
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes started by ``pid`` (by any of its threads), and theirs."""
+    children = [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+                for child in (task / "children").read_text().split()]  # fmt: skip
+    return children + [grandchild for child in children for grandchild in _descendants(child)]
+
+
+def _niceness(pid: int) -> int:
+    """A process's niceness: field 19 of /proc/PID/stat (after the parenthesised command)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
