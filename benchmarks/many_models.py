@@ -5,7 +5,7 @@ Trains the default model (`convnet`; Fashion-MNIST-shaped (B, 28, 28, 1) uint8 i
 inside the step; AdamW with the default one-cycle schedule) two ways: the train step `fit` runs
 (`jaxconv.train.make_train_step`) on one model, and the step `fit_many` runs on ``--models``
 models (each its own batch, stacked: (M, B, 28, 28, 1)), held in one program as ``--strategy``
-says (`jaxconv.runs.many.over_models`: ``vmap``, or ``loop``, the CPU's default), optionally in
+says (`jaxconv.runs.model_axis.over_models`: ``vmap``, or ``loop``, the CPU's default), optionally in
 chunks (``--chunk``).
 Each round times ``--steps`` consecutive steps of each (rounds interleaved, medians); the
 figure is the aggregate throughput ratio: (M * B / time of the M-model step) / (B / time of the
@@ -53,8 +53,8 @@ def main() -> None:
     net = jc.models.get(args.model, num_classes=10)
     configs = jc.runs.model_configs(config, seeds=range(args.models))
     program = many._program(net, data, config, configs, False, None)
-    strategy = many.default_strategy() if args.strategy == "auto" else args.strategy
-    over = many.over_models(strategy, args.chunk or args.models)
+    strategy = model_axis.default_strategy() if args.strategy == "auto" else args.strategy
+    over = model_axis.over_models(strategy, args.chunk or args.models)
     many_step = many._many_train_step(program.step_of_one, program.hypers, over, False)
     one_step = jc.train.make_train_step(
         net, jc.runs.optimizer_for(config, program.steps), preprocess=program.preprocess,

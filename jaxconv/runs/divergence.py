@@ -72,3 +72,24 @@ class Divergence:
 
 DEFAULT_RULE = Divergence()
 """The rule `jaxconv.runs.fit` applies unless told otherwise."""
+
+
+def diverged_models(
+    rule: Divergence | None,
+    history: Sequence[Mapping[str, Any]],
+    num_classes: int,
+    before: Sequence[str | None],
+) -> list[str | None]:
+    """Why each of M models trained together (`fit_many`'s records: each metric a list of M) has
+    diverged after the last record, None for a model that has not; a reason in ``before`` (the
+    judgement after the record before) is kept. ``rule`` None judges a non-finite loss alone."""
+    reasons = list(before)
+    for model, reason in enumerate(before):
+        if reason is not None:
+            continue
+        own = [{name: record[name][model] for name in ("train_loss", "test_top1")} for record in history]
+        if rule is not None:
+            reasons[model] = rule.check(own, num_classes)
+        elif not math.isfinite(float(own[-1]["train_loss"])):
+            reasons[model] = f"the training loss of epoch {len(own)} is {own[-1]['train_loss']}"
+    return reasons

@@ -64,22 +64,27 @@ def parse_grid(text: str) -> dict[str, list[float]]:
     return grid
 
 
-def summarize(configs: Sequence[TrainConfig], values: Sequence[float]) -> list[dict[str, Any]]:
+def summarize(
+    configs: Sequence[TrainConfig], values: Sequence[float], diverged: Sequence[str | None] = ()
+) -> list[dict[str, Any]]:
     """Per grid point (the `GRID_FIELDS` that differ between ``configs``), the seeds' count,
-    mean, standard deviation (ddof 0), min and max of ``values`` (one per config)."""
+    mean, standard deviation (ddof 0), min and max of ``values`` (one per config), and, when a
+    model has diverged (``diverged``: a reason or None per config), how many of the point's did."""
     fields = varying(configs)
-    groups: dict[tuple[float, ...], list[float]] = {}
-    for model_config, value in zip(configs, values, strict=True):
-        groups.setdefault(tuple(getattr(model_config, name) for name in fields), []).append(value)
+    groups: dict[tuple[float, ...], list[tuple[float, bool]]] = {}
+    failed = list(diverged) or [None] * len(configs)
+    for model_config, value, reason in zip(configs, values, failed, strict=True):
+        point = tuple(getattr(model_config, name) for name in fields)
+        groups.setdefault(point, []).append((value, reason is not None))
     rows = []
     for point, group in groups.items():
-        array = np.asarray(group, np.float64)
+        array = np.asarray([value for value, _ in group], np.float64)
         statistics = {"mean": array.mean(), "std": array.std(), "min": array.min(), "max": array.max()}
-        rows.append(
-            dict(zip(fields, point, strict=True))
-            | {"models": len(group)}
-            | {name: float(value) for name, value in statistics.items()}
-        )
+        row = dict(zip(fields, point, strict=True)) | {"models": len(group)}
+        row |= {name: float(value) for name, value in statistics.items()}
+        if any(reason is not None for reason in failed):
+            row["diverged"] = sum(bad for _, bad in group)
+        rows.append(row)
     return rows
 
 

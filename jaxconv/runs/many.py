@@ -21,6 +21,7 @@ the result is the same.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any, NamedTuple
@@ -31,12 +32,21 @@ import numpy as np
 
 from jaxconv.core import Layer
 from jaxconv.data import Dataset, epoch_order, num_batches, parse_mix, prefetch_to_device
-from jaxconv.errors import ConfigError
+from jaxconv.errors import ConfigError, DivergenceError
 from jaxconv.runs.config import TrainConfig, optimizer_for
-from jaxconv.runs.directory import Run, saving
-from jaxconv.runs.grid import GRID_FIELDS, check_models, format_table, model_configs, summarize, write_models
+from jaxconv.runs.directory import Run, is_writer, saving
+from jaxconv.runs.divergence import DEFAULT_RULE, FIX, Divergence, diverged_models
+from jaxconv.runs.grid import (
+    GRID_FIELDS,
+    check_models,
+    format_table,
+    model_configs,
+    summarize,
+    varying,
+    write_models,
+)
 from jaxconv.runs.loop import _epoch, _keep, _start, _steps_per_epoch, _Training, _views
-from jaxconv.runs.model_axis import Placement
+from jaxconv.runs.model_axis import Over, Placement, default_strategy, over_models
 from jaxconv.train import (
     Evaluation,
     Preprocess,
@@ -48,8 +58,6 @@ from jaxconv.train import (
     train_step_function,
 )
 
-STRATEGIES = ("vmap", "loop")
-
 
 @dataclasses.dataclass
 class ManyResult:
@@ -59,6 +67,7 @@ class ManyResult:
       train_state: the M models' train states stacked on a leading axis (`model` slices one).
       history: one record per epoch, as `fit`'s, each metric a list of M (one per model).
       evaluations: each model's last `Evaluation` (None if no epoch ran).
+      diverged: why each model diverged (`jaxconv.runs.divergence`), None for one that did not.
       configs: each model's configuration: the seed and grid point it was trained with.
       chunk_size: how many models one chunk of the step trained at once (M: all together).
       run: the run directory written, if any.
@@ -69,6 +78,7 @@ class ManyResult:
     evaluations: list[Evaluation] | None
     configs: list[TrainConfig]
     chunk_size: int
+    diverged: list[str | None]
     run: Run | None = None
 
     def model(self, index: int) -> TrainState:
@@ -78,7 +88,7 @@ class ManyResult:
     def summary(self, metric: str = "test_top1") -> list[dict[str, Any]]:
         """Per grid point: its values, the number of seeds and the mean, standard deviation
         (over seeds, ddof 0), min and max of ``metric`` in the last epoch's record."""
-        return summarize(self.configs, self.history[-1][metric] if self.history else [])
+        return summarize(self.configs, self.history[-1][metric] if self.history else [], self.diverged)
 
     def table(self, metric: str = "test_top1") -> str:
         """`summary` as a text table."""
@@ -102,6 +112,7 @@ def fit_many(
     resume: bool = False,
     stop_after_epoch: int | None = None,
     progress: bool = True,
+    divergence_rule: Divergence | None = DEFAULT_RULE,
 ) -> ManyResult:
     """Train one model per (grid point, seed) of ``config`` together; evaluate them each epoch.
 
@@ -120,11 +131,15 @@ def fit_many(
         ``'auto'``: ``'loop'`` on a CPU, ``'vmap'`` on an accelerator.
       run, resume, stop_after_epoch, progress: as in `fit`; the run directory also gets
         ``models.json``, and a resumed run must be given the same seeds and grid.
+      divergence_rule: judges each model after each epoch, as `fit` does its run (None: only a
+        non-finite loss). A model that diverged is named on stderr and in the epoch's record
+        (``diverged``: M reasons or None) and trains on, apart from the others.
 
     Raises:
       ConfigError: a bad configuration, grid or seed list, a grid field that changes the
         program (only `GRID_FIELDS` can), DP-SGD, an axis that does not split over the
         devices, or a memory budget too small for one model.
+      DivergenceError: every model has diverged (its epoch's record is logged, not checkpointed).
     """
     configs = model_configs(config, seeds, grid)
     placement = Placement.of(config.devices, shard, len(configs), config.batch_size)
@@ -143,14 +158,38 @@ def fit_many(
     with saving(run):  # the last checkpoint is written before `fit_many` returns or raises
         train_state, history, first_epoch, _ = _start(run, resume, config, placement.put_state(program.train_state))
         write_models(run, resume, configs)
+        diverged = history[-1].get("diverged", [None] * len(configs)) if history else [None] * len(configs)
         for epoch in range(first_epoch, min(config.epochs, stop_after_epoch or config.epochs)):
             train_state, record, evaluation = _epoch(
                 training, train_state, epoch, config, test_data, run, progress
             )
-            history.append(_plain(record))
+            record = _plain(record)
+            now = diverged_models(divergence_rule, [*history, record], test_data.num_classes, diverged)
+            diverged = _announce(now, diverged, configs, record, run)
+            history.append(record)
             _keep(run, record, train_state, history)
     evaluations = per_model(evaluation) if evaluation is not None else None
-    return ManyResult(train_state, history, evaluations, configs, chunk, run)
+    return ManyResult(train_state, history, evaluations, configs, chunk, diverged, run)
+
+
+def _announce(
+    now: list[str | None], before: list[str | None], configs: Sequence[TrainConfig],
+    record: dict[str, Any], run: Run | None,
+) -> list[str | None]:  # fmt: skip
+    """Name the models that diverged in this epoch (stderr), add every model's reason to the
+    epoch's ``record`` once one has, and raise `DivergenceError` once all have."""
+    fields = varying(configs)
+    for model, (reason, earlier) in enumerate(zip(now, before, strict=True)):
+        if reason is not None and earlier is None and is_writer():
+            point = ", ".join(f"{name} {getattr(configs[model], name):g}" for name in ("seed", *fields))
+            print(f"jaxconv: model {model} ({point}) diverged: {reason}; the others train on", file=sys.stderr)
+    if any(reason is not None for reason in now):
+        record["diverged"] = now
+    if all(reason is not None for reason in now):
+        if run is not None and is_writer():
+            run.log(record)
+        raise DivergenceError(f"every model diverged (model 0: {now[0]}). To fix it, {FIX}")
+    return now
 
 
 def model_bytes(
@@ -277,47 +316,6 @@ def _model_step(net: Layer, config: TrainConfig, steps: int, preprocess: Preproc
     return step
 
 
-Over = Callable[[Callable[..., Any], tuple, tuple], Any]  # (function, per-model args, shared args)
-
-
-def over_models(strategy: str, chunk: int) -> Over:
-    """``over(function, per_model_args, shared_args)``: ``function(*per_model_args[m],
-    *shared_args)`` for every model m, stacked on a leading axis.
-
-    ``'vmap'``: one ``vmap`` over the models, or ``lax.map`` over chunks of ``chunk`` of them.
-    ``'loop'``: each model's own computation, one after the other in the same program (compile
-    time grows with the models; XLA:CPU runs a batched convolution, which ``vmap`` makes of the
-    models' kernels, far slower than M plain ones); chunks of ``chunk`` models are kept apart by
-    an optimisation barrier, so only one chunk's activations are live at a time.
-    """
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"strategy={strategy!r}: use one of {STRATEGIES}")
-
-    def over(function: Callable[..., Any], per_model_args: tuple, shared_args: tuple) -> Any:
-        def one(args: tuple) -> Any:
-            return function(*args, *shared_args)
-
-        models = len(jax.tree_util.tree_leaves(per_model_args)[0])
-        if strategy == "loop":
-            return _loop(one, per_model_args, models, chunk)
-        if chunk >= models:
-            return jax.vmap(one)(per_model_args)
-        return jax.lax.map(one, per_model_args, batch_size=chunk)
-
-    return over
-
-
-def _loop(one: Callable[[tuple], Any], per_model_args: tuple, models: int, chunk: int) -> Any:
-    """``one`` applied to each model's slice in turn, chunk after chunk, stacked."""
-    outputs: list[Any] = []
-    for start in range(0, models, chunk):
-        if outputs:  # the next chunk's inputs wait for the last chunk's outputs
-            outputs[-1], per_model_args = jax.lax.optimization_barrier((outputs[-1], per_model_args))
-        for model in range(start, min(start + chunk, models)):
-            outputs.append(one(jax.tree_util.tree_map(lambda leaf, m=model: leaf[m], per_model_args)))
-    return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *outputs)
-
-
 def _many_train_step(
     step_of_one: Callable[..., Any], hypers: dict, over: Over, shared_order: bool
 ) -> Callable[..., Any]:
@@ -366,11 +364,6 @@ def _many_batches(
             yield images[index], labels[index]
 
     return prefetch_to_device(generate(), 2, sharding)
-
-
-def default_strategy() -> str:
-    """``'loop'`` where the default device is a CPU, else ``'vmap'`` (see `over_models`)."""
-    return "loop" if jax.default_backend() == "cpu" else "vmap"
 
 
 def _chunk(chunk_size: int | None, memory_budget: int | None, program: _Program) -> int:

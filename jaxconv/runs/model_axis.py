@@ -1,5 +1,7 @@
-"""Where `fit_many`'s arrays live on several devices: the model axis or the batch axis split.
+"""The model axis of `fit_many`: how one program holds its models, and where their arrays live
+on several devices.
 
+    over = over_models("loop", chunk=4)                     # each model's step in turn, or "vmap"
     placement = Placement.of(devices=4, shard="models", models=8)
     train_state = placement.put_state(train_state)          # 2 models per device
     sharding = placement.batch(shared_order=False)          # (M, B, ...) batches split like it
@@ -14,8 +16,11 @@ batch as on one device. Either gives the models of one device, to float toleranc
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import Any
 
 import jax
+import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxconv.core import PyTree
@@ -24,6 +29,7 @@ from jaxconv.distributed.placement import put_tree
 from jaxconv.errors import ConfigError
 
 SHARDS = ("models", "batch")
+STRATEGIES = ("vmap", "loop")  # how one program holds the models: `over_models`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,3 +74,49 @@ class Placement:
         if self.shard == "models":
             return NamedSharding(self.mesh, PartitionSpec() if shared_order else PartitionSpec(DATA))
         return NamedSharding(self.mesh, PartitionSpec(DATA) if shared_order else PartitionSpec(None, DATA))
+
+
+def default_strategy() -> str:
+    """``'loop'`` where the default device is a CPU, else ``'vmap'`` (see `over_models`)."""
+    return "loop" if jax.default_backend() == "cpu" else "vmap"
+
+
+Over = Callable[[Callable[..., Any], tuple, tuple], Any]  # (function, per-model args, shared args)
+
+
+def over_models(strategy: str, chunk: int) -> Over:
+    """``over(function, per_model_args, shared_args)``: ``function(*per_model_args[m],
+    *shared_args)`` for every model m, stacked on a leading axis.
+
+    ``'vmap'``: one ``vmap`` over the models, or ``lax.map`` over chunks of ``chunk`` of them.
+    ``'loop'``: each model's own computation, one after the other in the same program (compile
+    time grows with the models; XLA:CPU runs a batched convolution, which ``vmap`` makes of the
+    models' kernels, far slower than M plain ones); chunks of ``chunk`` models are kept apart by
+    an optimisation barrier, so only one chunk's activations are live at a time.
+    """
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"strategy={strategy!r}: use one of {STRATEGIES}")
+
+    def over(function: Callable[..., Any], per_model_args: tuple, shared_args: tuple) -> Any:
+        def one(args: tuple) -> Any:
+            return function(*args, *shared_args)
+
+        models = len(jax.tree_util.tree_leaves(per_model_args)[0])
+        if strategy == "loop":
+            return _loop(one, per_model_args, models, chunk)
+        if chunk >= models:
+            return jax.vmap(one)(per_model_args)
+        return jax.lax.map(one, per_model_args, batch_size=chunk)
+
+    return over
+
+
+def _loop(one: Callable[[tuple], Any], per_model_args: tuple, models: int, chunk: int) -> Any:
+    """``one`` applied to each model's slice in turn, chunk after chunk, stacked."""
+    outputs: list[Any] = []
+    for start in range(0, models, chunk):
+        if outputs:  # the next chunk's inputs wait for the last chunk's outputs
+            outputs[-1], per_model_args = jax.lax.optimization_barrier((outputs[-1], per_model_args))
+        for model in range(start, min(start + chunk, models)):
+            outputs.append(one(jax.tree_util.tree_map(lambda leaf, m=model: leaf[m], per_model_args)))
+    return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *outputs)

@@ -86,16 +86,14 @@ def _number(value: Any) -> float | np.ndarray:
 
 
 def check_finite(loss: Any, epoch: int, step_in_epoch: int, run: Run | None) -> None:
-    """Raise `NonFiniteLossError` for a NaN or infinite ``loss`` (a scalar, or the (M,) losses of
-    M models trained together), saying what checkpoint is kept."""
+    """Raise `NonFiniteLossError` for a NaN or infinite ``loss``: a scalar, or the (M,) losses of
+    M models trained together when every one is (`fit_many` judges a model alone that fails
+    after its epoch, and the others go on), saying what checkpoint is kept."""
     finite = np.isfinite(loss)
-    if np.all(finite):
+    if np.any(finite):
         return
-    models = ""
-    if np.ndim(loss):
-        bad = np.flatnonzero(~finite)
-        loss = np.asarray(loss)[bad[0]]
-        models = f" (model{'s' * (len(bad) > 1)} {', '.join(map(str, bad))} of {len(finite)})"
+    models = f" (every one of the {np.size(loss)} models)" if np.ndim(loss) else ""
+    loss = np.ravel(loss)[0]
     kept = (
         f"; the checkpoint of the last good epoch is kept in {run.checkpoint}"
         if run is not None and run.checkpoint is not None

@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from jaxconv.errors import NonFiniteLossError
+from jaxconv.errors import DivergenceError
 from jaxconv.runs.directory import CURVES, Options, Run, is_writer
 from jaxconv.runs.experiment import PathLike, _load
 from jaxconv.runs.figures import plot_model_curves
@@ -62,9 +62,10 @@ def train_many_run(
             net, train_data, test_data, config,
             **options, run=run, resume=resume, stop_after_epoch=stop_after_epoch, progress=progress,
         )  # fmt: skip
-    except (NonFiniteLossError, KeyboardInterrupt):
+    except (DivergenceError, KeyboardInterrupt) as error:
         if is_writer() and run.path.is_dir():
-            report_many(run, status="stopped", seconds=time.perf_counter() - started)
+            status = "failed" if isinstance(error, DivergenceError) else "stopped"
+            report_many(run, status=status, seconds=time.perf_counter() - started)
         raise
     if is_writer():
         status = "complete" if len(result.history) == config.epochs else "paused"
@@ -73,8 +74,8 @@ def train_many_run(
 
 
 def report_many(run: Run, *, status: str, seconds: float) -> dict[str, Any]:
-    """Write ``results.json`` (each model's last metrics, the mean, std, min and max of the test
-    accuracy per grid point) and ``curves.png`` of a run of many models, from what it has logged."""
+    """Write ``results.json`` (each model's last metrics and why it diverged, if it did; the mean,
+    std, min and max of the test accuracy per grid point) and ``curves.png`` of a run of many models, from what it has logged."""
     history = run.history()
     models = json.loads((run.path / MODELS).read_text())
     results: dict[str, Any] = {
@@ -85,12 +86,14 @@ def report_many(run: Run, *, status: str, seconds: float) -> dict[str, Any]:
     if history:
         last = history[-1]
         metrics = ("test_top1", "test_top5", "test_loss", "train_loss")
+        diverged = last.get("diverged", [None] * len(models))
         results["models"] = [
-            model | {name: last[name][index] for name in metrics} for index, model in enumerate(models)
+            model | {name: last[name][index] for name in metrics} | {"diverged": diverged[index]}
+            for index, model in enumerate(models)
         ]
         saved = run.saved_config()
         configs = [dataclasses.replace(saved, **model) for model in models]
-        results["summary"] = summarize(configs, last["test_top1"])
+        results["summary"] = summarize(configs, last["test_top1"], diverged)
         results["images_per_second_all_models"] = last["train_images_per_second"] * len(models)
         labels = [", ".join(f"{name} {value:g}" for name, value in model.items()) for model in models]
         plot_model_curves(history, labels, run.path / CURVES)

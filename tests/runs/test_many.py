@@ -17,11 +17,11 @@ import pytest
 from synthetic import dataset, tiny_net
 
 import jaxconv as jc
-from jaxconv.errors import ConfigError, NonFiniteLossError
+from jaxconv.errors import ConfigError, DivergenceError, NonFiniteLossError
 from jaxconv.runs import Run, TrainConfig, fit, fit_many, model_configs, parse_grid
 from jaxconv.runs.grid import format_table, summarize
-from jaxconv.runs.many import default_strategy, model_bytes, over_models
-from jaxconv.runs.model_axis import Placement
+from jaxconv.runs.many import model_bytes
+from jaxconv.runs.model_axis import Placement, default_strategy, over_models
 from jaxconv.runs.progress import check_finite
 
 TRAIN, TEST = dataset(64), dataset(40, "test", seed=1)
@@ -174,7 +174,22 @@ def test_grids_and_seeds_are_checked():
             bad()
 
 
-def test_a_non_finite_loss_names_the_models():
-    with pytest.raises(NonFiniteLossError, match=r"became nan at step 3 of epoch 1 \(models 1, 2 of 3\)"):
-        check_finite(np.array([0.5, np.nan, np.inf]), 0, 3, None)
-    check_finite(np.array([0.5, 0.25]), 0, 3, None)  # finite: nothing raised
+def test_a_non_finite_loss_stops_the_models_only_when_every_one_has_it():
+    with pytest.raises(NonFiniteLossError, match=r"became nan at step 3 of epoch 1 \(every one of the 2 models\)"):
+        check_finite(np.array([np.nan, np.inf]), 0, 3, None)
+    check_finite(np.array([0.5, np.nan, np.inf]), 0, 3, None)  # judged per model after the epoch
+
+
+def test_a_diverged_model_is_named_and_the_others_train_on(tmp_path, capsys):
+    """A grid point with a learning rate far too high diverges; the other trains as `fit` would."""
+    grid = {"lr": [3e-2, 1e4]}
+    run = Run(tmp_path / "run")
+    result = fit_many(tiny_net(), TRAIN, TEST, CONFIG, seeds=[3], grid=grid, run=run, progress=False)
+    assert result.diverged[0] is None and "training loss of epoch 1" in result.diverged[1]
+    assert "model 1 (seed 3, lr 10000) diverged" in capsys.readouterr().err
+    alone = fit(tiny_net(), TRAIN, TEST, CONFIG, progress=False)
+    assert_close(result.model(0).params, alone.train_state.params)
+    assert [row["diverged"] for row in result.summary()] == [0, 1]
+    assert run.history()[-1]["diverged"] == result.diverged
+    with pytest.raises(DivergenceError, match=r"every model diverged \(model 0: the training loss"):
+        fit_many(tiny_net(), TRAIN, TEST, CONFIG, seeds=[3, 5], grid={"lr": [1e4]}, progress=False)
