@@ -38,6 +38,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     # its Fashion-MNIST counterpart for a CPU: the measured 0.8620 run at epsilon 3 (experiments/
     # README.md, DP-SGD row) with De et al.'s additions, augmult 2 of 2-pixel crops and EMA 0.999.
     # Run: 0.8365 (the EMA 0.7849) in 62 min, below the run without them: at 1,160 steps they cost
+    # accuracy (experiments/README.md, the DP-SGD rows)
     "dp_fashion_mnist": {
         "model": "dp_cnn", "dataset": "fashion_mnist", "epochs": 40, "batch_size": 2048, "lr": 4.0,
         "optimizer": "sgd", "momentum": 0.9, "schedule": "constant", "weight_decay": 0.0,
