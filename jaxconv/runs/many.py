@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxconv.core import Layer
+from jaxconv.core import Layer, Params, State
 from jaxconv.data import Dataset, epoch_order, num_batches, parse_mix, prefetch_to_device
 from jaxconv.errors import ConfigError, DivergenceError
 from jaxconv.runs.config import TrainConfig, optimizer_for
@@ -103,6 +103,8 @@ def fit_many(
     *,
     seeds: Sequence[int] | None = None,
     grid: Mapping[str, Sequence[float]] | None = None,
+    initial: tuple[Params, State] | None = None,
+    on_epoch: Callable[[dict[str, Any], TrainState], None] | None = None,
     shared_order: bool = False,
     chunk_size: int | None = None,
     memory_budget: int | None = None,
@@ -121,6 +123,9 @@ def fit_many(
         augmentation and dropout come from its seed exactly as in `fit`.
       grid: values to try per field of `GRID_FIELDS`, e.g. ``{"lr": [0.05, 0.1, 0.2]}``; every
         combination is trained with every seed.
+      initial, on_epoch: as in `fit`: every model starts from ``initial`` (params, state), e.g.
+        one pretrained net fine-tuned with several seeds; ``on_epoch(record, train_state)`` sees
+        the record of lists and the stacked train state.
       shared_order: every model visits the data in the first seed's order (one batch per step
         for all models instead of one per model).
       chunk_size: train at most this many models at once (None: all, or what ``memory_budget``
@@ -143,7 +148,7 @@ def fit_many(
     """
     configs = model_configs(config, seeds, grid)
     placement = Placement.of(config.devices, shard, len(configs), config.batch_size)
-    program = _program(net, train_data, config, configs, shared_order, placement.batch(shared_order))
+    program = _program(net, train_data, config, configs, shared_order, placement.batch(shared_order), initial)
     chunk = _chunk(chunk_size, memory_budget, program)
     over = over_models(_strategy(strategy, config.devices), chunk)
     training = _Training(
@@ -168,6 +173,8 @@ def fit_many(
             diverged = _announce(now, diverged, configs, record, run)
             history.append(record)
             _keep(run, record, train_state, history)
+            if on_epoch is not None:
+                on_epoch(record, train_state)
     evaluations = per_model(evaluation) if evaluation is not None else None
     return ManyResult(train_state, history, evaluations, configs, chunk, diverged, run)
 
@@ -240,13 +247,15 @@ def _program(
     configs: Sequence[TrainConfig],
     shared_order: bool,
     sharding: jax.sharding.Sharding | None,
+    initial: tuple[Params, State] | None = None,
 ) -> _Program:
-    """Each model initialised as `fit` does (its seed split into the model and data keys), stacked."""
+    """Each model initialised as `fit` does (its seed split into the model and data keys, or
+    ``initial``), stacked."""
     steps = _steps_per_epoch(_refuse_unsupported(config), data)
     input_shape = (-1, *data.images.shape[1:])
     model_keys, data_keys = zip(*(jax.random.split(jax.random.key(c.seed)) for c in configs), strict=True)
     states = [
-        init_train_state(net, optimizer_for(c, steps), input_shape, key)
+        init_train_state(net, optimizer_for(c, steps), input_shape, key, initial)
         for c, key in zip(configs, model_keys, strict=True)
     ]
     augmentation = config.augmentation

@@ -9,6 +9,7 @@ noise, which differs between a batched and an unbatched convolution.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax
@@ -78,6 +79,21 @@ def test_each_model_is_the_fit_run_of_its_seed_and_grid_point(many, model):
             assert mine[name] == pytest.approx(theirs[name], abs=1e-5), name
     assert many.evaluations[model].top1 == pytest.approx(alone.evaluation.top1)
     np.testing.assert_array_equal(many.evaluations[model].predictions, alone.evaluation.predictions)
+
+
+def test_every_model_starts_from_initial_weights_and_on_epoch_sees_each_epoch():
+    """Two seeds fine-tuned from one set of weights (another seed's init), as `fit` would."""
+    _, params, state = tiny_net().init(jax.random.key(11), (-1, *TRAIN.images.shape[1:]))
+    seen = []
+    result = fit_many(
+        tiny_net(), TRAIN, TEST, CONFIG, seeds=[3, 5], initial=(params, state), progress=False,
+        on_epoch=lambda record, train_state: seen.append((record["epoch"], train_state.step.shape)),
+    )  # fmt: skip
+    assert seen == [(1, (2,)), (2, (2,))]
+    for model, seed in enumerate([3, 5]):
+        config = dataclasses.replace(CONFIG, seed=seed)
+        alone = fit(tiny_net(), TRAIN, TEST, config, initial=(params, state), progress=False)
+        assert_close(result.model(model), alone.train_state)
 
 
 def test_one_checkpoint_holds_every_model_and_the_records_list_them(many):
