@@ -1,4 +1,4 @@
-"""The EMA of the weights (`with_ema`) against the NumPy recurrence, and in `fit`; Lookahead
+"""The EMA of the weights (`with_ema`) against its NumPy definition (a bias-corrected weighted sum), and in `fit`; Lookahead
 (`with_lookahead`) against a NumPy loop."""
 
 from __future__ import annotations
@@ -33,12 +33,20 @@ def test_the_average_follows_the_numpy_recurrence():
     train_state = init_train_state(net, optimizer, (-1, 4, 4, 1), jax.random.key(0))
     step = make_train_step(net, optimizer, donate=False)
     rng = np.random.default_rng(0)
-    average = [np.array(leaf) for leaf in jax.tree_util.tree_leaves(train_state.params)]  # a_0 = p_0
-    for _ in range(6):
+    steps = []  # the params after each step: the average is their weighted sum, bias corrected
+    for t in range(1, 7):
         images = rng.normal(size=(8, 4, 4, 1)).astype(np.float32)
         train_state, _ = step(train_state, images, rng.integers(0, 3, 8))
-        params = [np.asarray(leaf, np.float64) for leaf in jax.tree_util.tree_leaves(train_state.params)]
-        average = [decay * a + (1 - decay) * p for a, p in zip(average, params, strict=True)]
+        steps.append([np.asarray(leaf, np.float64) for leaf in jax.tree_util.tree_leaves(train_state.params)])
+        if t == 1:  # the initial params weigh nothing: the average of one step is its params
+            first = jax.tree_util.tree_leaves(ema_params(train_state.opt_state))
+            for mine, reference in zip(first, steps[0], strict=True):
+                np.testing.assert_allclose(np.asarray(mine), reference, rtol=1e-6)
+    weights = [(1 - decay) * decay ** (len(steps) - k) for k in range(1, len(steps) + 1)]
+    average = [
+        sum(w * leaves[i] for w, leaves in zip(weights, steps, strict=True)) / (1 - decay ** len(steps))
+        for i in range(len(steps[0]))
+    ]
     kept = jax.tree_util.tree_leaves(ema_params(train_state.opt_state))
     for mine, reference in zip(kept, average, strict=True):
         np.testing.assert_allclose(np.asarray(mine), reference, rtol=1e-5, atol=1e-6)
