@@ -41,7 +41,7 @@ def main() -> None:
 
     import jaxconv as jc
     from jaxconv.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, Dataset
-    from jaxconv.runs import many
+    from jaxconv.runs import many, model_axis
 
     rng = np.random.default_rng(0)
     count = args.batch_size * args.models
