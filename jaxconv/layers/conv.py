@@ -100,12 +100,15 @@ def Conv(
     def apply(params, state, x, *, key=None, train=False):
         return _convolve(_conv_geometry(spec, strict, x.shape), spec, params, x, precision), {}
 
-    tap = groups == 1 and dimension_numbers is None
-    traits = Traits(
-        window="kernel_size", field="window", macs="output_positions", tap=tap,
-        tap_kernel=standardized_filters if weight_standardization else None,
-    )  # fmt: skip
-    return layer("Conv", init, apply, traits=traits, **spec)
+    return layer("Conv", init, apply, traits=_traits(spec), **spec)
+
+
+def _traits(spec: dict[str, Any]) -> Traits:
+    """A Conv's traits: tapped with one group and the default layout, its filters standardised
+    before the taps' product if ``weight_standardization``."""
+    tap = spec["groups"] == 1 and spec["dimension_numbers"] is None
+    kernel = standardized_filters if spec["weight_standardization"] else None
+    return Traits(window="kernel_size", field="window", macs="output_positions", tap=tap, tap_kernel=kernel)
 
 
 class _ConvGeometry(NamedTuple):

@@ -152,29 +152,25 @@ def fit_many(
     chunk = _chunk(chunk_size, memory_budget, program)
     over = over_models(_strategy(strategy, config.devices), chunk)
     training = _Training(
-        _many_train_step(program.step_of_one, program.hypers, over, shared_order),
-        program.batches,
-        _many_eval_step(net, program.preprocess, over, config),
-        program.steps,
-        None,
-    )
+        _many_train_step(program.step_of_one, program.hypers, over, shared_order), program.batches,
+        _many_eval_step(net, program.preprocess, over, config), program.steps, None,
+    )  # fmt: skip
     check_models(run, resume, configs)
     evaluation = None
     with saving(run):  # the last checkpoint is written before `fit_many` returns or raises
         train_state, history, first_epoch, _ = _start(run, resume, config, placement.put_state(program.train_state))
         write_models(run, resume, configs)
-        diverged = history[-1].get("diverged", [None] * len(configs)) if history else [None] * len(configs)
+        diverged = (history[-1] if history else {}).get("diverged", [None] * len(configs))
         for epoch in range(first_epoch, min(config.epochs, stop_after_epoch or config.epochs)):
             train_state, record, evaluation = _epoch(
                 training, train_state, epoch, config, test_data, run, progress
             )
-            record = _plain(record)
-            now = diverged_models(divergence_rule, [*history, record], test_data.num_classes, diverged)
-            diverged = _announce(now, diverged, configs, record, run)
-            history.append(record)
-            _keep(run, record, train_state, history)
+            history.append(_plain(record))
+            now = diverged_models(divergence_rule, history, test_data.num_classes, diverged)
+            diverged = _announce(now, diverged, configs, history[-1], run)
+            _keep(run, history[-1], train_state, history)
             if on_epoch is not None:
-                on_epoch(record, train_state)
+                on_epoch(history[-1], train_state)
     evaluations = per_model(evaluation) if evaluation is not None else None
     return ManyResult(train_state, history, evaluations, configs, chunk, diverged, run)
 

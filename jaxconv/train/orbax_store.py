@@ -14,7 +14,8 @@ anything is read). Orbax writes a step into a temporary directory and renames it
 when it is complete, so a save killed half-way leaves the previous step the
 latest; the temporary directory is removed when the store is opened again.
 `save` returns once the arrays are copied on their devices (``jax.device_put``,
-dispatched, not waited for: the train step may donate the originals then); Orbax's
+dispatched, not waited for: the train step may donate the originals then; in a run of
+several processes Orbax takes them in the caller's thread, its barriers in order); Orbax's
 own work on the copies (its per-array bookkeeping, about 0.25 ms an array, and
 the transfer to the host) and the writing run in background threads, and an error
 there comes out of the next `save`, `wait` or `close`, the previous step kept.
@@ -71,8 +72,11 @@ class OrbaxStore:
             create=False,
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
-        # hands each save to Orbax off the caller's thread; one at a time, in order
-        self._starter = ThreadPoolExecutor(1, "jaxconv-orbax") if asynchronous else None
+        # hands each save to Orbax off the caller's thread, one at a time, in order; in one process
+        # only: Orbax's save holds barriers that every process must reach in the same order as the
+        # caller's own (e.g. writing best.npz)
+        handoff = asynchronous and jax.process_count() == 1
+        self._starter = ThreadPoolExecutor(1, "jaxconv-orbax") if handoff else None
         self._starting: Future[None] | None = None
 
     def steps(self) -> list[int]:

@@ -68,11 +68,12 @@ def test_gradient_matches_finite_differences():
     np.testing.assert_allclose(grad, np.asarray(numeric), rtol=5e-2, atol=5e-3)
 
 
-def test_not_tapped_but_per_example_grads_still_exact():
-    """The taps' patch-times-gradient einsum gives the standardised kernel's gradient, not the raw
-    parameter's: a weight-standardised Conv is left to vmap, and 'einsum' equals 'vmap'."""
+def test_tapped_and_per_example_grads_exact():
+    """The taps' patch-times-gradient einsum gives the standardised kernel's gradient, which the
+    taps pull back through the standardisation (`Traits.tap_kernel`): 'einsum' equals 'vmap'."""
     conv = jc.Conv(3, 3, weight_standardization=True)
-    assert not jc.info(conv).traits.tap and jc.info(jc.Conv(3, 3)).traits.tap
+    assert jc.info(conv).traits.tap and jc.info(conv).traits.tap_kernel is not None
+    assert jc.info(jc.Conv(3, 3)).traits.tap_kernel is None
     net = jc.serial(conv, jc.Relu, jc.Flatten, jc.Dense(2))
     _, params, state = net.init(jax.random.key(0), (-1, 5, 5, 1))
     x, y = jax.random.normal(jax.random.key(1), (3, 5, 5, 1)), jnp.array([0, 1, 1])
