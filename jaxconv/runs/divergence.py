@@ -47,8 +47,8 @@ class Divergence:
         loss = float(history[-1]["train_loss"])
         best = min(float(record["train_loss"]) for record in history)
         epoch = len(history)
-        if not math.isfinite(loss):
-            return f"the training loss of epoch {epoch} is {loss}"
+        if not_finite := non_finite(history):
+            return not_finite
         if loss > self.loss_factor * uniform:
             return (
                 f"the training loss of epoch {epoch} is {loss:.4g}, more than {self.loss_factor:g} times "
@@ -88,8 +88,11 @@ def diverged_models(
         if reason is not None:
             continue
         own = [{name: record[name][model] for name in ("train_loss", "test_top1")} for record in history]
-        if rule is not None:
-            reasons[model] = rule.check(own, num_classes)
-        elif not math.isfinite(float(own[-1]["train_loss"])):
-            reasons[model] = f"the training loss of epoch {len(own)} is {own[-1]['train_loss']}"
+        reasons[model] = rule.check(own, num_classes) if rule is not None else non_finite(own)
     return reasons
+
+
+def non_finite(history: Sequence[Mapping[str, Any]]) -> str | None:
+    """Rule 1 alone: why the last record's training loss is not finite, None if it is."""
+    loss = float(history[-1]["train_loss"])
+    return None if math.isfinite(loss) else f"the training loss of epoch {len(history)} is {loss}"
