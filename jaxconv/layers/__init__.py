@@ -18,6 +18,7 @@ from jaxconv.layers.local import LocallyConnected
 from jaxconv.layers.norm import BatchNorm, GroupNorm, LayerNorm, LocalResponseNorm
 from jaxconv.layers.pool import AdaptiveAvgPool, AvgPool, GlobalAvgPool, GlobalMaxPool, LpPool, MaxPool
 from jaxconv.layers.regularize import Dropout, StochasticDepth
+from jaxconv.layers.scattering import Scattering
 from jaxconv.layers.transpose import ConvTranspose
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "MaxPool",
     "Relu",
     "Relu6",
+    "Scattering",
     "Sigmoid",
     "Softmax",
     "StochasticDepth",

@@ -1,16 +1,27 @@
-"""The small models: the default ConvNet of ``jaxconv train`` and the DP-SGD CNN.
+"""The small models: the default ConvNet of ``jaxconv train`` and the DP-SGD models.
 
 The default model is a small BatchNorm ConvNet sized for Fashion-MNIST on a
 CPU: the notes' pattern ``INPUT -> [CONV -> BN -> RELU -> POOL]*2 -> FC -> RELU
 -> FC`` with 3x3 filters, 32 and 64 of them, and a 128-unit hidden layer.
-Both are registered for (N, 28, 28, 1) inputs and 10 classes.
+All are registered for (N, 28, 28, 1) inputs and 10 classes.
 """
 
 from __future__ import annotations
 
 from jaxconv.combinators import serial
 from jaxconv.core import Layer
-from jaxconv.layers import BatchNorm, Conv, Dense, Dropout, Flatten, MaxPool, Relu, Tanh
+from jaxconv.layers import (
+    BatchNorm,
+    Conv,
+    Dense,
+    Dropout,
+    Flatten,
+    GroupNorm,
+    MaxPool,
+    Relu,
+    Scattering,
+    Tanh,
+)
 from jaxconv.models.registry import DEFAULT_MODEL, register
 
 
@@ -56,5 +67,17 @@ def dp_cnn(num_classes: int = 10) -> Layer:
     )
 
 
+def scatternet_linear(num_classes: int = 10, groups: int = 27) -> Layer:
+    """Tramer & Boneh's (2021) "ScatterNet + linear": a linear classifier on the fixed scattering
+    features (2 scales, 8 angles: 81 per channel) normalised per example by GroupNorm. Under
+    DP-SGD only the normalisation's and the classifier's 39,862 weights learn, so the noise is
+    spread over few of them.
+
+    Shapes: (N, 28, 28, 1) -> (N, 7, 7, 81) -> (N, num_classes); H and W multiples of 4.
+    """
+    return serial(Scattering(scales=2, angles=8), GroupNorm(groups), Flatten, Dense(num_classes))
+
+
 register(DEFAULT_MODEL, convnet, input_size=(28, 28, 1), num_classes=10)
 register("dp_cnn", dp_cnn, input_size=(28, 28, 1), num_classes=10)
+register("scatternet_linear", scatternet_linear, input_size=(28, 28, 1), num_classes=10)

@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from jaxconv.analysis import summary
 from jaxconv.core import Layer
 from jaxconv.data import Dataset, ImageFolder, epoch_batches
+from jaxconv.errors import LayerPathError
 from jaxconv.inspect import (
     activation_figure,
     activations,
@@ -155,18 +156,22 @@ def _inside_section(trained: Trained, count: int) -> str:
     outputs = activations(trained.net, trained.params, trained.state, x)
     names = trained.test_data.class_names
     figure = activation_figure(outputs, images[0], class_names=names)
-    layer = last_conv_path(trained.net, through_elementwise=True)
+    heading = (
+        "<h2>Inside the net</h2>\n<p>Each volume's depth slices in rows (first 8), as in the notes; "
+        "then the sorted top-5 scores.</p>\n"
+        f"{image_tag(figure, 'activations')}"
+    )
+    try:
+        layer = last_conv_path(trained.net, through_elementwise=True)
+    except LayerPathError:  # no convolution that learns (a linear model on fixed features)
+        return f"{heading}\n<p>No Grad-CAM: the net has no Conv layer.</p>"
     cams = grad_cam(trained.net, trained.params, trained.state, x, layer=layer)
     predicted = np.asarray(outputs[()]).argmax(axis=1)
     titles = [f"#{i}: {names[p]}" for i, p in enumerate(predicted)]
     overlay = overlay_figure(
         images, cams, titles=titles, suptitle=f"Grad-CAM on {'/'.join(layer)} (predicted class)"
     )
-    return (
-        "<h2>Inside the net</h2>\n<p>Each volume's depth slices in rows (first 8), as in the notes; "
-        "then the sorted top-5 scores.</p>\n"
-        f"{image_tag(figure, 'activations')}\n{image_tag(overlay, 'Grad-CAM')}"
-    )
+    return f"{heading}\n{image_tag(overlay, 'Grad-CAM')}"
 
 
 def _summary_section(trained: Trained) -> str:

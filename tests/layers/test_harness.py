@@ -54,6 +54,7 @@ LAYERS: dict[str, tuple[jc.Layer, tuple[int, ...]]] = {
     "layer_norm": (jc.LayerNorm(), IMAGE),
     "layer_norm_volume": (jc.LayerNorm(axis=(1, 2, 3)), IMAGE),
     "group_norm": (jc.GroupNorm(2), IMAGE),
+    "scattering": (jc.Scattering(scales=1, angles=4), (2, 8, 6, 3)),
     "dense": (jc.Dense(7), (2, 5)),
     "flatten": (jc.Flatten, IMAGE),
     "relu": (jc.Relu, IMAGE),

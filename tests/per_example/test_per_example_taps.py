@@ -64,6 +64,10 @@ NETS = {
         jc.Conv(3, 3, padding=1, weight_standardization=True), jc.Relu,
         jc.Conv(4, 1, use_bias=False, weight_standardization=True), jc.Flatten, jc.Dense(3),
     ),
+    # a fixed feature extractor before the tapped layers (Tramer & Boneh's ScatterNet + linear)
+    "scattering": lambda: jc.serial(
+        jc.Scattering(scales=1, angles=4), jc.GroupNorm(2), jc.Flatten, jc.Dense(3)
+    ),
     "remat": lambda: jc.serial(
         jc.Conv(3, 3), jc.remat(jc.serial(jc.Conv(3, 3, padding=1), jc.Relu)), jc.Flatten, jc.Dense(3)
     ),
