@@ -158,3 +158,10 @@ def test_speedrun(tmp_path):
     assert (summary["test_top1"]["min"], summary["test_top1"]["max"]) == (min(top1), max(top1))
     assert results["recipe"]["ema_decay"] == 0.999 and results["recipe"]["tta"] == "flip"
     assert results["reached_target"] is False and results["seconds"] > 0
+
+
+def test_dp_scatternet(tmp_path):
+    results = run_smoke("dp_scatternet", tmp_path, "--only", "3")
+    assert [row["noise_multiplier"] > 0 and row["epsilon"] <= 3.0 for row in results["rows"]] == [True]
+    # one epoch on the features computed once gives the weights of one on the images
+    assert results["same_steps_max_difference"] < 1e-5
