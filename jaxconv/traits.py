@@ -44,6 +44,9 @@ class Traits:
         kernel itself (weight standardisation), that function, kernel -> kernel of the same
         shape: the taps form each example's gradient with respect to its output, then pull it
         back through the function.
+      fixed: a fixed feature extractor: no parameters, no state, no randomness, each example's
+        output a function of its input alone (the scattering transform). Training without
+        augmentation computes it once per example (`jaxconv.runs.fixed_front`).
       mixes_examples: in training, one example's output depends on the rest of the batch
         (BatchNorm's batch statistics): no per-example privacy through it.
       new_volume: a combinator whose own operation makes a new volume (residual's sum).
@@ -60,6 +63,7 @@ class Traits:
     macs: str | None = None
     tap: bool = False
     tap_kernel: Callable[[Any], Any] | None = None
+    fixed: bool = False
     mixes_examples: bool = False
     new_volume: bool = False
     opaque: bool = False

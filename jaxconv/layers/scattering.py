@@ -57,7 +57,7 @@ def Scattering(scales: int = 2, angles: int = 8, max_order: int = 2) -> Layer:
         features = transform(images)  # (N, C, K, H', W')
         return einops.rearrange(features, "n c k h w -> n h w (c k)").astype(x.dtype), {}
 
-    traits = Traits(field="whole")  # FFT convolutions over the padded image
+    traits = Traits(field="whole", fixed=True)  # FFT convolutions over the padded image
     return layer("Scattering", init, apply, traits=traits, scales=scales, angles=angles, max_order=max_order)
 
 

@@ -33,7 +33,7 @@ from jaxconv.distributed import (
     make_sharded_train_step,
 )
 from jaxconv.errors import CheckpointError, ConfigError, DivergenceError
-from jaxconv.runs import private
+from jaxconv.runs import fixed_front, private
 from jaxconv.runs.config import TrainConfig, optimizer_for
 from jaxconv.runs.directory import BEST, Run, is_writer, saving
 from jaxconv.runs.divergence import DEFAULT_RULE, FIX, Divergence
@@ -81,6 +81,7 @@ def fit(
     stop_after_epoch: int | None = None,
     progress: bool = True,
     divergence_rule: Divergence | None = DEFAULT_RULE,
+    fixed_front_once: bool = True,
 ) -> FitResult:
     """Train ``net`` on ``train_data`` as ``config`` says, evaluating on ``test_data`` each epoch.
 
@@ -95,6 +96,9 @@ def fit(
       progress: show a progress bar per epoch.
       divergence_rule: the rule that stops a diverged run after an epoch (`jaxconv.runs.divergence`);
         None: only a non-finite loss stops it.
+      fixed_front_once: a fixed first layer (the scattering transform) is applied to each image
+        once, before the first step, where training changes no image (`jaxconv.runs.fixed_front`:
+        the same weights); False: at every step.
 
     Raises:
       ConfigError: before any step, for a bad configuration, a batch larger than the data,
@@ -106,6 +110,8 @@ def fit(
     """
     steps_per_epoch = _steps_per_epoch(config, train_data)
     _check_data(config, train_data, test_data)
+    if fixed_front_once:
+        net, train_data, test_data = fixed_front.compute_once(net, train_data, test_data, config)
     optimizer = optimizer_for(config, steps_per_epoch)
     model_key, data_key = jax.random.split(jax.random.key(config.seed))
     input_shape = (-1, *train_data.images.shape[1:])
