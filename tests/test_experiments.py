@@ -161,7 +161,10 @@ def test_speedrun(tmp_path):
 
 
 def test_dp_scatternet(tmp_path):
-    results = run_smoke("dp_scatternet", tmp_path, "--only", "3")
-    assert [row["noise_multiplier"] > 0 and row["epsilon"] <= 3.0 for row in results["rows"]] == [True]
+    results = run_smoke("dp_scatternet", tmp_path, "--only", "epsilon 3")
+    assert [row["net"] for row in results["rows"]] == [
+        "linear, epsilon 3", "cnn, epsilon 3", "cnn + GroupNorm, epsilon 3", "cnn + GroupNorm + WS, epsilon 3"
+    ]  # fmt: skip
+    assert all(row["noise_multiplier"] > 0 and row["epsilon"] <= 3.0 for row in results["rows"])
     # one epoch on the features computed once gives the weights of one on the images
     assert results["same_steps_max_difference"] < 1e-5
