@@ -51,6 +51,13 @@ def epsilon(
         raise ValueError(f"noise_multiplier={noise_multiplier} must be >= 0 (0: no privacy)")
     if noise_multiplier == 0 or steps == 0:
         return math.inf if steps else 0.0
+    with _quiet_library():
+        return _accountant_epsilon(sampling_rate, noise_multiplier, steps, delta, accountant)
+
+
+def _accountant_epsilon(
+    sampling_rate: float, noise_multiplier: float, steps: int, delta: float, accountant: Accountant
+) -> float:
     import dp_accounting  # here, not at the top: it loads SciPy, 1.6 s of every `import jaxconv`
 
     event = dp_accounting.PoissonSampledDpEvent(
@@ -94,8 +101,7 @@ def noise_multiplier_for(
     _check(sampling_rate, steps, delta)
 
     def private_enough(noise: float) -> bool:
-        with _quiet_library():
-            return epsilon(sampling_rate, noise, steps, delta, accountant=accountant) <= target_epsilon
+        return epsilon(sampling_rate, noise, steps, delta, accountant=accountant) <= target_epsilon
 
     low, high = 0.0, 1.0
     while not private_enough(high):
@@ -113,9 +119,9 @@ def noise_multiplier_for(
 
 @contextlib.contextmanager
 def _quiet_library() -> Iterator[None]:
-    """Hide dp_accounting's warnings while bisecting: at small trial noises its series for some
-    RDP orders do not converge and it leaves those orders out (still a valid bound) with a warning
-    that would only confuse, since the answer is never one of those trials."""
+    """Hide dp_accounting's warnings: at small noises its series for some RDP orders do not
+    converge and it leaves those orders out (the epsilon is still a valid bound) with a warning
+    per order, dozens of lines that say nothing a user can act on."""
     logger = logging.getLogger("absl")
     level = logger.level
     logger.setLevel(logging.ERROR)
