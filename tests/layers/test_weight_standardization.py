@@ -77,7 +77,7 @@ def test_tapped_and_per_example_grads_exact():
     net = jc.serial(conv, jc.Relu, jc.Flatten, jc.Dense(2))
     _, params, state = net.init(jax.random.key(0), (-1, 5, 5, 1))
     x, y = jax.random.normal(jax.random.key(1), (3, 5, 5, 1)), jnp.array([0, 1, 1])
-    einsum = per_example_grads(net_loss(net), strategy="einsum")(params, state, x, y)
-    vmap = per_example_grads(net_loss(net), strategy="vmap")(params, state, x, y)
+    einsum = jax.jit(per_example_grads(net_loss(net), strategy="einsum"))(params, state, x, y)
+    vmap = jax.jit(per_example_grads(net_loss(net), strategy="vmap"))(params, state, x, y)
     for a, b in zip(jax.tree.leaves(einsum), jax.tree.leaves(vmap), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

@@ -62,7 +62,7 @@ def test_bfloat16_logits_are_close_to_float32(resnet20):
 
 def test_gradients_are_float32(resnet20):
     _, half, params, state, x = resnet20
-    grads = jax.grad(lambda p: half.apply(p, state, x[:2])[0].sum())(params)
+    grads = jax.jit(jax.grad(lambda p: half.apply(p, state, x[:2])[0].sum()))(params)
     assert {leaf.dtype for leaf in jax.tree.leaves(grads)} == {jnp.dtype(jnp.float32)}
 
 

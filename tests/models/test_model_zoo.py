@@ -197,7 +197,7 @@ def test_group_norm_resnet_gives_per_example_gradients():
         logits, _ = net.apply(p, state, example, train=True)
         return jnp.sum(logits**2)
 
-    grads = jax.vmap(jax.grad(loss), in_axes=(None, 0))(params, x)
+    grads = jax.jit(jax.vmap(jax.grad(loss), in_axes=(None, 0)))(params, x)
     assert grads["head"]["fc"]["kernel"].shape == (2, 64, 10)
 
 

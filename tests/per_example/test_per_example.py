@@ -28,13 +28,14 @@ def test_vmap_of_grad_equals_a_loop_of_grads():
     per_example = jax.jit(jax.vmap(jax.grad(loss), in_axes=(None, None, 0, 0)))
     grads = per_example(params, state, x[:, None], y[:, None])
     with jax.default_matmul_precision("highest"):
+        one_grad = jax.jit(jax.grad(loss))  # traced, at this precision, once for the five examples
         for i in range(5):
-            expected = jax.grad(loss)(params, state, x[i : i + 1], y[i : i + 1])
+            expected = one_grad(params, state, x[i : i + 1], y[i : i + 1])
             jax.tree.map(
                 lambda g, e, i=i: np.testing.assert_allclose(g[i], e, rtol=2e-4, atol=1e-6), grads, expected
             )
     # the mean of per-example gradients is the batch gradient
-    batch = jax.grad(loss)(params, state, x, y)
+    batch = jax.jit(jax.grad(loss))(params, state, x, y)
     jax.tree.map(lambda g, b: np.testing.assert_allclose(g.mean(0), b, rtol=2e-4, atol=1e-6), grads, batch)
 
 
