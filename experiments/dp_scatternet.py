@@ -53,10 +53,11 @@ ROWS = {  # name -> (net, epsilon, options over DP)
 
 
 def train(net, train_data, test_data, budget: common.Budget, epsilon: float, options=None, **fit_options):
-    settings = {"batch_size": budget.batch_size} | DP | (options or {})
-    if budget.name == "smoke":
-        settings["batch_size"] = budget.batch_size
-    config = TrainConfig(epochs=budget.epochs, dp_epsilon=epsilon, **settings)
+    options = options or {}
+    batch_size = budget.batch_size if budget.name == "smoke" else options.get("batch_size", budget.batch_size)
+    config = TrainConfig(
+        epochs=budget.epochs, dp_epsilon=epsilon, **(DP | options | {"batch_size": batch_size})
+    )
     started = time.perf_counter()
     result = fit(net, train_data, test_data, config, progress=False, divergence_rule=None, **fit_options)
     return result, time.perf_counter() - started

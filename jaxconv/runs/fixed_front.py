@@ -20,6 +20,7 @@ from jaxconv.combinators import Identity, serial
 from jaxconv.core import UNKNOWN, Layer, info
 from jaxconv.data import Dataset, normalize
 from jaxconv.runs.config import TrainConfig
+from jaxconv.traits import Traits
 
 MAX_BYTES = 4 << 30  # the two splits' outputs held in host memory at most; above, each step computes them
 IMAGES_PER_CALL = 1024  # of the front, computing its outputs
@@ -32,7 +33,7 @@ def split(net: Layer) -> tuple[Layer, Layer] | None:
     if description.kind != "Serial" or len(description.children) < 2:
         return None
     (_, front), *rest = description.children
-    if not (info(front).traits and info(front).traits.fixed):
+    if not (info(front).traits or Traits()).fixed:
         return None
     return front, serial(Identity, *(child for _, child in rest))
 
@@ -67,7 +68,7 @@ def outputs(front: Layer, data: Dataset) -> Dataset:
         np.asarray(apply(data.images[start : start + IMAGES_PER_CALL]))
         for start in range(0, len(data), IMAGES_PER_CALL)
     ]
-    values = np.concatenate(chunks).astype(np.float32)
+    values = np.concatenate(chunks).astype(np.float32, copy=False)  # no second copy of the outputs
     channels = values.shape[-1]
     return dataclasses.replace(data, images=values, mean=(0.0,) * channels, std=(1.0,) * channels)
 
