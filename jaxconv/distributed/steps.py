@@ -171,13 +171,20 @@ def _mapped_over(inner: single.TrainStep, mesh: Mesh, axis_name: str) -> single.
 
 
 def make_sharded_eval_step(
-    net: Layer, mesh: Mesh, *, preprocess: single.Preprocess | None = None, axis_name: str = DATA
+    net: Layer,
+    mesh: Mesh,
+    *,
+    preprocess: single.Preprocess | None = None,
+    axis_name: str = DATA,
+    crop_padding: int = 0,
+    flip: bool = False,
 ) -> single.EvalStep:
     """`jaxconv.train.make_eval_step` over ``mesh``: a batch that splits over the devices is
     split along ``axis_name``; any other (a dataset's last, smaller batch) is evaluated whole on
-    every device. Params and state stay where they are (replicated or split)."""
+    every device. Params and state stay where they are (replicated or split). ``crop_padding``
+    and ``flip``: test-time augmentation, each device averaging its own images' views."""
     check_mesh(mesh, axis_name)
-    inner = single.make_eval_step(net, preprocess=preprocess)
+    inner = single.make_eval_step(net, preprocess=preprocess, crop_padding=crop_padding, flip=flip)
     split, whole = batch_sharding(mesh, axis_name), replicated(mesh)
     by_batch = {
         # outputs replicated: every process can read the metrics and predictions of the batch

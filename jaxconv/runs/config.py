@@ -219,10 +219,6 @@ class TrainConfig:
                 f"lookahead_alpha={self.lookahead_alpha}: must be in (0, 1], e.g. 0.5",
             ),
         ]
-        if str(self.test_augmentation) != "none":
-            checks.append(
-                (self.devices == 1, f"tta={self.tta!r} evaluates on one device; drop --devices or --tta")
-            )
         if parse_mix(self.mix) is not None:
             checks.append(
                 (self.devices == 1, f"mix={self.mix!r} trains on one device; drop --devices or --mix")

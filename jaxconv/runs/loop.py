@@ -204,11 +204,12 @@ def _make_eval_step(
     crop_padding: int = 0,
     flip: bool = False,
 ) -> EvalStep:
-    """`jaxconv.train.make_eval_step` on ``devices`` devices (as `_make_train_step`); test-time
-    augmentation (``crop_padding``, ``flip``) on one device."""
+    """`jaxconv.train.make_eval_step` on ``devices`` devices (as `_make_train_step`), with the
+    test-time augmentation of ``crop_padding`` and ``flip``."""
+    views = {"crop_padding": crop_padding, "flip": flip}
     if devices == 1:
-        return make_eval_step(net, preprocess=preprocess, crop_padding=crop_padding, flip=flip)
-    return make_sharded_eval_step(net, make_mesh(devices), preprocess=preprocess)
+        return make_eval_step(net, preprocess=preprocess, **views)
+    return make_sharded_eval_step(net, make_mesh(devices), preprocess=preprocess, **views)
 
 
 def _views(config: TrainConfig) -> dict[str, Any]:

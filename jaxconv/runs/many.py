@@ -150,7 +150,8 @@ def fit_many(
     placement = Placement.of(config.devices, shard, len(configs), config.batch_size)
     program = _program(net, train_data, config, configs, shared_order, placement.batch(shared_order), initial)
     chunk = _chunk(chunk_size, memory_budget, program)
-    over = over_models(_strategy(strategy, config.devices), chunk)
+    strategy = _strategy(strategy, config.devices, shard)
+    over = placement.split(over_models(strategy, chunk), strategy)
     training = _Training(
         _many_train_step(program.step_of_one, program.hypers, over, shared_order), program.batches,
         _many_eval_step(net, program.preprocess, over, config), program.steps, None,
@@ -214,12 +215,16 @@ def _refuse_unsupported(config: TrainConfig) -> TrainConfig:
     return config
 
 
-def _strategy(strategy: str, devices: int) -> str:
-    """The strategy to use: 'auto' is `default_strategy` on one device and 'vmap' on several."""
+def _strategy(strategy: str, devices: int, shard: str) -> str:
+    """The strategy to use: 'auto' is `default_strategy` on one device or with the model axis
+    split (each device loops over its own models), else 'vmap'."""
     if strategy == "auto":
-        return default_strategy() if devices == 1 else "vmap"
-    if strategy == "loop" and devices > 1:
-        raise ConfigError(f"strategy='loop' trains on one device; use strategy='vmap' with devices={devices}")
+        return default_strategy() if devices == 1 or shard == "models" else "vmap"
+    if strategy == "loop" and devices > 1 and shard != "models":
+        raise ConfigError(
+            f"strategy='loop' splits the model axis over devices={devices}, not the batch axis; "
+            "use shard='models' (--shard models) or strategy='vmap'"
+        )
     return strategy
 
 

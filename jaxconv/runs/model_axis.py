@@ -59,6 +59,26 @@ class Placement:
             raise ConfigError(f"batch_size={batch_size} does not split over {devices} devices")
         return cls(make_mesh(devices), shard)
 
+    def split(self, over: Over, strategy: str) -> Over:
+        """``over`` as each device runs it on its own models, for ``'loop'`` over a model axis
+        split across devices (``'vmap'`` and a split batch axis are left to XLA's partitioner,
+        which cannot split a loop over the models)."""
+        if self.mesh is None or strategy != "loop":
+            return over
+        mesh = self.mesh
+
+        def on_each_device(function: Callable[..., Any], per_model_args: tuple, shared_args: tuple) -> Any:
+            def local(per_model: tuple, shared: tuple) -> Any:
+                return over(function, per_model, shared)
+
+            split = jax.shard_map(
+                local, mesh=mesh, in_specs=(PartitionSpec(DATA), PartitionSpec()),
+                out_specs=PartitionSpec(DATA), check_vma=False,
+            )  # fmt: skip
+            return split(per_model_args, shared_args)
+
+        return on_each_device
+
     def put_state(self, train_state: PyTree) -> PyTree:
         """The stacked train state on the mesh: split along the model axis, or replicated."""
         if self.mesh is None:

@@ -1,4 +1,6 @@
-"""`fit_many` on 2 forced CPU devices, the model axis or the batch axis split, equals it on one.
+"""`fit_many` on 2 forced CPU devices, the model axis or the batch axis split, equals it on one;
+with the model axis split, each device's loop over its own models (``strategy='loop'``, the
+CPU's default) equals it too.
 
 The runs happen in a subprocess: the device count is fixed when JAX starts its backend.
 """
@@ -26,19 +28,19 @@ SCRIPT = textwrap.dedent(
     train, test = dataset(64), dataset(40, "test", seed=1)
     config = TrainConfig(
         model="tiny", epochs=1, batch_size=16, lr=3e-2, optimizer="sgd", augment="crop=2,flip",
-        eval_batch_size=40, seed=3,
+        eval_batch_size=40, seed=3, tta="flip",
     )
-    def run(devices, shard):
+    def run(devices, shard, strategy="vmap"):
         return fit_many(
             tiny_net(), train, test, TrainConfig(**{**config.__dict__, "devices": devices}),
-            seeds=[3, 5], strategy="vmap", shard=shard, progress=False,
+            seeds=[3, 5, 7, 9], strategy=strategy, shard=shard, progress=False,
         )
     one = run(1, "models")
     out = {"devices": jax.device_count()}
-    for shard in ("models", "batch"):
-        split = run(2, shard)
+    for name, shard, strategy in (("models", "models", "vmap"), ("batch", "batch", "vmap"), ("loop", "models", "auto")):
+        split = run(2, shard, strategy)
         leaves = zip(jax.tree.leaves(split.train_state.params), jax.tree.leaves(one.train_state.params))
-        out[shard] = {
+        out[name] = {
             "params": max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in leaves),
             "shards": len(split.train_state.params["conv_0"]["kernel"].sharding.device_set),
             "loss": max(abs(a - b) for a, b in zip(split.history[-1]["train_loss"], one.history[-1]["train_loss"])),
@@ -64,7 +66,7 @@ def results() -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("shard", ["models", "batch"])
+@pytest.mark.parametrize("shard", ["models", "batch", "loop"])
 def test_the_split_program_equals_the_one_device_program(results, shard):
     assert results["devices"] == 2
     assert results[shard]["shards"] == 2  # the params live on both devices

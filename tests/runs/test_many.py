@@ -21,7 +21,7 @@ import jaxconv as jc
 from jaxconv.errors import ConfigError, DivergenceError, NonFiniteLossError
 from jaxconv.runs import Run, TrainConfig, fit, fit_many, model_configs, parse_grid
 from jaxconv.runs.grid import format_table, summarize
-from jaxconv.runs.many import model_bytes
+from jaxconv.runs.many import _strategy, model_bytes
 from jaxconv.runs.model_axis import Placement, default_strategy, over_models
 from jaxconv.runs.progress import check_finite
 
@@ -64,6 +64,12 @@ def many(tmp_path_factory):
 
 def test_the_cpu_default_is_a_loop_of_the_models_in_one_program():
     assert jax.default_backend() == "cpu" and default_strategy() == "loop"
+    # on several devices: each device loops over its own models, or XLA splits a vmap's batch
+    assert _strategy("auto", 2, "models") == "loop" and _strategy("auto", 2, "batch") == "vmap"
+    with pytest.raises(
+        ConfigError, match=r"strategy='loop' splits the model axis over devices=2.*shard='models'"
+    ):
+        _strategy("loop", 2, "batch")
     with pytest.raises(ConfigError, match=r"strategy='pmap': use one of \('vmap', 'loop'\)"):
         over_models("pmap", 1)
 
@@ -191,7 +197,9 @@ def test_grids_and_seeds_are_checked():
 
 
 def test_a_non_finite_loss_stops_the_models_only_when_every_one_has_it():
-    with pytest.raises(NonFiniteLossError, match=r"became nan at step 3 of epoch 1 \(every one of the 2 models\)"):
+    with pytest.raises(
+        NonFiniteLossError, match=r"became nan at step 3 of epoch 1 \(every one of the 2 models\)"
+    ):
         check_finite(np.array([np.nan, np.inf]), 0, 3, None)
     check_finite(np.array([0.5, np.nan, np.inf]), 0, 3, None)  # judged per model after the epoch
 

@@ -9,7 +9,6 @@ import pytest
 
 import jaxconv as jc
 from jaxconv.data import test_views as views_of
-from jaxconv.errors import ConfigError
 
 IMAGES = np.random.default_rng(0).integers(0, 255, (5, 6, 7, 1)).astype(np.uint8)
 
@@ -51,5 +50,3 @@ def test_the_step_averages_the_probabilities_over_the_views():
     )
     np.testing.assert_array_equal(np.asarray(metrics["predictions"]), probabilities.argmax(-1))
     assert float(metrics["top1"]) == (probabilities.argmax(-1) == labels).sum()
-    with pytest.raises(ConfigError, match=r"tta='flip' evaluates on one device"):
-        jc.runs.TrainConfig(tta="flip", devices=2, batch_size=128).validate()
