@@ -150,13 +150,14 @@ def test_the_readme_tables_are_those_of_the_results_files():
 
 
 def test_speedrun(tmp_path):
-    results = run_smoke("speedrun", tmp_path, "--model", "convnet")
+    results = run_smoke("speedrun", tmp_path)
     rows, summary = results["rows"], results["summary"]
     assert [row["seed"] for row in rows] == [0, 1]
     top1 = [row["test_top1"] for row in rows]
     assert summary["test_top1"]["mean"] == pytest.approx(sum(top1) / 2)
     assert (summary["test_top1"]["min"], summary["test_top1"]["max"]) == (min(top1), max(top1))
-    assert results["recipe"]["ema_decay"] == 0.999 and results["recipe"]["tta"] == "flip"
+    assert results["recipe"]["model"] == "fast_cnn" and results["recipe"]["tta"] == "flip"
+    assert results["devices"] == 2 and results["machine"]["device"] == "cpu"  # a core's share each
     assert results["reached_target"] is False and results["seconds"] > 0
 
 

@@ -161,3 +161,14 @@ def test_nin_cifar_and_all_cnn_c_by_hand(count):
 
 def test_group_norm_has_the_batch_norm_parameter_count(count):
     assert count("resnet50", norm="group") == TORCHVISION["resnet50_tv"]
+
+
+def test_fast_cnn_by_hand(count):
+    def conv_bn(c_in, c_out):  # a 3x3 conv without bias, then BatchNorm's scale and bias
+        return conv(3, c_in, c_out, bias=False) + 2 * c_out
+
+    blocks = sum(
+        conv_bn(c_in, width) + conv_bn(width, width) for c_in, width in ((16, 32), (32, 64), (64, 128))
+    )
+    assert count("fast_cnn") == conv_bn(1, 16) + blocks + (128 * 10 + 10) == 292_666
+    assert count("fast_cnn", stem=0) == 292_666 - conv_bn(1, 16) - 9 * 16 * 32 + 9 * 1 * 32
