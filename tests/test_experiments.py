@@ -150,7 +150,8 @@ def test_the_readme_tables_are_those_of_the_results_files():
 
 
 def test_speedrun(tmp_path):
-    results = run_smoke("speedrun", tmp_path)
+    # a last evaluation over the recipe's own views (flip) must give each model's last record
+    results = run_smoke("speedrun", tmp_path, "--tta", "flip", "--final-tta", "flip")
     rows, summary = results["rows"], results["summary"]
     assert [row["seed"] for row in rows] == [0, 1]
     top1 = [row["test_top1"] for row in rows]
@@ -158,6 +159,7 @@ def test_speedrun(tmp_path):
     assert (summary["test_top1"]["min"], summary["test_top1"]["max"]) == (min(top1), max(top1))
     assert results["recipe"]["model"] == "fast_cnn" and results["recipe"]["tta"] == "flip"
     assert results["devices"] == 2 and results["machine"]["device"] == "cpu"  # a core's share each
+    assert [row["test_final_tta_top1"] for row in rows] == top1
     assert results["reached_target"] is False and results["seconds"] > 0
 
 
