@@ -3,14 +3,16 @@ test accuracy; the per-seed accuracies, their mean and spread, and the wall time
 
 The target (issue #17): a mean test accuracy of at least 0.940 over 4 seeds, each at least 0.937,
 in less wall time on the 2-core CPU than the single ResNet-20 run that reached 0.9400 (about 37
-minutes). The route: `jaxconv train --recipe speedrun`'s options (`fast_cnn`, airbench's block on
-a full-resolution stem; one-cycle Nesterov SGD, crops and flips, label smoothing, flip test-time
-augmentation) with the model axis split over 2 CPU devices, so each core trains 2 of the models
-(XLA:CPU keeps one step of these small convolutions on about one core). Each epoch's evaluation
+minutes). The route: `jaxconv train --recipe speedrun`'s options (`fast_cnn`, airbench's block;
+one-cycle Nesterov SGD on batches of 64, flips, label smoothing) with the model axis split over
+4 CPU devices, one model each, whose steps the 2 cores share (XLA:CPU keeps one step of these
+small convolutions on about one core: 4 seeds train at about 1,550 img/s so, 1,100-1,450 on 1
+or 2 devices). Each epoch's evaluation
 takes one view of the test images (`--tta`); after the last, each model is evaluated once more
-over 10 views (shifts by 1 pixel and mirrors, `--final-tta`), inside the wall time.
+over its mirror too (`--final-tta`). Each metric is judged at the wall time it was known: the
+last epoch's at the end of training, the final evaluation's after it.
 
-    python experiments/speedrun.py [--recipe speedrun] [--epochs N] [--seeds 4] [--devices 2]
+    python experiments/speedrun.py [--recipe speedrun] [--epochs N] [--seeds 4] [--devices 4]
     python experiments/speedrun.py --smoke      # seconds: the tests' setting
 """
 
@@ -19,10 +21,11 @@ from __future__ import annotations
 import os
 
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    # before JAX starts: 2 CPU devices, each a core's share of the models (no effect on a GPU's devices)
-    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+    # before JAX starts: 4 CPU devices, one per seed (no effect on a GPU's devices)
+    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
 
 import argparse  # after the device count is set
+import math
 import time
 from pathlib import Path
 
@@ -33,7 +36,7 @@ from common import Budget, finish, load_fashion_mnist  # experiments/ is on the 
 import jaxconv as jc
 
 SMOKE = Budget("smoke", 256, 128, 1, 64, seeds=2)
-TARGET_MEAN, TARGET_EACH = 0.940, 0.937
+TARGET_MEAN, TARGET_EACH, TARGET_SECONDS = 0.940, 0.937, 37 * 60
 
 
 def parse() -> argparse.Namespace:
@@ -46,11 +49,11 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--model", help="replace the recipe's model")
     parser.add_argument("--epochs", type=int, help="default: the recipe's")
     parser.add_argument("--seeds", type=int, default=4)
-    parser.add_argument("--devices", type=int, help="default: 2 on a CPU (one per core), else 1")
+    parser.add_argument("--devices", type=int, help="default on a CPU: up to 4, one per seed; else 1")
     parser.add_argument("--ema-decay", type=float, help="default: the recipe's")
     parser.add_argument("--tta", default="none", help="the test-time views of each epoch's evaluation")
     parser.add_argument(
-        "--final-tta", default="crop=1,flip",
+        "--final-tta", default="flip",
         help="the test-time views of a last evaluation of each trained model, in the wall time ('none': no such evaluation)",
     )  # fmt: skip
     args = parser.parse_args()
@@ -59,11 +62,12 @@ def parse() -> argparse.Namespace:
     options |= {} if args.ema_decay is None else {"ema_decay": args.ema_decay}
     if args.smoke:
         options |= {"epochs": SMOKE.epochs, "batch_size": SMOKE.batch_size}
-    args.devices = args.devices or (2 if jax.default_backend() == "cpu" else 1)
+    args.seeds = SMOKE.seeds if args.smoke else args.seeds
+    args.devices = args.devices or (math.gcd(args.seeds, 4) if jax.default_backend() == "cpu" else 1)
     args.options = options | {"devices": args.devices, "eval_batch_size": 500, "tta": args.tta}
     size = SMOKE if args.smoke else Budget("default", None, None, options["epochs"], options["batch_size"])
     args.budget = Budget(size.name, size.train_size, size.test_size, options["epochs"], options["batch_size"],
-                         SMOKE.seeds if args.smoke else args.seeds)  # fmt: skip
+                         args.seeds)  # fmt: skip
     return args
 
 
@@ -90,17 +94,28 @@ def main() -> None:
         ):
             row["test_final_tta_top1"] = top1
     seconds = time.perf_counter() - started
-    summary = {name: _spread([row[name] for row in rows]) for name in metrics}
-    best = max(summary, key=lambda name: summary[name]["mean"])
-    reached = summary[best]["mean"] >= TARGET_MEAN and summary[best]["min"] >= TARGET_EACH
+    summary = {
+        name: _spread([row[name] for row in rows])
+        | {"seconds": round(seconds if name == "test_final_tta_top1" else trained, 1)}
+        for name in metrics
+    }
+    reached = [name for name in metrics if on_target(summary[name])]
     print(result.table())
     finish(
         "speedrun", args, rows, recipe=args.options, summary=summary, seconds=round(seconds, 1),
-        training_seconds=round(trained, 1), final_tta=args.final_tta,
-        reached_target=bool(reached), target={"mean": TARGET_MEAN, "each": TARGET_EACH},
+        training_seconds=round(trained, 1), final_tta=args.final_tta, reached_target=bool(reached),
+        reached_by=reached, target={"mean": TARGET_MEAN, "each": TARGET_EACH, "seconds": TARGET_SECONDS},
         devices=args.devices, history=result.history,
     )  # fmt: skip
-    print(f"{budget.seeds} seeds together in {seconds / 60:.1f} min; best: {best} {summary[best]}")
+    for name in metrics:
+        print(f"{name}: {summary[name]} ({'on' if name in reached else 'off'} target)")
+
+
+def on_target(spread: dict[str, float]) -> bool:
+    """Whether a metric's spread over the seeds, reached after ``spread['seconds']``, meets issue #17's target."""
+    return bool(
+        spread["mean"] >= TARGET_MEAN and spread["min"] >= TARGET_EACH and spread["seconds"] < TARGET_SECONDS
+    )
 
 
 def _final_evaluation(
