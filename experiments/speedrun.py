@@ -6,10 +6,9 @@ in less wall time on the 2-core CPU than the single ResNet-20 run that reached 0
 minutes). The route: `jaxconv train --recipe speedrun`'s options (`fast_cnn`, airbench's block;
 one-cycle Nesterov SGD on batches of 64, flips, label smoothing) with the model axis split over
 4 CPU devices, one model each, whose steps the 2 cores share (XLA:CPU keeps one step of these
-small convolutions on about one core: 4 seeds train at about 1,550 img/s so, 1,100-1,450 on 1
-or 2 devices). Each epoch's evaluation
-takes one view of the test images (`--tta`); after the last, each model is evaluated once more
-over its mirror too (`--final-tta`). Each metric is judged at the wall time it was known: the
+small convolutions on about one core: 4 seeds train at about 1,550 img/s so, 1,450 on 2
+devices and 1,020 on 1). Each epoch's evaluation takes one view of the test images (`--tta`);
+after the last, each model is evaluated once more over its mirror too (`--final-tta`). Each metric is judged at the wall time it was known: the
 last epoch's at the end of training, the final evaluation's after it.
 
     python experiments/speedrun.py [--recipe speedrun] [--epochs N] [--seeds 4] [--devices 4]
@@ -25,6 +24,7 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
     os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
 
 import argparse  # after the device count is set
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -65,9 +65,10 @@ def parse() -> argparse.Namespace:
     args.seeds = SMOKE.seeds if args.smoke else args.seeds
     args.devices = args.devices or (math.gcd(args.seeds, 4) if jax.default_backend() == "cpu" else 1)
     args.options = options | {"devices": args.devices, "eval_batch_size": 500, "tta": args.tta}
-    size = SMOKE if args.smoke else Budget("default", None, None, options["epochs"], options["batch_size"])
-    args.budget = Budget(size.name, size.train_size, size.test_size, options["epochs"], options["batch_size"],
-                         args.seeds)  # fmt: skip
+    size = SMOKE if args.smoke else Budget("default", None, None, options["epochs"])
+    args.budget = dataclasses.replace(
+        size, epochs=options["epochs"], batch_size=options["batch_size"], seeds=args.seeds
+    )
     return args
 
 
@@ -89,9 +90,7 @@ def main() -> None:
     ]
     if args.final_tta != "none":
         metrics.append("test_final_tta_top1")
-        for row, top1 in zip(
-            rows, _final_evaluation(net, result.train_state, test, args.final_tta), strict=True
-        ):
+        for row, top1 in zip(rows, _final_evaluation(net, result, test, args.final_tta), strict=True):
             row["test_final_tta_top1"] = top1
     seconds = time.perf_counter() - started
     summary = {
@@ -119,7 +118,7 @@ def on_target(spread: dict[str, float]) -> bool:
 
 
 def _final_evaluation(
-    net: jc.Layer, train_state: jc.train.TrainState, test: jc.data.Dataset, views: str
+    net: jc.Layer, result: jc.runs.ManyResult, test: jc.data.Dataset, views: str
 ) -> list[float]:
     """Each trained model's test top-1 averaged over the test-time ``views`` (`TrainConfig.tta`'s terms)."""
     augmentation = jc.runs.Augmentation.parse(views)
@@ -127,13 +126,8 @@ def _final_evaluation(
     step = jc.train.make_eval_step(
         net, preprocess=preprocess, crop_padding=augmentation.crop_padding, flip=augmentation.flip
     )
-    models = len(jax.tree.leaves(train_state.params)[0])
-    return [
-        jc.train.evaluate(
-            step, *jax.tree.map(lambda leaf, m=m: leaf[m], (train_state.params, train_state.state)), test, 500
-        ).top1
-        for m in range(models)
-    ]
+    models = (result.model(m) for m in range(len(result.configs)))
+    return [jc.train.evaluate(step, model.params, model.state, test, 500).top1 for model in models]
 
 
 def _spread(values: list[float]) -> dict[str, float]:

@@ -16,6 +16,7 @@ batch as on one device. Either gives the models of one device, to float toleranc
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -68,11 +69,8 @@ class Placement:
         mesh = self.mesh
 
         def on_each_device(function: Callable[..., Any], per_model_args: tuple, shared_args: tuple) -> Any:
-            def local(per_model: tuple, shared: tuple) -> Any:
-                return over(function, per_model, shared)
-
             split = jax.shard_map(
-                local, mesh=mesh, in_specs=(PartitionSpec(DATA), PartitionSpec()),
+                functools.partial(over, function), mesh=mesh, in_specs=(PartitionSpec(DATA), PartitionSpec()),
                 out_specs=PartitionSpec(DATA), check_vma=False,
             )  # fmt: skip
             return split(per_model_args, shared_args)
