@@ -13,6 +13,10 @@ import os
 import sys
 import traceback
 
+# compile times are measured: a persistent XLA cache from the environment would hand back programs
+# compiled by an earlier process (JAX reads this when it is first imported, below)
+os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+
 from harness import max_rss_bytes, measure
 from workloads import CPU_RESOLUTION, WORKLOADS
 

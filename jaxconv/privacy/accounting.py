@@ -21,6 +21,7 @@ al. 2024, "How Private are DP-SGD Implementations?").
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 from collections.abc import Iterator
@@ -99,6 +100,20 @@ def noise_multiplier_for(
     if not target_epsilon > 0:
         raise ValueError(f"target_epsilon={target_epsilon} must be positive")
     _check(sampling_rate, steps, delta)
+    return _bisect_noise(target_epsilon, sampling_rate, steps, delta, accountant, tolerance)
+
+
+@functools.lru_cache(maxsize=256)
+def _bisect_noise(
+    target_epsilon: float,
+    sampling_rate: float,
+    steps: int,
+    delta: float,
+    accountant: Accountant,
+    tolerance: float,
+) -> float:
+    """`noise_multiplier_for`'s bisection, remembered: each step asks the accountant (about 0.5 s for
+    RDP), and a table or grid of private runs asks for the same plan again."""
 
     def private_enough(noise: float) -> bool:
         return epsilon(sampling_rate, noise, steps, delta, accountant=accountant) <= target_epsilon

@@ -51,7 +51,7 @@ def launch(argv: list[str], **variables: str) -> subprocess.Popen:
     env = {
         **inherited,
         "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES_PER_PROCESS}",
+        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={DEVICES_PER_PROCESS}",
         **variables,
     }
     return subprocess.Popen(

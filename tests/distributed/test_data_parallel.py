@@ -21,7 +21,11 @@ TOLERANCE = 1e-5  # relative: max |a - b| / max |b| over each leaf
 
 @pytest.fixture(scope="module")
 def results() -> dict:
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    env = {
+        **os.environ,
+        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8",
+        "JAX_PLATFORMS": "cpu",
+    }
     done = subprocess.run(
         [sys.executable, str(RUNNER)], env=env, capture_output=True, text=True, timeout=300, check=False
     )

@@ -35,7 +35,7 @@ def test_two_processes_equal_one_and_share_a_checkpoint(tmp_path):
             "JAXCONV_COORDINATOR": f"localhost:{port}",
             "JAXCONV_NUM_PROCESSES": str(PROCESSES),
             "JAXCONV_PROCESS_ID": str(process),
-            "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+            "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2",
             "JAX_PLATFORMS": "cpu",
         }
         workers.append(
