@@ -7,7 +7,7 @@ train:
 
 test:
 	./scripts/setup --dev
-	.venv/bin/python -m pytest -n 2 -q
+	.venv/bin/python -m pytest -n 2 --dist worksteal -q
 
 lint:
 	.venv/bin/ruff check .

@@ -4,9 +4,12 @@ For every supported architecture a randomly initialised torchvision model, with
 random BatchNorm statistics and affine parameters (else BatchNorm is nearly the
 identity and the test weak), is ported; jaxconv's logits in evaluation mode
 must equal torchvision's to a relative error (max |difference| / max |logit|)
-below 1e-4, float32 on CPU, a batch of 2 at the native resolution. The
-torchvision model is built once per architecture and freed after use; only its
-state_dict, input and outputs are kept, for the two most recent architectures.
+below 1e-4, float32 on CPU, a batch of 2 at the native resolution. The deeper or
+wider siblings of those (`DEEPER`: ResNet-152 beside ResNet-18/34/50/101, VGG-19 beside
+VGG-11/13/16, ...) are built by the same code with other depths and widths: each is ported and
+its tree checked against the net's own, every tensor's shape included, without compiling its
+forward pass (about 10 s each). The torchvision model is built once per architecture and freed
+after use; only its state_dict, input and outputs are kept, for the two most recent architectures.
 """
 
 import functools
@@ -30,13 +33,13 @@ AUX = {
 }
 """Architectures ported with ``aux_logits=True``: (auxiliary head, the module that feeds it)."""
 
-SLOW = {"vgg19", "vgg19_bn", "resnet152", "wide_resnet101_2", "resnext101_32x8d", "resnext101_64x4d"}
-SLOW |= {"densenet161", "densenet201"}
+DEEPER = {"vgg19", "vgg19_bn", "resnet152", "wide_resnet101_2", "resnext101_32x8d", "resnext101_64x4d"}
+DEEPER |= {"densenet161", "densenet201"}
+"""Compared by structure only: a sibling of the same family has its logits compared."""
 # the two that the later tests (round trips, errors) reuse come last
-ARCHITECTURES = [
-    pytest.param(name, marks=[pytest.mark.slow] if name in SLOW else [])
-    for name in sorted(interop.names(), key=lambda name: (name in ("googlenet", "resnet18"), name))
-]
+ARCHITECTURES = sorted(
+    set(interop.names()) - DEEPER, key=lambda name: (name in ("googlenet", "resnet18"), name)
+)
 
 
 def randomize_batch_norms(model, generator) -> None:
@@ -76,19 +79,24 @@ def port_options(name: str) -> dict:
     return {"aux_logits": True} if name in AUX else {}
 
 
-@pytest.mark.parametrize("name", ARCHITECTURES)
-def test_logits_equal_torchvisions(name):
-    state_dict, images, expected = reference(name)
+def port_with_the_nets_structure(name: str, state_dict: dict, shape: tuple) -> tuple:
+    """The port of ``state_dict`` (params, state) and jaxconv's net, after checking that the port has
+    the tree, shapes and dtypes of the net's own initialisation."""
     params, state = interop.from_torchvision(name, state_dict, **port_options(name))
     net = interop.model(name, **port_options(name))
-
-    _, init_params, init_state = jax.eval_shape(lambda: net.init(jax.random.key(0), images.shape))
+    _, init_params, init_state = jax.eval_shape(lambda: net.init(jax.random.key(0), shape))
     for ported, initial in ((params, init_params), (state, init_state)):
         assert jax.tree.structure(ported) == jax.tree.structure(initial)
         assert jax.tree.map(lambda a: (a.shape, a.dtype), ported) == jax.tree.map(
             lambda a: (a.shape, a.dtype), initial
         )
+    return params, state, net
 
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_logits_equal_torchvisions(name):
+    state_dict, images, expected = reference(name)
+    params, state, net = port_with_the_nets_structure(name, state_dict, images.shape)
     with jax.default_matmul_precision("highest"):
         outputs = jax.jit(lambda p, s, x: net.apply(p, s, x, train=False)[0])(params, state, images)
     del params, state
@@ -219,3 +227,10 @@ def test_architecture_options_must_match():
 def test_unknown_name():
     with pytest.raises(ValueError, match=r"no torchvision model 'resnet51'; did you mean \['resnet50'"):
         interop.from_torchvision("resnet51", {})
+
+
+@pytest.mark.parametrize("name", sorted(DEEPER))
+def test_deeper_siblings_port_to_the_nets_structure(name):
+    torch.manual_seed(0)
+    state_dict = getattr(torchvision.models, name)(weights=None).state_dict()
+    port_with_the_nets_structure(name, state_dict, (2, 224, 224, 3))
