@@ -45,7 +45,8 @@ times from Python, all in one process): ``'einsum'`` was the fastest strategy on
 Fashion-MNIST CNN and on CIFAR ResNet-20 with GroupNorm at batches 16 and 64 (``'vmap'``
 1.3-2.9x slower, ``'chunked'`` (16) 1.3-24x, ``'loop'`` about 6x). Against the Python loop:
 batch 16, 1.5-1.8x (small CNN) and 1.8-2.2x (ResNet-20); batch 64, 1.0-1.9x and 1.0-2.8x after
-`reuse_host_memory` (the low ends on an overloaded machine), but 0.5-0.9x without it: on a CPU, glibc
+`reuse_host_memory` (the low ends on an overloaded machine; 1.83x and 1.99x on a quiet one), but
+without it 1.12x and 1.49x on a quiet machine and 0.5-0.9x on a loaded one: on a CPU, glibc
 gives every output over 32 MiB (the small CNN's 108 MB at batch 64) fresh pages on every call,
 25,000 page faults that cost more than the arithmetic. Call `reuse_host_memory` once in a CPU
 process that materialises large per-example gradients again and again.
