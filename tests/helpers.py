@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -62,3 +63,9 @@ def family_representatives() -> list[str]:
     for name in sorted(jc.models.names(), key=lambda name: counts.get(name, 0)):
         smallest.setdefault(jc.models.spec(name).builder.__module__, name)
     return sorted({*smallest.values(), "resnet18_tv", "googlenet_tv", "resnet110_sd"})
+
+
+def xla_flags_with_devices(count: int) -> str:
+    """``XLA_FLAGS`` for a subprocess with ``count`` forced CPU devices, keeping the flags this
+    process was given (conftest's optimisation level)."""
+    return f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={count}".strip()

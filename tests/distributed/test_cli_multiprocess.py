@@ -24,6 +24,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from helpers import xla_flags_with_devices
 from test_multiprocess import free_port
 
 import jaxconv.cli as cli
@@ -51,7 +52,7 @@ def launch(argv: list[str], **variables: str) -> subprocess.Popen:
     env = {
         **inherited,
         "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={DEVICES_PER_PROCESS}",
+        "XLA_FLAGS": xla_flags_with_devices(DEVICES_PER_PROCESS),
         **variables,
     }
     return subprocess.Popen(

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import xla_flags_with_devices
 
 RUNNER = Path(__file__).with_name("data_parallel_runner.py")
 TOLERANCE = 1e-5  # relative: max |a - b| / max |b| over each leaf
@@ -23,7 +24,7 @@ TOLERANCE = 1e-5  # relative: max |a - b| / max |b| over each leaf
 def results() -> dict:
     env = {
         **os.environ,
-        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8",
+        "XLA_FLAGS": xla_flags_with_devices(8),
         "JAX_PLATFORMS": "cpu",
     }
     done = subprocess.run(

@@ -15,6 +15,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import xla_flags_with_devices
 
 RUNS = Path(__file__).parents[1] / "runs"
 SCRIPT = textwrap.dedent(
@@ -55,7 +56,7 @@ SCRIPT = textwrap.dedent(
 def results() -> dict:
     env = {
         **os.environ,
-        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2",
+        "XLA_FLAGS": xla_flags_with_devices(2),
         "JAX_PLATFORMS": "cpu",
     }
     done = subprocess.run(

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "runs"))
+from helpers import xla_flags_with_devices
 from synthetic import orbax_arrays
 
 WORKER = Path(__file__).with_name("multiprocess_worker.py")
@@ -35,7 +36,7 @@ def test_two_processes_equal_one_and_share_a_checkpoint(tmp_path):
             "JAXCONV_COORDINATOR": f"localhost:{port}",
             "JAXCONV_NUM_PROCESSES": str(PROCESSES),
             "JAXCONV_PROCESS_ID": str(process),
-            "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2",
+            "XLA_FLAGS": xla_flags_with_devices(2),
             "JAX_PLATFORMS": "cpu",
         }
         workers.append(

@@ -231,6 +231,5 @@ def test_unknown_name():
 
 @pytest.mark.parametrize("name", sorted(DEEPER))
 def test_deeper_siblings_port_to_the_nets_structure(name):
-    torch.manual_seed(0)
     state_dict = getattr(torchvision.models, name)(weights=None).state_dict()
     port_with_the_nets_structure(name, state_dict, (2, 224, 224, 3))
