@@ -14,6 +14,7 @@ import pytest
 from helpers import random_params
 
 import jaxconv as jc
+from jaxconv.core import layer
 from jaxconv.inference import fold_batchnorm, folded_factors, make_predict
 
 
@@ -164,3 +165,67 @@ def test_make_predict_pools_with_reduce_window():
 def test_a_net_that_is_not_a_layer_is_named():
     with pytest.raises(jc.LayerTypeError, match="fold_batchnorm: net is the constructor Conv"):
         fold_batchnorm(jc.Conv, {}, {})
+
+
+def test_pieces_give_the_whole_batchs_logits():
+    """A batch of 7 (prime) in pieces of 3 (padded to 9) and of 4 (padded to 8); a chunk of the
+    batch's size or larger is the whole pass."""
+    net = jc.models.get("resnet20", num_classes=10)
+    params, state = random_params(net, (2, 32, 32, 3))
+    state = with_running_stats(state)
+    x = jax.random.normal(jax.random.key(6), (7, 32, 32, 3))
+    expected = net.apply(params, state, x, train=False)[0]
+    for chunk in (3, 4, 7, 100):
+        predict = make_predict(net, chunk=chunk)
+        assert ("while" in predict.lower(params, state, x).as_text()) == (chunk < 7)
+        np.testing.assert_allclose(predict(params, state, x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_auto_pieces_where_the_pass_keeps_too_much(monkeypatch):
+    """'auto' reads XLA's memory analysis of the whole pass: over `HOST_BLOCK_BYTES` of
+    temporaries it runs pieces (here with the bound lowered so that a small batch crosses it)."""
+    net = jc.models.get("convnet", num_classes=10)
+    params, state = random_params(net, (2, 28, 28, 1))
+    x = jax.random.normal(jax.random.key(7), (12, 28, 28, 1))
+    whole = make_predict(net, chunk=None)
+    temporaries = whole.lower(params, state, x).compile().memory_analysis().temp_size_in_bytes
+    if jax.default_backend() != "cpu" or temporaries == 0:
+        pytest.skip("the whole pass keeps no temporaries here")
+    monkeypatch.setattr(jc.inference, "HOST_BLOCK_BYTES", temporaries // 2)
+    predict = make_predict(net)
+    assert "while" in predict.lower(params, state, x).as_text()
+    np.testing.assert_allclose(predict(params, state, x), whole(params, state, x), rtol=1e-5, atol=1e-6)
+    monkeypatch.setattr(jc.inference, "HOST_BLOCK_BYTES", temporaries)
+    assert "while" not in make_predict(net).lower(params, state, x).as_text()
+
+
+@pytest.mark.parametrize(
+    ("count", "mib", "rows"),
+    [(256, 88, 64), (250, 88, 50), (257, 88, 65), (64, 40, 32), (3, 100, 1)],
+)
+def test_piece_rows(count, mib, rows):
+    """Rows that keep a piece under 24 MiB (3/4 of glibc's 32 MiB): ResNet-20's pass at batch
+    256 keeps 88 MiB, so 24 / 88 * 256 = 69.8 rows fit and 64 divides 256; 257 is prime, so
+    four equal pieces of 65 (the last padded by 3)."""
+    assert jc.inference._piece_rows(count, mib * 2**20) == rows
+
+
+def test_traced_or_unbatched_calls_run_the_whole_pass():
+    net = jc.models.get("convnet", num_classes=10)
+    params, state = random_params(net, (2, 28, 28, 1))
+    x = jax.random.normal(jax.random.key(8), (4, 28, 28, 1))
+    predict = make_predict(net, chunk=2)
+    expected = net.apply(params, state, x, train=False)[0]
+    np.testing.assert_allclose(jax.jit(predict)(params, state, x), expected, rtol=1e-5, atol=1e-6)
+    batched = jax.vmap(predict, in_axes=(None, None, 0))(params, state, x[:, None])
+    np.testing.assert_allclose(batched[:, 0], expected, rtol=1e-5, atol=1e-6)
+    summed = jc.serial(net, layer("Sum", lambda key, shape: ((), {}, {}), lambda p, s, y, **_: (y.sum(), {})))
+    params, state = random_params(summed, (2, 28, 28, 1))
+    expected = summed.apply(params, state, x, train=False)[0]
+    np.testing.assert_allclose(make_predict(summed, chunk=2)(params, state, x), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [0, -3, 2.5, "whole"])
+def test_a_bad_chunk_is_named(chunk):
+    with pytest.raises(ValueError, match=rf"make_predict\(chunk={chunk!r}\)"):
+        make_predict(jc.models.get("convnet", num_classes=10), chunk=chunk)
