@@ -7,7 +7,9 @@ in PyTorch the peers harness's ResNet-20 with its BatchNorms made GroupNorm by O
 ``ModuleValidator.fix``, the same groups). Every contender returns every example's whole gradient:
 
 - ``jaxconv <strategy>``: ``jax.jit(per_example_grads(net_loss(net), strategy=...))``; ``default``
-  is the strategy ``'auto'`` picks (``'einsum'`` for a `net_loss`);
+  is the strategy ``'auto'`` picks (``'einsum'`` for a `net_loss`); ``default, out=`` gives each
+  call the previous call's gradients to write into (``out=``, donated), as a study that keeps
+  one batch's gradients at a time does;
 - ``JAX per-example loop``: a jitted single-example `jax.grad` called N times from Python (N
   gradient pytrees); ``... + stack`` stacks them into the layout ``per_example_grads`` returns;
 - ``torch.func``: ``vmap(grad)``; ``Opacus``: ``GradSampleModule`` forward and backward, the
@@ -68,6 +70,13 @@ def jax_contenders(net: jc.Layer, shape, batch: int, slow_strategies: bool) -> t
     for name, options in strategies.items():
         fn = jax.jit(per_example_grads(net_loss(net), **options))
         contenders[f"jaxconv {name}"] = lambda fn=fn: fn(params, state, x, y, key)
+    reusing, last = per_example_grads(net_loss(net)), {}
+
+    def default_into_last():
+        last["grads"] = reusing(params, state, x, y, key, out=last.pop("grads", None))
+        return last["grads"]
+
+    contenders["jaxconv default, out="] = default_into_last
     one = jax.jit(jax.grad(net_loss(net)))
     examples = [(x[i : i + 1], y[i : i + 1], jax.random.fold_in(key, i)) for i in range(batch)]
     contenders["JAX per-example loop"] = loop = lambda: [one(params, state, *example) for example in examples]
@@ -150,7 +159,8 @@ def run_materialised(
         for contender, value in throughput.items():
             print(f"{contender:30s} {value:11,.0f} {1e3 * seconds[contender]:8.1f} {ours / value:12.2f}x")
         faults = {
-            c: page_faults_per_call(jax_functions[c]) for c in ("jaxconv default", "JAX per-example loop")
+            c: page_faults_per_call(jax_functions[c])
+            for c in ("jaxconv default", "jaxconv default, out=", "JAX per-example loop")
         }
         print("minor page faults per call: " + ", ".join(f"{c} {v:,.0f}" for c, v in faults.items()))
         results[name] = throughput

@@ -164,3 +164,31 @@ def test_x_and_y_must_agree_on_the_number_of_examples():
     loss_fn, params, state, x, y = setup("conv")
     with pytest.raises(ValueError, match=r"same leading example axis N.*\(5, 6, 6, 2\).*\(4,\)"):
         per_example_grads(loss_fn, strategy="vmap")(params, state, x, y[:4])
+
+
+@pytest.mark.parametrize("strategy", ["auto", "loop"])
+def test_out_is_written_into_and_gives_the_loop_gradients(strategy):
+    """``out=`` (an earlier call's gradients) is donated: the call writes into its buffers, so
+    the old arrays are gone afterwards, and the gradients are still the loop's."""
+    loss_fn, params, state, x, y = setup("residual")
+    grads_fn = per_example_grads(loss_fn, strategy=strategy)
+    earlier = grads_fn(params, state, x, y, KEY)
+    grads = grads_fn(params, state, 2 * x, y, KEY, out=earlier)
+    assert_trees_close(grads, loop_of_grads(loss_fn, params, state, 2 * x, y, KEY))
+    if jax.default_backend() == "cpu":
+        assert all(leaf.is_deleted() for leaf in jax.tree.leaves(earlier))
+    again = jax.jit(lambda out: grads_fn(params, state, x, y, KEY, out=out), donate_argnums=0)(grads)
+    assert_trees_close(again, loop_of_grads(loss_fn, params, state, x, y, KEY))
+
+
+def test_an_out_of_another_shape_is_named():
+    loss_fn, params, state, x, y = setup("conv")
+    grads_fn = per_example_grads(loss_fn)
+    earlier = grads_fn(params, state, x[:3], y[:3])
+    with pytest.raises(
+        ValueError,
+        match=r"out\['conv_0'\]\['bias'\] is \(3, 3\) float32, this call's gradient is \(5, 3\) float32 \(N=5\)",
+    ):
+        grads_fn(params, state, x, y, out=earlier)
+    with pytest.raises(ValueError, match="out is not a tree like params"):
+        grads_fn(params, state, x, y, out={"conv_0": earlier["conv_0"]})
