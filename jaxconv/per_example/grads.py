@@ -84,8 +84,8 @@ def per_example_grads(
     ``out``: the gradients an earlier call returned for a batch of the same size, given back
     so that this call writes into their buffers (they are donated: ``out`` cannot be read
     afterwards). On a CPU an output over 32 MiB otherwise costs fresh pages on every call: the
-    small CNN's 108 MB at batch 64 took 25,000 page faults a call, 2,700 with ``out``, and ran
-    1.7x faster (see `jaxconv.per_example` for the figures). Under an outer `jax.jit` give
+    small CNN's 108 MB at batch 64 took 25,090 page faults a call, 1 with ``out``, and ran
+    1.3-1.6x faster (see `jaxconv.per_example` for the figures). Under an outer `jax.jit` give
     ``out`` there (``donate_argnames``) instead.
     """
     compute = _grads_function(loss_fn, strategy, chunk_size, has_aux)
