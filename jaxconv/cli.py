@@ -278,10 +278,7 @@ def _train_many(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    # glibc keeps freed blocks up to 1 GiB for the next step: otherwise a CPU train step whose
-    # temporaries pass 32 MiB (the default model's 42 MiB at batch 128) faults them in afresh on
-    # every step, 10,700 pages; without the faults its step took 77 against 101 ms
-    reuse_host_memory(sync_dispatch=False)
+    reuse_host_memory(sync_dispatch=False)  # else a CPU step's temporaries over 32 MiB are new pages every step
     if args.seeds is not None or args.grid is not None or is_many_run(args.run_dir if args.resume else None):
         return _train_many(args)
     if _join_processes() and args.run_dir is None:
