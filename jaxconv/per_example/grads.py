@@ -79,7 +79,7 @@ def per_example_grads(
     ``x`` is (N, H, W, C) (or any pytree with a leading example axis), ``y`` is
     (N, ...). Returns a pytree like ``params`` whose leaves have a leading axis
     N, or ``(grads, aux)`` with ``has_aux=True`` (aux also stacked over N).
-    Works under `jax.jit`, `jax.vmap` and `jax.grad`.
+    Works under `jax.jit`.
 
     ``out``: the gradients an earlier call returned for a batch of the same size, given back
     so that this call writes into their buffers (they are donated: ``out`` cannot be read
