@@ -61,7 +61,8 @@ def main() -> None:
     }
     for name, call in calls.items():
         difference = float(np.max(np.abs(np.asarray(call()) - expected)))
-        rows = getattr(predicts[name], "_rows", {}).get((images.shape, images.dtype))
+        predict = predicts[name]
+        rows = predict.piece_rows(params, state, images) if hasattr(predict, "piece_rows") else None
         print(
             f"{name:10s} rows per piece {rows or args.batch:4d}, max |difference| {difference:.1e}, "
             f"page faults a call {faults_per_call(call):9,.0f}"

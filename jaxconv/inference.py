@@ -107,27 +107,28 @@ class ChunkedPredict:
         self._pieces = jax.jit(_in_pieces(predict), static_argnums=3)
 
     def __call__(self, params: Params, state: State, images: jax.Array) -> Any:
-        rows = self._rows_for(params, state, images)
+        rows = self.piece_rows(params, state, images)
         return (
             self._whole(params, state, images) if rows is None else self._pieces(params, state, images, rows)
         )
 
     def lower(self, params: Params, state: State, images: jax.Array) -> Any:
-        rows = self._rows_for(params, state, images)
+        rows = self.piece_rows(params, state, images)
         if rows is None:
             return self._whole.lower(params, state, images)
         return self._pieces.lower(params, state, images, rows)
 
-    def _rows_for(self, params: Params, state: State, images: jax.Array) -> int | None:
+    def piece_rows(self, params: Params, state: State, images: jax.Array) -> int | None:
+        """The examples per piece of a call with these arguments, or None for the whole batch at
+        once (decided at the first call with the images' shape and dtype)."""
         if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((params, state, images))):
             return None
         signature = (getattr(images, "shape", None), getattr(images, "dtype", None))
         if signature not in self._rows:
-            self._rows[signature] = self._piece_rows(params, state, images)
+            self._rows[signature] = self._choose_rows(params, state, images)
         return self._rows[signature]
 
-    def _piece_rows(self, params: Params, state: State, images: jax.Array) -> int | None:
-        """Examples per piece, or None for the whole batch at once."""
+    def _choose_rows(self, params: Params, state: State, images: jax.Array) -> int | None:
         count = images.shape[0] if getattr(images, "ndim", 0) >= 1 else 0
         outputs = jax.eval_shape(self._whole, params, state, images)
         if count < 2 or any(out.ndim == 0 or out.shape[0] != count for out in jax.tree.leaves(outputs)):
@@ -140,10 +141,10 @@ class ChunkedPredict:
         temporaries = getattr(memory, "temp_size_in_bytes", 0)
         if temporaries <= HOST_BLOCK_BYTES:
             return None
-        return _piece_rows(count, temporaries)
+        return _rows_that_fit(count, temporaries)
 
 
-def _piece_rows(count: int, temporaries: int) -> int:
+def _rows_that_fit(count: int, temporaries: int) -> int:
     """Rows per piece so that a piece's temporaries (proportional to its rows) stay under
     three quarters of `HOST_BLOCK_BYTES` (the loop over pieces keeps some more): the largest
     divisor of ``count`` that fits, or, where that is under half of what fits, as many rows

@@ -177,6 +177,7 @@ def test_pieces_give_the_whole_batchs_logits():
     expected = net.apply(params, state, x, train=False)[0]
     for chunk in (3, 4, 7, 100):
         predict = make_predict(net, chunk=chunk)
+        assert predict.piece_rows(params, state, x) == (chunk if chunk < 7 else None)
         assert ("while" in predict.lower(params, state, x).as_text()) == (chunk < 7)
         np.testing.assert_allclose(predict(params, state, x), expected, rtol=1e-4, atol=1e-5)
 
@@ -203,11 +204,11 @@ def test_auto_pieces_where_the_pass_keeps_too_much(monkeypatch):
     ("count", "mib", "rows"),
     [(256, 88, 64), (250, 88, 50), (257, 88, 65), (64, 40, 32), (3, 100, 1)],
 )
-def test_piece_rows(count, mib, rows):
+def test_rows_that_fit(count, mib, rows):
     """Rows that keep a piece under 24 MiB (3/4 of glibc's 32 MiB): ResNet-20's pass at batch
     256 keeps 88 MiB, so 24 / 88 * 256 = 69.8 rows fit and 64 divides 256; 257 is prime, so
     four equal pieces of 65 (the last padded by 3)."""
-    assert jc.inference._piece_rows(count, mib * 2**20) == rows
+    assert jc.inference._rows_that_fit(count, mib * 2**20) == rows
 
 
 def test_traced_or_unbatched_calls_run_the_whole_pass():
