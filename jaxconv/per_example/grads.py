@@ -20,6 +20,7 @@ from jaxconv.per_example.mapped import (
     example_rows,
     layer_squared_norms,
     map_examples,
+    num_examples,
     resolve_strategy,
 )
 from jaxconv.per_example.taps import ghost_grad_norms, tapped_per_example_grads
@@ -106,7 +107,7 @@ def per_example_grads(
         out: Params | None = None,
     ) -> Any:
         if out is not None:
-            _check_out(out, params, x)
+            _check_out(out, params, num_examples(x, y))
         return jitted(params, state, x, y, key, out)
 
     return grads
@@ -130,10 +131,9 @@ def _grads_function(
     return grads
 
 
-def _check_out(out: Params, params: Params, x: PyTree) -> None:
+def _check_out(out: Params, params: Params, count: int) -> None:
     """``out`` must have the shapes and dtypes of this call's gradients: ``params``' tree with
-    each leaf (N, *leaf.shape)."""
-    count = jax.tree.leaves(x)[0].shape[0]
+    each leaf (count, *leaf.shape)."""
     if jax.tree.structure(out) != jax.tree.structure(params):
         raise ValueError(
             "per_example_grads(out=...): out is not a tree like params; give the gradients an "

@@ -49,7 +49,7 @@ def map_examples(
     strategy, chunk_size = resolve_strategy(strategy, chunk_size)
 
     def run(params: Params, state: State, x: PyTree, y: PyTree, key: Key | None = None):
-        num = _num_examples(x, y)
+        num = num_examples(x, y)
         keys = example_keys(key, num)
 
         def one(example):
@@ -148,7 +148,8 @@ def _scan_sum(fn, xs):
     return lax.scan(step, zeros, xs)
 
 
-def _num_examples(x: PyTree, y: PyTree) -> int:
+def num_examples(x: PyTree, y: PyTree) -> int:
+    """N, the leading axis every leaf of ``x`` and ``y`` shares; an error naming the shapes if not."""
     sizes = {leaf.shape[0] if jnp.ndim(leaf) else None for leaf in jax.tree.leaves((x, y))}
     if len(sizes) != 1 or None in sizes:
         shapes = [jnp.shape(leaf) for leaf in jax.tree.leaves((x, y))]
