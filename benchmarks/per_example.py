@@ -214,12 +214,12 @@ def main() -> None:
         "--slow-strategies", action="store_true", help="with --materialised: also 'chunked' and 'loop'"
     )
     parser.add_argument(
-        "--reuse-host-memory", action="store_true", help="call jc.per_example.reuse_host_memory() first"
+        "--reuse-host-memory", action="store_true", help="call jc.host_memory.reuse_host_memory() first"
     )
     args = parser.parse_args()
     batch_size, repeats = (8, 1) if args.smoke else (args.batch_size, args.repeats)
     if args.reuse_host_memory:
-        print(f"reuse_host_memory: {jc.per_example.reuse_host_memory()}")
+        print(f"reuse_host_memory: {jc.host_memory.reuse_host_memory()}")
 
     import torch
 

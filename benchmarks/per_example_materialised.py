@@ -15,7 +15,7 @@ in PyTorch the peers harness's ResNet-20 with its BatchNorms made GroupNorm by O
 - ``torch.func``: ``vmap(grad)``; ``Opacus``: ``GradSampleModule`` forward and backward, the
   per-sample gradients in each parameter's ``grad_sample``.
 
-``--reuse-host-memory`` first calls `jaxconv.per_example.reuse_host_memory` (process-wide: glibc
+``--reuse-host-memory`` first calls `jaxconv.host_memory.reuse_host_memory` (process-wide: glibc
 keeps freed large blocks, JAX's CPU dispatch is synchronous). The default of every contender is
 checked against the loop (max |difference|). Run as ``python benchmarks/per_example.py
 --materialised [--reuse-host-memory] [--batch-size 64] [--repeats 5] [--nets small_cnn,resnet20] [--slow-strategies]``.

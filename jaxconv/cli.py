@@ -36,8 +36,8 @@ from typing import Any, NoReturn
 from jaxconv import distributed, models
 from jaxconv.analysis import summary
 from jaxconv.distributed.multiprocess import ENVIRONMENT
+from jaxconv.host_memory import reuse_host_memory
 from jaxconv.inspect import conv_demo, write_conv_demo
-from jaxconv.per_example.host_memory import reuse_host_memory
 from jaxconv.runs import (
     GRID_FIELDS,
     TrainConfig,

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxconv import host_memory
 from jaxconv.combinators import parallel, residual, serial
 from jaxconv.core import Layer, Params, State, check_layer, info, layer, named, put
 from jaxconv.layers.pool import max_pool_impl
@@ -61,8 +62,8 @@ def make_predict(net: Layer, *, fold: bool = False, chunk: Chunk = "auto") -> Pr
     folded kernels on every call and measured 0.9-1.0x the unfolded pass.
 
     ``chunk``: ``'auto'`` runs a large batch on a CPU in pieces whose compiled pass keeps at
-    most `HOST_BLOCK_BYTES` of temporaries (decided once per input shape from XLA's memory
-    analysis); ``None`` always runs the whole batch at once; an int runs pieces of at most
+    most `jaxconv.host_memory.HOST_BLOCK_BYTES` (32 MiB) of temporaries (decided once per input
+    shape from XLA's memory analysis); ``None`` always runs the whole batch at once; an int runs pieces of at most
     that many examples. Pieces give the same logits when each example's output depends on that
     example alone, as for every jaxconv layer in evaluation mode; pass ``chunk=None`` for a net
     whose evaluation mixes the examples of a batch.
@@ -90,9 +91,6 @@ def make_predict(net: Layer, *, fold: bool = False, chunk: Chunk = "auto") -> Pr
     return whole if chunk is None else ChunkedPredict(predict, whole, chunk)
 
 
-# glibc's largest threshold for serving a block from its heap: a larger block is a fresh mmap on
-# every call, faulted in page by page (ResNet-20's pass at batch 256 keeps 88 MiB: 22,500 faults)
-HOST_BLOCK_BYTES = 32 * 2**20
 CHUNK_BACKENDS = frozenset({"cpu"})
 
 
@@ -139,7 +137,7 @@ class ChunkedPredict:
             return None
         memory = self._whole.lower(params, state, images).compile().memory_analysis()
         temporaries = getattr(memory, "temp_size_in_bytes", 0)
-        if temporaries <= HOST_BLOCK_BYTES:
+        if temporaries <= host_memory.HOST_BLOCK_BYTES:
             return None
         return _rows_that_fit(count, temporaries)
 
@@ -147,9 +145,9 @@ class ChunkedPredict:
 def _rows_that_fit(count: int, temporaries: int) -> int:
     """Rows per piece so that a piece's temporaries (proportional to its rows) stay under
     three quarters of `HOST_BLOCK_BYTES` (the loop over pieces keeps some more): the largest
-    divisor of ``count`` that fits, or, where that is under half of what fits, as many rows
-    as fit in equal pieces (the last one padded)."""
-    fits = max(1, count * (3 * HOST_BLOCK_BYTES // 4) // temporaries)
+    divisor of ``count`` that fits, or, where that is under half of what fits, as many rows as
+    fit in equal pieces (the last one padded)."""
+    fits = max(1, count * (3 * host_memory.HOST_BLOCK_BYTES // 4) // temporaries)
     divisor = max(rows for rows in range(1, fits + 1) if count % rows == 0)
     pieces = -(-count // fits)
     return divisor if 2 * divisor >= fits else -(-count // pieces)

@@ -192,11 +192,11 @@ def test_auto_pieces_where_the_pass_keeps_too_much(monkeypatch):
     temporaries = whole.lower(params, state, x).compile().memory_analysis().temp_size_in_bytes
     if jax.default_backend() != "cpu" or temporaries == 0:
         pytest.skip("the whole pass keeps no temporaries here")
-    monkeypatch.setattr(jc.inference, "HOST_BLOCK_BYTES", temporaries // 2)
+    monkeypatch.setattr(jc.host_memory, "HOST_BLOCK_BYTES", temporaries // 2)
     predict = make_predict(net)
     assert "while" in predict.lower(params, state, x).as_text()
     np.testing.assert_allclose(predict(params, state, x), whole(params, state, x), rtol=1e-5, atol=1e-6)
-    monkeypatch.setattr(jc.inference, "HOST_BLOCK_BYTES", temporaries)
+    monkeypatch.setattr(jc.host_memory, "HOST_BLOCK_BYTES", temporaries)
     assert "while" not in make_predict(net).lower(params, state, x).as_text()
 
 

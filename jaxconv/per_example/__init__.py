@@ -56,6 +56,7 @@ small CNN at batch 64 then had 1 page fault a call and ran 1,352 examples/s agai
 32 MiB), so ``out`` does not change them; `reuse_host_memory` (process-wide) removes both kinds.
 """
 
+from jaxconv.host_memory import reuse_host_memory  # where per-example users first met it
 from jaxconv.per_example.grads import (
     NetLoss,
     choose_strategy,
@@ -63,7 +64,6 @@ from jaxconv.per_example.grads import (
     per_example_grad_norms,
     per_example_grads,
 )
-from jaxconv.per_example.host_memory import reuse_host_memory
 from jaxconv.per_example.mapped import (
     STRATEGIES,
     LossFn,

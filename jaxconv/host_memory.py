@@ -1,13 +1,18 @@
-"""Host memory for large CPU outputs: keep freed memory for the next call instead of fresh pages.
+"""Host memory of CPU programs: glibc's 32 MiB limit, and keeping freed blocks for the next call.
 
-(For the outputs alone there is a narrower remedy that changes nothing process-wide:
-``per_example_grads``' ``out=``, which hands the previous call's buffers back to XLA.)
+On a CPU, XLA asks the C library (glibc's ``malloc``) for each output and temporary buffer of
+every call. glibc serves a block over `HOST_BLOCK_BYTES` (32 MiB, its largest threshold for
+serving from the heap) with a fresh ``mmap`` and gives it back with ``munmap``, so a program
+whose outputs or temporaries exceed it touches them page by page on every call. jaxconv meets
+this in three places: `jaxconv.inference.make_predict` runs a large batch in pieces whose
+temporaries stay under the limit; ``per_example_grads``' ``out=`` hands the previous call's
+buffers back to XLA (nothing process-wide); and `reuse_host_memory`, below, changes glibc's
+settings for the whole process, as ``jaxconv train`` does for its own.
 
 Materialised per-example gradients are large: the small Fashion-MNIST CNN's at batch 64 are
 108 MB, ResNet-20's 69 MB. On a CPU, XLA asks the C library (glibc's ``malloc``) for each
-output and temporary buffer of every call. glibc serves blocks over 32 MiB with a fresh
-``mmap`` and gives them back with ``munmap`` when the array dies, so every call touches its
-output page by page: measured at
+output and temporary buffer of every call, so every call touches its output page by page:
+measured at
 batch 64 on the small CNN, 27,000-29,000 minor page faults and 45-50 ms of kernel time per
 call, more than the gradients' own arithmetic (30 ms), which made ``per_example_grads`` 0.66x
 a jitted per-example loop whose 1.6 MB outputs glibc recycles.
@@ -34,6 +39,10 @@ import sys
 import jax
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+# glibc's largest threshold for serving a block from its heap (DEFAULT_MMAP_THRESHOLD_MAX on
+# 64-bit): a larger block is a fresh mmap on every call, faulted in page by page (ResNet-20's
+# inference pass at batch 256 keeps 88 MiB of temporaries: 22,500 faults)
+HOST_BLOCK_BYTES = 32 * 2**20
 
 
 def reuse_host_memory(*, threshold_bytes: int = 1 << 30, sync_dispatch: bool = True) -> bool:
@@ -70,4 +79,4 @@ def _glibc_mallopt():
     return mallopt
 
 
-__all__ = ["reuse_host_memory"]
+__all__ = ["HOST_BLOCK_BYTES", "reuse_host_memory"]

@@ -12,7 +12,8 @@ import textwrap
 
 import pytest
 
-from jaxconv.per_example import reuse_host_memory
+import jaxconv as jc
+from jaxconv.host_memory import reuse_host_memory
 
 
 def glibc() -> bool:
@@ -27,7 +28,8 @@ CHILD = textwrap.dedent(
     import json, resource, sys
     import jax, jax.numpy as jnp, numpy as np
     import jaxconv as jc
-    from jaxconv.per_example import net_loss, per_example_grads, reuse_host_memory
+    from jaxconv.host_memory import reuse_host_memory
+    from jaxconv.per_example import net_loss, per_example_grads
 
     taken = reuse_host_memory() if sys.argv[1] == "reuse" else None
     net = jc.serial(jc.Conv(8, 3, padding=1), jc.GroupNorm(2), jc.Relu, jc.Flatten, jc.Dense(128))
@@ -72,3 +74,7 @@ def test_a_large_output_stops_faulting_in_fresh_pages_and_the_gradients_stay_the
 def test_a_threshold_outside_a_c_int_of_bytes_is_refused(threshold):
     with pytest.raises(ValueError, match=r"threshold_bytes=.*1\.\.2\*\*31 - 1"):
         reuse_host_memory(threshold_bytes=threshold)
+
+
+def test_per_example_keeps_the_name_its_users_first_met():
+    assert jc.per_example.reuse_host_memory is reuse_host_memory
