@@ -1,24 +1,31 @@
 """Where a step's time goes: jaxconv (XLA:CPU) against PyTorch eager, per class of operation.
 
-ResNet-20 (CIFAR, batch 128) and ResNet-50 (64x64, batch 16), the nets of the peers harness
-(``benchmarks/peers/``), one SGD-momentum train step and one inference pass each. For jaxconv the
+The default small CNN (batch 128), ResNet-20 (CIFAR, batch 128) and ResNet-50 (64x64, batch 16),
+the nets of the peers harness (``benchmarks/peers/``), one SGD-momentum train step and one inference pass each. For jaxconv the
 compiled step runs under ``jax.profiler.trace`` with XLA's per-thunk trace events on
 (``--xla_cpu_enable_xprof_traceme``); each event is the HLO instruction of the optimised module
 (``compiled.as_text()``) it names (XNNPACK/YNNPACK fusions, reported as one generic name, are
 matched in schedule order), and each instruction is classed by what it computes: a
 convolution by direction (forward; input gradient and weight gradient, told apart by
-the shape of the result), normalisation and the optimiser (by the source file of the fused
-instructions: ``layers/norm.py``, ``optax``), transposes and copies, other elementwise
-fusions, and the rest. For PyTorch ``torch.profiler`` gives each aten op's self time, classed
+the shape of the result), matrix products (``dot``), max pooling and its gradient
+(``reduce-window``, ``select-and-scatter``, or a fusion over jaxconv's tiled view of the map,
+which also holds the BatchNorm and ReLU XLA fused with it), normalisation and the optimiser,
+transposes and copies, other elementwise fusions, and the rest. For PyTorch ``torch.profiler`` gives each aten op's self time, classed
 the same way (``convolution_backward`` computes both gradients in one op, so PyTorch's
 backward convolutions are one class; ops under ``Optimizer.step`` are the optimiser).
+A YNNPACK fusion that holds convolutions is classed by them, though it may also run the pooling
+and matrix products around them (the small CNN's inference pass is one such fusion).
 
 Times are per step: the class totals of the trace divided by the steps traced, beside the
 median wall time of untraced steps. The inference pass of jaxconv is shown twice: the plain
 ``net.apply(train=False)`` and the net `jaxconv.inference.fold_batchnorm` folded once.
 
-    python benchmarks/profile_steps.py [--workloads resnet20,resnet50] [--repeats 3] [--steps 3]
-        [--xla-flags "--xla_cpu_use_xnnpack=false"] [--no-torch]
+    python benchmarks/profile_steps.py [--workloads small_cnn,resnet20,resnet50] [--repeats 3] [--steps 3]
+        [--xla-flags "--xla_cpu_use_xnnpack=false"] [--no-torch] [--reuse-host-memory]
+
+``--reuse-host-memory`` first calls `jaxconv.host_memory.reuse_host_memory` (as ``jaxconv train``
+does): glibc then keeps the step's temporaries between steps instead of handing them out as fresh
+pages, whose faults otherwise land on whichever op first writes them.
 """
 
 from __future__ import annotations
@@ -47,12 +54,16 @@ from workloads import CPU_RESOLUTION, WORKLOADS, Workload
 
 import jaxconv as jc
 import jaxconv.train as jt
+from jaxconv.host_memory import reuse_host_memory
+from jaxconv.models.small import convnet
 
 CLASSES = (
     "conv forward",
     "conv input grad",
     "conv weight grad",
     "conv backward (both)",
+    "matrix products",
+    "pooling",
     "normalisation",
     "elementwise/fusions",
     "transposes/copies",
@@ -60,13 +71,19 @@ CLASSES = (
     "other",
 )
 ZOO_NAMES = {"resnet20": "resnet20", "resnet50": "resnet50_tv"}
-WORKLOAD_SIZES = {"resnet20": (None, 128), "resnet50": (CPU_RESOLUTION["resnet50"], 16)}
+WORKLOAD_SIZES = {
+    "small_cnn": (None, 128),
+    "resnet20": (None, 128),
+    "resnet50": (CPU_RESOLUTION["resnet50"], 16),
+}
+# max pooling: XLA's windowed ops, or jaxconv's tiled form, whose view of a 2-D map is rank 6
+# (N, H/F, F, W/F, F, C): nothing else in these nets is
+_POOLING_OPS = {"reduce-window", "select-and-scatter"}
 
 # --- the optimised HLO: each instruction of the entry computation and what it computes --------
 
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (\S+) (?:\S+ )?([\w\-]+)\(")
 _CALLS = re.compile(r"calls=%([\w.\-]+)")
-_SOURCE = re.compile(r'source_file="([^"]+)"')
 _OP_NAME = re.compile(r'op_name="([^"]+)"')
 _DIM_LABELS = re.compile(r"dim_labels=(\w+)_(\w+)->(\w+)")
 
@@ -83,6 +100,12 @@ def computations(hlo: str) -> dict[str, list[str]]:
         elif current is not None and line.strip() != "}":
             found[current].append(line)
     return found
+
+
+def _rank(shape: str) -> int:
+    """The rank of an HLO shape such as ``f32[128,14,2,14,2,32]{5,4,3,2,1,0}`` (0 for a tuple)."""
+    dims = re.match(r"\w+\[([\d,]*)\]", shape)
+    return len(dims.group(1).split(",")) if dims and dims.group(1) else 0
 
 
 def conv_direction(line: str) -> str:
@@ -109,10 +132,14 @@ def classify(line: str, bodies: dict[str, list[str]], differentiated: bool) -> s
     if convs:
         directions = collections.Counter(conv_direction(conv) for conv in convs)
         return directions.most_common(1)[0][0]
+    inner = [m for m in map(_INSTRUCTION.match, [line, *body]) if m]
+    if any(m.group(3) == "dot" for m in inner):
+        return "matrix products"
+    if {m.group(3) for m in inner} & _POOLING_OPS or any(_rank(m.group(2)) >= 6 for m in inner):
+        return "pooling"
     names = _OP_NAME.findall(" ".join([line, *body]))
     if differentiated and names and not any("jvp(" in name for name in names):
         return "optimiser"
-    inner = [m for m in map(_INSTRUCTION.match, [line, *body]) if m]
     per_channel = any(m.group(3) == "reduce" and re.match(r"f32\[\d+\]", m.group(2)) for m in inner)
     if any(m.group(3) == "rsqrt" for m in inner) or per_channel:
         return "normalisation"
@@ -226,8 +253,11 @@ def sized(name: str) -> Workload:
 
 
 def jaxconv_runs(workload: Workload) -> dict[str, tuple[object, str]]:
-    """``{'train': (run, hlo), 'infer': ..., 'infer folded': ...}`` for the zoo net of a workload."""
-    net = jc.models.get(ZOO_NAMES[workload.name], num_classes=workload.num_classes)
+    """``{'train': (run, hlo), 'infer': ..., 'infer folded': ...}`` for the net of a workload."""
+    if workload.resnet is None:
+        net = convnet(num_classes=workload.num_classes)
+    else:
+        net = jc.models.get(ZOO_NAMES[workload.name], num_classes=workload.num_classes)
     images, labels, infer_images = batches(workload)
     box = [jt.init_train_state(net, sgd(), (-1, *workload.image_shape), jax.random.key(0))]
     step = jt.make_train_step(net, sgd())
@@ -260,6 +290,10 @@ def torch_class(name: str, in_optimizer: bool) -> str:
         return "conv backward (both)"
     if "convolution" in name or name.startswith("aten::conv"):
         return "conv forward"
+    if any(word in name for word in ("addmm", "aten::mm", "aten::linear")):
+        return "matrix products"
+    if "pool" in name:
+        return "pooling"
     if "batch_norm" in name:
         return "normalisation"
     if any(word in name for word in ("copy", "contiguous", "clone", "transpose", "permute", "aten::to")):
@@ -359,7 +393,10 @@ def main() -> None:
     parser.add_argument("--xla-flags", default="", help="extra XLA_FLAGS (write --xla-flags=...)")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--top", type=int, default=8, help="list this many slowest XLA ops")
+    parser.add_argument("--reuse-host-memory", action="store_true", help="glibc keeps freed blocks (as jaxconv train)")
     args = parser.parse_args()
+    if args.reuse_host_memory:
+        print(f"reuse_host_memory: {reuse_host_memory(sync_dispatch=False)}")
     print(f"jax {jax.__version__}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '').strip()}")
     print("ratio: first column / last (the wall row: jaxconv's time over PyTorch's)\n")
     for name in args.workloads.split(","):
