@@ -44,7 +44,9 @@ def command(data: Path, run_dir: Path) -> list[str]:
 def steps(run_dir: Path) -> list[int]:
     """The complete Orbax steps of the run (a save in progress is a temporary directory)."""
     folder = run_dir / "orbax"
-    return sorted(int(path.name) for path in folder.iterdir() if path.name.isdigit()) if folder.is_dir() else []
+    return (
+        sorted(int(path.name) for path in folder.iterdir() if path.name.isdigit()) if folder.is_dir() else []
+    )
 
 
 def digest(run_dir: Path) -> str:

@@ -60,7 +60,9 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="orbax_save-", dir=args.dir))
     state = training_state(args.model)
-    megabytes = sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(state) if leaf.dtype != jax.numpy.uint32)
+    megabytes = sum(
+        leaf.nbytes for leaf in jax.tree_util.tree_leaves(state) if leaf.dtype != jax.numpy.uint32
+    )
     print(f"{args.model}: {count_params(state.params):,} parameters, {megabytes / 2**20:.0f} MiB of state")
     stores = {
         "sync": OrbaxStore(root / "sync", keep=args.repeats + 2, asynchronous=False),

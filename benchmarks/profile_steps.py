@@ -393,7 +393,9 @@ def main() -> None:
     parser.add_argument("--xla-flags", default="", help="extra XLA_FLAGS (write --xla-flags=...)")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--top", type=int, default=8, help="list this many slowest XLA ops")
-    parser.add_argument("--reuse-host-memory", action="store_true", help="glibc keeps freed blocks (as jaxconv train)")
+    parser.add_argument(
+        "--reuse-host-memory", action="store_true", help="glibc keeps freed blocks (as jaxconv train)"
+    )
     args = parser.parse_args()
     if args.reuse_host_memory:
         print(f"reuse_host_memory: {reuse_host_memory(sync_dispatch=False)}")

@@ -206,7 +206,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         ("--lookahead-alpha", float, f"Lookahead's slow step (default {defaults.lookahead_alpha})"),
         ("--mix", str, "none, mixup, mixup=ALPHA, cutmix or cutmix=ALPHA (default none)"),
         ("--tta", str, "test-time augmentation: none, flip, crop=P or crop=P,flip (default none)"),
-        ("--checkpoint-every", int, "also checkpoint every N steps, to resume mid-epoch (default: epoch ends)"),
+        ("--checkpoint-every", int, "also checkpoint every N steps, to resume mid-epoch (default: off)"),
         *_private_options(defaults),
     ]
     for flag, kind, text in options:
@@ -278,7 +278,7 @@ def _train_many(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    reuse_host_memory(sync_dispatch=False)  # else a CPU step's temporaries over 32 MiB are new pages every step
+    reuse_host_memory(sync_dispatch=False)  # else CPU temporaries over 32 MiB are fresh pages every step
     if args.seeds is not None or args.grid is not None or is_many_run(args.run_dir if args.resume else None):
         return _train_many(args)
     if _join_processes() and args.run_dir is None:

@@ -96,7 +96,11 @@ def test_resume_of_a_finished_run_trains_nothing_and_a_corrupt_checkpoint_is_kep
     Run(corrupt).checkpoint.joinpath("meta", "metadata").write_bytes(b'{"tree": not really')
     before = snapshot(corrupt)
     status, _, err = run(capsys, "train", "--resume", "--run-dir", corrupt, "--data-dir", data_dir)
-    assert status == 2 and "orbax/8: its metadata is unreadable" in err and "orbax/8 to resume from step 4" in err
+    assert (
+        status == 2
+        and "orbax/8: its metadata is unreadable" in err
+        and "orbax/8 to resume from step 4" in err
+    )
     assert snapshot(corrupt) == before
 
 

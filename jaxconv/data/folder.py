@@ -187,7 +187,8 @@ class FolderBatches:
         self, folder: ImageFolder, grain_iterator: Any, size: int, drop_remainder: bool,
         position: dict[str, Any] | None = None, workers: int = 0, filling: PixelCache | None = None,
     ):  # fmt: skip
-        self._folder, self._grain, self._size, self._drop_remainder = folder, grain_iterator, size, drop_remainder
+        self._folder, self._grain = folder, grain_iterator
+        self._size, self._drop_remainder = size, drop_remainder
         self._workers, self._filling, self._open = workers, filling, True
         self._pool: list[list[Any]] = []  # [Grain state before it, images, labels, rows given]
         self._given, self._skip = 0, 0

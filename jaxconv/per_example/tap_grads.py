@@ -64,7 +64,9 @@ def with_kernel_grads(tap: Tap, kernel: jax.Array) -> Tap:
     return tap
 
 
-def _pulled_back(grads: jax.Array, transform: Callable[[jax.Array], jax.Array], kernel: jax.Array) -> jax.Array:
+def _pulled_back(
+    grads: jax.Array, transform: Callable[[jax.Array], jax.Array], kernel: jax.Array
+) -> jax.Array:
     """Per-example gradients (N, d, K) with respect to ``transform(kernel)`` as gradients with
     respect to ``kernel``: each example's through the transform's vector-Jacobian product."""
     _, pullback = jax.vjp(transform, kernel)

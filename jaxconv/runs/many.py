@@ -159,7 +159,8 @@ def fit_many(
     check_models(run, resume, configs)
     evaluation = None
     with saving(run):  # the last checkpoint is written before `fit_many` returns or raises
-        train_state, history, first_epoch, _ = _start(run, resume, config, placement.put_state(program.train_state))
+        first_state = placement.put_state(program.train_state)
+        train_state, history, first_epoch, _ = _start(run, resume, config, first_state)
         write_models(run, resume, configs)
         diverged = (history[-1] if history else {}).get("diverged", [None] * len(configs))
         for epoch in range(first_epoch, min(config.epochs, stop_after_epoch or config.epochs)):
@@ -186,7 +187,8 @@ def _announce(
     for model, (reason, earlier) in enumerate(zip(now, before, strict=True)):
         if reason is not None and earlier is None and is_writer():
             point = ", ".join(f"{name} {getattr(configs[model], name):g}" for name in ("seed", *fields))
-            print(f"jaxconv: model {model} ({point}) diverged: {reason}; the others train on", file=sys.stderr)
+            message = f"jaxconv: model {model} ({point}) diverged: {reason}; the others train on"
+            print(message, file=sys.stderr)
     if any(reason is not None for reason in now):
         record["diverged"] = now
     if all(reason is not None for reason in now):
@@ -298,12 +300,8 @@ def _step_bytes(program: _Program) -> int:
     batch = tuple(array[None] for array in program.batch)
     shapes = jax.tree_util.tree_map(one, (program.hypers, program.train_state, *batch))
     memory = jax.jit(chunk_of_one, donate_argnums=1).lower(*shapes).compile().memory_analysis()
-    return int(
-        memory.argument_size_in_bytes
-        + memory.output_size_in_bytes
-        + memory.temp_size_in_bytes
-        - memory.alias_size_in_bytes
-    )
+    sizes = memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
+    return int(sizes - memory.alias_size_in_bytes)
 
 
 def _model_step(net: Layer, config: TrainConfig, steps: int, preprocess: Preprocess) -> Callable[..., Any]:

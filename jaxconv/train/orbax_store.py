@@ -230,7 +230,11 @@ def _stored(leaf: Any) -> Any:
 
 def _copied(leaf: Any) -> Any:
     """A copy of a stored leaf that the caller's next step cannot donate or change."""
-    return jax.device_put(leaf, leaf.sharding, may_alias=False) if isinstance(leaf, jax.Array) else np.array(leaf)
+    return (
+        jax.device_put(leaf, leaf.sharding, may_alias=False)
+        if isinstance(leaf, jax.Array)
+        else np.array(leaf)
+    )
 
 
 def _stored_like(leaf: Any) -> Any:

@@ -132,7 +132,12 @@ def fit_with_devices() -> dict:
             train,
             test,
             jc.runs.TrainConfig(
-                epochs=1, batch_size=64, eval_batch_size=64, devices=devices, augment="flip", tta="crop=1,flip"
+                epochs=1,
+                batch_size=64,
+                eval_batch_size=64,
+                devices=devices,
+                augment="flip",
+                tta="crop=1,flip",
             ),
             progress=False,
         )

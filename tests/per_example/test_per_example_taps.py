@@ -61,8 +61,11 @@ NETS = {
     # weight-standardised convolutions: tapped, their gradients pulled back through the
     # standardisation; the 3x3's 36 positions would take the ghost norm without it
     "weight_standardized": lambda: jc.serial(
-        jc.Conv(3, 3, padding=1, weight_standardization=True), jc.Relu,
-        jc.Conv(4, 1, use_bias=False, weight_standardization=True), jc.Flatten, jc.Dense(3),
+        jc.Conv(3, 3, padding=1, weight_standardization=True),
+        jc.Relu,
+        jc.Conv(4, 1, use_bias=False, weight_standardization=True),
+        jc.Flatten,
+        jc.Dense(3),
     ),
     # a fixed feature extractor before the tapped layers (Tramer & Boneh's ScatterNet + linear)
     "scattering": lambda: jc.serial(

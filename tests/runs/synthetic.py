@@ -98,7 +98,9 @@ def orbax_arrays(step_dir: Path) -> tuple[dict, dict[str, np.ndarray]]:
     with ocp.PyTreeCheckpointer() as checkpointer:
         structure = checkpointer.metadata(path).item_metadata.tree
         as_numpy = jax.tree_util.tree_map(
-            lambda _: ocp.RestoreArgs(restore_type=np.ndarray), structure, is_leaf=lambda x: hasattr(x, "shape")
+            lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
+            structure,
+            is_leaf=lambda x: hasattr(x, "shape"),
         )
         tree = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
     flat, _ = jax.tree_util.tree_flatten_with_path(tree)

@@ -119,10 +119,14 @@ def test_bad_options_fail_before_any_step(change, message, tmp_path):
 
 def test_a_corrupt_checkpoint_fails_the_resume_and_is_left_as_it_was(first_epoch, tmp_path):
     run = copy_run(first_epoch[0], tmp_path)
-    largest = max((path for path in run.checkpoint.rglob("*") if path.is_file()), key=lambda p: p.stat().st_size)
+    largest = max(
+        (path for path in run.checkpoint.rglob("*") if path.is_file()), key=lambda p: p.stat().st_size
+    )
     largest.write_bytes(largest.read_bytes()[:100])
     files = {path: path.read_bytes() for path in run.path.rglob("*") if path.is_file()}
-    with pytest.raises(CheckpointError, match=r"run/orbax/6 is not a readable Orbax checkpoint.*truncated or corrupt"):
+    with pytest.raises(
+        CheckpointError, match=r"run/orbax/6 is not a readable Orbax checkpoint.*truncated or corrupt"
+    ):
         fit(tiny_net(), TRAIN, TEST, CONFIG, run=run, resume=True, progress=False)
     assert {path: path.read_bytes() for path in run.path.rglob("*") if path.is_file()} == files
 
