@@ -116,3 +116,39 @@ def test_ratios_compare_with_the_fastest_and_quickest_jax_peers(peers_module):
             "train vs torch": 300 / 600,
         }
     )
+
+
+FAULTS_CHILD = """
+import ctypes, resource
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]
+faults = []
+for _ in range(6):  # a 48 MiB block, written, freed: glibc's default gives it fresh pages each time
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    block = libc.malloc(48 * 2**20)
+    ctypes.memset(block, 1, 48 * 2**20)
+    libc.free(block)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(sorted(faults[1:])[2])
+"""
+
+
+def test_keep_host_blocks_reaches_every_child_and_glibc_honours_it(peers_module, monkeypatch):
+    def median_faults(env):
+        done = subprocess.run([sys.executable, "-c", FAULTS_CHILD], capture_output=True, text=True, env=env)
+        return int(done.stdout)
+
+    pages = 12 * 2**20 * 4 // 4096  # 12,288 pages of 4 KiB
+    assert median_faults({}) > pages // 2  # fresh pages on every allocation
+    assert median_faults(peers_module.KEEP_HOST_BLOCKS) < pages // 20  # the freed block reused
+
+    seen = {}
+
+    def fake_run(command, env, **options):
+        seen.update(env)
+        return subprocess.CompletedProcess(command, 0, stdout='{"framework": "torch"}\n', stderr="")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(peers_module.subprocess, "run", fake_run)
+        peers_module.run_child("torch", "small_cnn", peers_module.parse_args(["--keep-host-blocks"]))
+    assert {name: seen[name] for name in peers_module.KEEP_HOST_BLOCKS} == peers_module.KEEP_HOST_BLOCKS

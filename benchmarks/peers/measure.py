@@ -14,8 +14,10 @@ import sys
 import traceback
 
 # compile times are measured: a persistent XLA cache from the environment would hand back programs
-# compiled by an earlier process (JAX reads this when it is first imported, below)
-os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+# compiled by an earlier process (JAX reads this when it is first imported, below); only in the
+# measuring process, not in one that imports this module for its tables (run.py, the tests)
+if __name__ == "__main__":
+    os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
 
 from harness import max_rss_bytes, measure
 from workloads import CPU_RESOLUTION, WORKLOADS

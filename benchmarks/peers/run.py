@@ -8,8 +8,14 @@ memory, and jaxconv's ratios to the fastest JAX peer and to PyTorch eager.
 
     python benchmarks/peers/run.py [--workloads small_cnn,resnet20,resnet50]
         [--frameworks jaxconv,stax,flax_linen,flax_nnx,equinox,haiku,torch,torch_compile]
-        [--repeats 5] [--steps N] [--resolution R] [--batch B] [--single-thread] [--json out.json]
+        [--repeats 5] [--steps N] [--resolution R] [--batch B] [--single-thread]
+        [--keep-host-blocks] [--json out.json]
     python benchmarks/peers/run.py --quick      # a smoke test: small_cnn, 1 repeat, 2 steps
+
+``--keep-host-blocks`` starts every process with glibc's thresholds at 1 GiB (``KEEP_HOST_BLOCKS``,
+what `jaxconv.host_memory.reuse_host_memory` sets and ``jaxconv train`` runs with): freed large
+blocks stay in the heap instead of coming back as fresh pages, faulted in on every step. It is
+the same for every framework, PyTorch included.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ METRICS = {  # key -> (column, format, higher is better)
     "compile_s": ("compile s", "{:.2f}", False),
     "peak_memory_mib": ("peak MiB", "{:,.1f}", False),
 }
+KEEP_HOST_BLOCKS = {"MALLOC_MMAP_THRESHOLD_": str(2**30), "MALLOC_TRIM_THRESHOLD_": str(2**30)}
 SINGLE_THREAD = {  # one compute thread in every framework: a fairer race on a busy machine
     "OMP_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
@@ -48,6 +55,7 @@ def run_child(framework: str, workload: str, args: argparse.Namespace) -> dict:
         if getattr(args, option):
             command += [f"--{option}", str(getattr(args, option))]
     env = {**os.environ, **(SINGLE_THREAD if args.single_thread else {})}
+    env |= KEEP_HOST_BLOCKS if args.keep_host_blocks else {}
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout, env=env)
     except subprocess.TimeoutExpired:
@@ -134,6 +142,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--batch", type=int, help="training and inference batch (default: the workload's)")
     parser.add_argument("--single-thread", action="store_true", help="one compute thread in every framework")
+    parser.add_argument(
+        "--keep-host-blocks",
+        action="store_true",
+        help="glibc keeps freed blocks up to 1 GiB, in every framework",
+    )
     parser.add_argument("--timeout", type=float, default=1800, help="seconds one measurement may take")
     parser.add_argument("--json", type=Path, help="write every record and the summaries here")
     parser.add_argument("--quick", action="store_true", help="smoke test: small_cnn, 1 repeat, 2 steps")
@@ -194,6 +207,7 @@ def machine() -> dict:
 def machine_line(started: str, load_before, load_after, args: argparse.Namespace) -> str:
     info = machine()
     threads = "one compute thread per framework" if args.single_thread else "all cores per framework"
+    threads += "; glibc keeping freed blocks" if args.keep_host_blocks else ""
     return (
         f"{started}; {info['platform']}, {info['cpus']} CPUs, Python {info['python']}; {threads}; "
         f"{args.repeats} repeats; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after"
