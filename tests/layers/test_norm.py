@@ -321,6 +321,31 @@ def test_float64_inputs_are_normalised_in_float64():
             np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-8)
 
 
+def test_one_pass_statistics_keep_float32_digits_under_a_large_mean():
+    """The moments are computed in one pass about a shift taken from the data: with a mean 10^4
+    times the spread, float32 outputs still match float64 PyTorch on the same values, where the
+    unshifted E[x^2] - E[x]^2 in float32 is wrong in its first digit."""
+    x = random_input((16, 4, 4, 4), loc=1e4)
+    naive = (
+        np.mean(x**2, axis=(0, 1, 2), dtype=np.float32) - np.mean(x, axis=(0, 1, 2), dtype=np.float32) ** 2
+    )
+    assert np.max(np.abs(naive / x.astype(np.float64).var(axis=(0, 1, 2)) - 1)) > 0.1  # a test that can fail
+    params = random_affine(4)
+    weight, bias = (tensor.double() for tensor in torch_affine(params))
+    nchw = channels_first(x).double()
+    cases = [
+        (jc.BatchNorm(), channels_last(F.batch_norm(nchw, None, None, weight, bias, True))),
+        (jc.GroupNorm(2), channels_last(F.group_norm(nchw, 2, weight, bias))),
+        (jc.LayerNorm(), F.layer_norm(torch.from_numpy(x).double(), (4,), weight, bias).numpy()),
+    ]
+    for net, expected in cases:
+        _, _, state = net.init(None, x.shape)
+        y, _ = net.apply(params, state, jnp.asarray(x), train=True)
+        # x * multiplier + shift of 10^4-sized terms keeps float32's ~2e-3 there; a variance off by
+        # 10% would move outputs of up to 3 by 0.15
+        np.testing.assert_allclose(y, expected, rtol=0, atol=1e-2)
+
+
 GRAD_CASES = {
     "batch_norm": (jc.BatchNorm(eps=1e-3), (6, 3, 3, 4), True),
     "batch_norm_dense": (jc.BatchNorm(), (8, 5), True),
