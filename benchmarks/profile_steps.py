@@ -1,27 +1,28 @@
 """Where a step's time goes: jaxconv (XLA:CPU) against PyTorch eager, per class of operation.
 
 The default small CNN (batch 128), ResNet-20 (CIFAR, batch 128) and ResNet-50 (64x64, batch 16),
-the nets of the peers harness (``benchmarks/peers/``), one SGD-momentum train step and one inference pass each. For jaxconv the
-compiled step runs under ``jax.profiler.trace`` with XLA's per-thunk trace events on
-(``--xla_cpu_enable_xprof_traceme``); each event is the HLO instruction of the optimised module
-(``compiled.as_text()``) it names (XNNPACK/YNNPACK fusions, reported as one generic name, are
-matched in schedule order), and each instruction is classed by what it computes: a
-convolution by direction (forward; input gradient and weight gradient, told apart by
-the shape of the result), matrix products (``dot``), max pooling and its gradient
+the nets of the peers harness (``benchmarks/peers/``), one SGD-momentum train step and one
+inference pass each. For jaxconv the compiled step runs under ``jax.profiler.trace`` with XLA's
+per-thunk trace events on (``--xla_cpu_enable_xprof_traceme``); each event is the HLO
+instruction of the optimised module (``compiled.as_text()``) it names (XNNPACK/YNNPACK fusions,
+reported as one generic name, are matched in schedule order), and each instruction is classed by
+what it computes: a convolution by direction (forward; input gradient and weight gradient, told
+apart by the shape of the result), matrix products (``dot``), max pooling and its gradient
 (``reduce-window``, ``select-and-scatter``, or a fusion over jaxconv's tiled view of the map,
 which also holds the BatchNorm and ReLU XLA fused with it), normalisation and the optimiser,
-transposes and copies, other elementwise fusions, and the rest. For PyTorch ``torch.profiler`` gives each aten op's self time, classed
-the same way (``convolution_backward`` computes both gradients in one op, so PyTorch's
-backward convolutions are one class; ops under ``Optimizer.step`` are the optimiser).
-A YNNPACK fusion that holds convolutions is classed by them, though it may also run the pooling
-and matrix products around them (the small CNN's inference pass is one such fusion).
+transposes and copies, other elementwise fusions, and the rest. A YNNPACK fusion that holds
+convolutions is classed by them, though it may also run the pooling and matrix products around
+them (the small CNN's inference pass is one such fusion). For PyTorch ``torch.profiler`` gives
+each aten op's self time, classed the same way (``convolution_backward`` computes both gradients
+in one op, so PyTorch's backward convolutions are one class; ops under ``Optimizer.step`` are
+the optimiser).
 
 Times are per step: the class totals of the trace divided by the steps traced, beside the
 median wall time of untraced steps. The inference pass of jaxconv is shown twice: the plain
 ``net.apply(train=False)`` and the net `jaxconv.inference.fold_batchnorm` folded once.
 
-    python benchmarks/profile_steps.py [--workloads small_cnn,resnet20,resnet50] [--repeats 3] [--steps 3]
-        [--xla-flags "--xla_cpu_use_xnnpack=false"] [--no-torch] [--reuse-host-memory]
+    python benchmarks/profile_steps.py [--workloads small_cnn,resnet20,resnet50] [--repeats 3]
+        [--steps 3] [--xla-flags "--xla_cpu_use_xnnpack=false"] [--no-torch] [--reuse-host-memory]
 
 ``--reuse-host-memory`` first calls `jaxconv.host_memory.reuse_host_memory` (as ``jaxconv train``
 does): glibc then keeps the step's temporaries between steps instead of handing them out as fresh

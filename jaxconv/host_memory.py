@@ -10,22 +10,20 @@ buffers back to XLA (nothing process-wide); and `reuse_host_memory`, below, chan
 settings for the whole process, as ``jaxconv train`` does for its own.
 
 Materialised per-example gradients are large: the small Fashion-MNIST CNN's at batch 64 are
-108 MB, ResNet-20's 69 MB. On a CPU, XLA asks the C library (glibc's ``malloc``) for each
-output and temporary buffer of every call, so every call touches its output page by page:
-measured at
-batch 64 on the small CNN, 27,000-29,000 minor page faults and 45-50 ms of kernel time per
-call, more than the gradients' own arithmetic (30 ms), which made ``per_example_grads`` 0.66x
-a jitted per-example loop whose 1.6 MB outputs glibc recycles.
+108 MB, ResNet-20's 69 MB. Measured at batch 64 on the small CNN: 27,000-29,000 minor page
+faults and 45-50 ms of kernel time per call, more than the gradients' own arithmetic (30 ms),
+which made ``per_example_grads`` 0.66x a jitted per-example loop whose 1.6 MB outputs glibc
+recycles.
 
 `reuse_host_memory` tells glibc to serve large blocks from its heap and keep freed ones
 (``mallopt(M_MMAP_THRESHOLD)``, ``mallopt(M_TRIM_THRESHOLD)``) and makes JAX run CPU programs on
 the calling thread (``jax_cpu_enable_async_dispatch=False``): with asynchronous dispatch the
 faults stayed, probably because XLA's worker threads allocate from glibc arenas whose heaps hold
 at most 64 MiB. Afterwards the same call has under 100 page faults. Both settings are
-process-wide: call it once, at the start of a CPU process that materialises per-example gradients (or other large
-arrays) again and again. The cost: the process keeps up to ``threshold_bytes`` of freed memory
-rather than returning it, and on a CPU Python waits for each computation (no overlap of Python
-and XLA). Accelerators are not concerned (their arrays are not in host memory); nothing is
+process-wide: call it once, at the start of a CPU process that materialises per-example
+gradients (or other large arrays) again and again. The cost: the process keeps up to
+``threshold_bytes`` of freed memory rather than returning it, and on a CPU Python waits for
+each computation (no overlap of Python and XLA). Accelerators are not concerned (their arrays are not in host memory); nothing is
 changed where glibc is absent (macOS, musl). The same by hand: glibc's
 ``MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=1073741824`` in the environment
 before Python starts, and ``jax.config.update("jax_cpu_enable_async_dispatch", False)``.

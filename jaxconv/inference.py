@@ -63,10 +63,10 @@ def make_predict(net: Layer, *, fold: bool = False, chunk: Chunk = "auto") -> Pr
 
     ``chunk``: ``'auto'`` runs a large batch on a CPU in pieces whose compiled pass keeps at
     most `jaxconv.host_memory.HOST_BLOCK_BYTES` (32 MiB) of temporaries (decided once per input
-    shape from XLA's memory analysis); ``None`` always runs the whole batch at once; an int runs pieces of at most
-    that many examples. Pieces give the same logits when each example's output depends on that
-    example alone, as for every jaxconv layer in evaluation mode; pass ``chunk=None`` for a net
-    whose evaluation mixes the examples of a batch.
+    shape from XLA's memory analysis); ``None`` always runs the whole batch at once; an int
+    runs pieces of at most that many examples. Pieces give the same logits when each example's
+    output depends on that example alone, as for every jaxconv layer in evaluation mode; pass
+    ``chunk=None`` for a net whose evaluation mixes the examples of a batch.
 
     Shapes: images (N, H, W, C) -> logits (N, classes), or whatever ``net`` returns.
     """
